@@ -1,0 +1,90 @@
+//! `bf-pipeline`: Brainformer's data pipeline from raw BIDS recordings to training shards.
+//! This file only parses arguments and dispatches; each command lives in `cli/src/commands`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use brainformer_cli::commands;
+
+/// Raw EEG/MEG recordings → filtered, resampled, tokenized Parquet shards.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Print only warnings and errors.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print a recording's measurement info (channels, sfreq, samples, dates, bads, events).
+    ///
+    /// Reads FIF (.fif, .fif.gz, split files follow), EDF/EDF+/BDF and BrainVision (.vhdr).
+    Info {
+        /// The recording to describe.
+        file: PathBuf,
+        /// Print JSON instead of a human summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Convert a recording to a NumPy .npy (float64, channels × samples, SI units) or to FIF.
+    ///
+    /// The output format follows OUT's extension. Channels stay in file order.
+    Convert {
+        /// The recording to read.
+        file: PathBuf,
+        /// Output path: `.npy` or `.fif`.
+        out: PathBuf,
+        /// Channels to keep: comma-separated names and/or MNE types (eeg, meg, mag, grad,
+        /// stim, eog, ecg, misc, ...). Default: all channels.
+        #[arg(long, value_delimiter = ',')]
+        picks: Vec<String>,
+        /// Start time in seconds from the first sample (as MNE's `raw.crop(tmin=...)`).
+        #[arg(long)]
+        tmin: Option<f64>,
+        /// End time in seconds, included (as MNE's `raw.crop(tmax=...)`).
+        #[arg(long)]
+        tmax: Option<f64>,
+        /// Apply the recording's SSP projectors (as MNE's `raw.apply_proj()`).
+        #[arg(long)]
+        proj: bool,
+        /// FIF output only: sample format of the data buffers.
+        #[arg(long, default_value = "float32", value_parser = ["float32", "int16"])]
+        fif_format: String,
+    },
+    /// Time a full read into memory and random windows of FILE (JSON; used by `make bench`).
+    BenchRead {
+        file: PathBuf,
+        /// How many random windows to time.
+        #[arg(long, default_value_t = 20)]
+        windows: usize,
+        /// Window length in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        window_seconds: f64,
+        /// Seed for the window positions.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    brainformer_cli::init_logging(cli.quiet);
+    brainformer_cli::exit_on_error(run(cli.command));
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Info { file, json } => commands::info::run(&file, json),
+        Command::Convert { file, out, picks, tmin, tmax, proj, fif_format } => {
+            commands::convert::run(&file, &out, &picks, tmin, tmax, proj, &fif_format)
+        }
+        Command::BenchRead { file, windows, window_seconds, seed } => {
+            commands::bench_read::run(&file, windows, window_seconds, seed)
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! `bf-pipeline convert FILE OUT.npy|OUT.fif`: read any supported recording, write NumPy or FIF.
+//! Both outputs are streamed in time chunks (bounded memory) and written atomically.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use bf_pipeline::formats::fif::write::{write_raw, FifSampleFormat, WriteOptions};
+use bf_pipeline::npy;
+use bf_pipeline::RawReader;
+
+use crate::picks;
+
+/// Samples per chunk when streaming: ~10 s at 1 kHz keeps memory small for any channel count.
+const CHUNK: usize = 10_000;
+
+pub fn run(file: &Path, out: &Path, picks: &[String], tmin: Option<f64>, tmax: Option<f64>, proj: bool, fif_format: &str) -> Result<()> {
+    let opened = bf_pipeline::formats::open(file)?;
+    let projected = if proj { bf_pipeline::proj::Projected::new(opened.as_ref())? } else { None };
+    let reader: &dyn RawReader = match &projected {
+        Some(p) => p,
+        None => opened.as_ref(),
+    };
+    let info = reader.info();
+    let picks = picks::resolve(info, picks)?;
+    let (start, stop) = picks::sample_range(info, tmin, tmax)?;
+    let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("").to_lowercase();
+    match ext.as_str() {
+        "npy" => write_npy(reader, &picks, start, stop, out),
+        "fif" => {
+            let format = match fif_format {
+                "int16" => FifSampleFormat::Int16,
+                _ => FifSampleFormat::Float32,
+            };
+            let options = WriteOptions { format, ..WriteOptions::default() };
+            write_raw(reader, &picks, start, stop, out, &options)?;
+            Ok(())
+        }
+        _ => bail!("{}: unknown output extension (expected .npy or .fif)", out.display()),
+    }
+}
+
+/// Writes `picks × start..stop` as a float64 `.npy`, chunk by chunk through positioned writes
+/// (rows are contiguous in a C-ordered array, chunks are columns), then renames into place.
+fn write_npy(reader: &dyn RawReader, picks: &[usize], start: usize, stop: usize, out: &Path) -> Result<()> {
+    let n = stop - start;
+    let tmp = out.with_extension(format!("npy.tmp-{}", std::process::id()));
+    let result = (|| -> Result<()> {
+        let file = File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+        let mut header = Vec::new();
+        npy::write_header_f64(&mut header, (picks.len(), n))?;
+        file.write_all_at(&header, 0)?;
+        let mut chunk_start = start;
+        let mut values = Vec::new();
+        let mut bytes = Vec::new();
+        while chunk_start < stop {
+            let chunk_stop = (chunk_start + CHUNK).min(stop);
+            let len = chunk_stop - chunk_start;
+            values.resize(picks.len() * len, 0.0);
+            reader.read_into_f64(picks, chunk_start, chunk_stop, &mut values)?;
+            for (row, row_values) in values.chunks(len).enumerate() {
+                bytes.clear();
+                for v in row_values {
+                    bytes.extend_from_slice(&v.to_le_bytes());
+                }
+                let offset = header.len() + (row * n + (chunk_start - start)) * 8;
+                file.write_all_at(&bytes, offset as u64)?;
+            }
+            chunk_start = chunk_stop;
+        }
+        file.sync_all()?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.context(format!("{}: writing failed", out.display())));
+    }
+    std::fs::rename(&tmp, out).with_context(|| format!("{}: cannot move into place", out.display()))?;
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! `bf-pipeline info FILE [--json]`: a recording's measurement info.
+
+use std::path::Path;
+
+use anyhow::Result;
+use bf_pipeline::recording::RecordingInfo;
+use serde_json::json;
+
+pub fn run(file: &Path, as_json: bool) -> Result<()> {
+    let reader = bf_pipeline::formats::open(file)?;
+    let info = reader.info();
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&info_json(info))?);
+    } else {
+        print_summary(info);
+    }
+    Ok(())
+}
+
+/// The JSON document of `info --json`: stable keys other tools (and our tests) read.
+pub fn info_json(info: &RecordingInfo) -> serde_json::Value {
+    let channels: Vec<_> = info
+        .channels
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "kind": c.kind.as_str(),
+                "unit": c.unit.symbol(),
+                "unit_fiff": c.unit.0,
+                "fiff_kind": c.fiff_kind,
+                "coil_type": c.coil_type,
+                "cal": c.cal,
+                "range": c.range,
+                "loc": c.loc,
+            })
+        })
+        .collect();
+    json!({
+        "file": info.path,
+        "format": info.format,
+        "sfreq": info.sfreq,
+        "n_samples": info.n_samples,
+        "first_samp": info.first_samp,
+        "duration": info.duration(),
+        "meas_date": info.meas_date.map(|d| iso8601(d.secs, d.usecs)),
+        "meas_date_secs": info.meas_date.map(|d| [d.secs, d.usecs]),
+        "bads": info.bads,
+        "highpass": info.highpass,
+        "lowpass": info.lowpass,
+        "line_freq": info.line_freq,
+        "comp_grade": info.comp_grade,
+        "discontinuous": info.discontinuous,
+        "projs": info.projs.iter().map(|p| json!({
+            "desc": p.desc, "kind": p.kind, "active": p.active,
+            "n_vectors": p.vectors.len(), "ch_names": p.ch_names,
+        })).collect::<Vec<_>>(),
+        "annotations": info.annotations,
+        "channels": channels,
+    })
+}
+
+fn print_summary(info: &RecordingInfo) {
+    println!("{} ({})", info.path.display(), info.format);
+    println!(
+        "  {} channels, {} samples at {} Hz ({:.3} s), first_samp {}",
+        info.n_channels(),
+        info.n_samples,
+        info.sfreq,
+        info.duration(),
+        info.first_samp
+    );
+    match info.meas_date {
+        Some(d) => println!("  measured {}", iso8601(d.secs, d.usecs)),
+        None => println!("  measurement date unknown"),
+    }
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for ch in &info.channels {
+        match counts.iter_mut().find(|(k, _)| *k == ch.kind.as_str()) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((ch.kind.as_str(), 1)),
+        }
+    }
+    let kinds: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    println!("  {}", kinds.join(", "));
+    println!("  bads: {}", if info.bads.is_empty() { "none".into() } else { info.bads.join(", ") });
+    println!("  {} annotations, {} projectors", info.annotations.len(), info.projs.len());
+}
+
+/// UTC date-time `YYYY-MM-DDTHH:MM:SS.ffffff+00:00` from Unix seconds (civil-from-days,
+/// Howard Hinnant's algorithm; avoids a date crate for one function).
+pub fn iso8601(secs: i64, usecs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{usecs:06}+00:00",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn iso8601_known_dates() {
+        assert_eq!(super::iso8601(0, 0), "1970-01-01T00:00:00.000000+00:00");
+        // 2002-12-03 19:01:10.720100 UTC is the date of MNE's sample recording.
+        assert_eq!(super::iso8601(1_038_942_070, 720_100), "2002-12-03T19:01:10.720100+00:00");
+    }
+}

@@ -1,0 +1,5 @@
+//! One module per `bf-pipeline` subcommand.
+
+pub mod bench_read;
+pub mod convert;
+pub mod info;

@@ -1,0 +1,14 @@
+//! Brainformer's data pipeline: everything from raw files to training shards, without libtorch.
+//!
+//! The folders follow the data flow (see ARCHITECTURE.md at the repository root):
+//! `formats` reads raw recordings (FIF, EDF/BDF, BrainVision) into the in-memory model of
+//! [`recording`]; later stages (BIDS, cleaning, segmenting, tokenizing, shards) build on it.
+
+pub mod error;
+pub mod formats;
+pub mod recording;
+pub mod npy;
+pub mod proj;
+
+pub use error::{Error, Result};
+pub use recording::{Annotation, ChannelInfo, ChannelKind, RawReader, RecordingInfo, Unit};

@@ -1,0 +1,352 @@
+//! The in-memory model of a recording that every reader produces (design.md, "Data
+//! conventions"): per-channel metadata in MNE's vocabulary, and a [`RawReader`] that streams
+//! any channel subset and sample range in SI units (V, T, T/m) without loading the whole file.
+
+use std::path::PathBuf;
+
+use ndarray::Array2;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// What a channel measures, named as MNE's `channel_type` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    Eeg,
+    Eog,
+    Ecg,
+    Emg,
+    Mag,
+    Grad,
+    RefMeg,
+    Stim,
+    Misc,
+    Resp,
+    Chpi,
+    Syst,
+    Ias,
+    Exci,
+    Bio,
+    Seeg,
+    Ecog,
+    Dbs,
+    Gsr,
+    Temperature,
+    Dipole,
+    Gof,
+    Other,
+}
+
+impl ChannelKind {
+    /// MNE's name for this kind (`mne.io.pick.channel_type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::Eeg => "eeg",
+            ChannelKind::Eog => "eog",
+            ChannelKind::Ecg => "ecg",
+            ChannelKind::Emg => "emg",
+            ChannelKind::Mag => "mag",
+            ChannelKind::Grad => "grad",
+            ChannelKind::RefMeg => "ref_meg",
+            ChannelKind::Stim => "stim",
+            ChannelKind::Misc => "misc",
+            ChannelKind::Resp => "resp",
+            ChannelKind::Chpi => "chpi",
+            ChannelKind::Syst => "syst",
+            ChannelKind::Ias => "ias",
+            ChannelKind::Exci => "exci",
+            ChannelKind::Bio => "bio",
+            ChannelKind::Seeg => "seeg",
+            ChannelKind::Ecog => "ecog",
+            ChannelKind::Dbs => "dbs",
+            ChannelKind::Gsr => "gsr",
+            ChannelKind::Temperature => "temperature",
+            ChannelKind::Dipole => "dipole",
+            ChannelKind::Gof => "gof",
+            ChannelKind::Other => "other",
+        }
+    }
+
+    /// Parses MNE's name (as in BIDS `channels.tsv` lower-cased, or `--picks eeg`).
+    pub fn from_mne_name(name: &str) -> Option<Self> {
+        use ChannelKind::*;
+        let all = [
+            Eeg, Eog, Ecg, Emg, Mag, Grad, RefMeg, Stim, Misc, Resp, Chpi, Syst, Ias, Exci, Bio,
+            Seeg, Ecog, Dbs, Gsr, Temperature, Dipole, Gof, Other,
+        ];
+        all.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// MEG and EEG channels: what MNE's `raw.filter` touches by default ("data channels").
+    pub fn is_meg(self) -> bool {
+        matches!(self, ChannelKind::Mag | ChannelKind::Grad)
+    }
+}
+
+/// FIFF codes of the units we meet (`FIFF.FIFF_UNIT_*`); the code is what MNE stores.
+pub mod unit_code {
+    pub const NONE: i32 = -1;
+    pub const UNITLESS: i32 = 0;
+    pub const M: i32 = 2;
+    pub const S: i32 = 4;
+    pub const A: i32 = 5;
+    pub const K: i32 = 6;
+    pub const HZ: i32 = 101;
+    pub const V: i32 = 107;
+    pub const T: i32 = 112;
+    pub const CEL: i32 = 117;
+    pub const T_M: i32 = 201;
+    pub const AM: i32 = 202;
+}
+
+/// A channel's physical unit, kept as its FIFF code so nothing is lost in translation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Unit(pub i32);
+
+impl Unit {
+    pub const V: Unit = Unit(unit_code::V);
+    pub const T: Unit = Unit(unit_code::T);
+    pub const T_M: Unit = Unit(unit_code::T_M);
+    pub const NONE: Unit = Unit(unit_code::NONE);
+
+    /// The SI symbol, as MNE prints it (`NA` for none).
+    pub fn symbol(self) -> String {
+        match self.0 {
+            unit_code::NONE => "NA".into(),
+            unit_code::UNITLESS => "unitless".into(),
+            unit_code::M => "m".into(),
+            unit_code::S => "s".into(),
+            unit_code::A => "A".into(),
+            unit_code::K => "K".into(),
+            unit_code::HZ => "Hz".into(),
+            unit_code::V => "V".into(),
+            unit_code::T => "T".into(),
+            unit_code::CEL => "C".into(),
+            unit_code::T_M => "T/m".into(),
+            unit_code::AM => "Am".into(),
+            other => format!("fiff-unit-{other}"),
+        }
+    }
+}
+
+/// One channel's metadata. `cal` is the factor from the stored integer (or float) to SI units;
+/// for FIF it is `range * cal`, as MNE multiplies them.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChannelInfo {
+    pub name: String,
+    pub kind: ChannelKind,
+    /// The FIFF channel kind code (`FIFFV_*_CH`), as MNE's `info['chs'][i]['kind']` holds it.
+    pub fiff_kind: i32,
+    pub coil_type: i32,
+    pub unit: Unit,
+    pub unit_mul: i32,
+    /// The file's calibration (FIF `cal`; for other formats the physical scale), see `range`.
+    pub cal: f64,
+    /// The file's range factor (FIF `range`; 1 for other formats).
+    pub range: f64,
+    /// Sensor location and orientation as MNE's `loc` (12 values, metres, device coords for MEG).
+    pub loc: [f64; 12],
+    pub logno: i32,
+    pub scanno: i32,
+}
+
+impl ChannelInfo {
+    /// A channel with neutral metadata, for readers of formats that carry little of it.
+    pub fn new(name: impl Into<String>, kind: ChannelKind, fiff_kind: i32, unit: Unit) -> Self {
+        ChannelInfo {
+            name: name.into(),
+            kind,
+            fiff_kind,
+            coil_type: 0,
+            unit,
+            unit_mul: 0,
+            cal: 1.0,
+            range: 1.0,
+            loc: [0.0; 12],
+            logno: 0,
+            scanno: 0,
+        }
+    }
+}
+
+/// Measurement date as seconds + microseconds since the Unix epoch (UTC), as FIF stores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct MeasDate {
+    pub secs: i64,
+    pub usecs: i64,
+}
+
+/// A labelled stretch of time. `onset` is in seconds from the first sample the reader returns
+/// (sample 0 of `0..n_samples`), not from `first_samp` and not from the measurement date.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Annotation {
+    pub onset: f64,
+    pub duration: f64,
+    pub description: String,
+}
+
+/// An SSP projector as MNE stores it (`info['projs']`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Projector {
+    pub desc: String,
+    pub kind: i32,
+    pub active: bool,
+    pub ch_names: Vec<String>,
+    /// `nvec` rows, one value per name in `ch_names`.
+    pub vectors: Vec<Vec<f64>>,
+}
+
+/// Everything about a recording but its samples.
+#[derive(Clone, Debug, Serialize)]
+pub struct RecordingInfo {
+    pub path: PathBuf,
+    pub format: &'static str,
+    pub sfreq: f64,
+    pub n_samples: usize,
+    /// Index of the first sample since the acquisition started (MNE's `first_samp`).
+    pub first_samp: i64,
+    pub meas_date: Option<MeasDate>,
+    pub channels: Vec<ChannelInfo>,
+    pub bads: Vec<String>,
+    pub annotations: Vec<Annotation>,
+    pub projs: Vec<Projector>,
+    /// CTF/KIT software gradient compensation grade in effect (0 = none).
+    pub comp_grade: i32,
+    pub highpass: Option<f64>,
+    pub lowpass: Option<f64>,
+    pub line_freq: Option<f64>,
+    /// EDF+D: the records are not contiguous in time (gaps are flagged, samples still abut).
+    pub discontinuous: bool,
+}
+
+impl RecordingInfo {
+    pub fn n_channels(&self) -> usize {
+        self.channels.len()
+    }
+    pub fn ch_names(&self) -> Vec<&str> {
+        self.channels.iter().map(|c| c.name.as_str()).collect()
+    }
+    pub fn channel_index(&self, name: &str) -> Option<usize> {
+        self.channels.iter().position(|c| c.name == name)
+    }
+    pub fn duration(&self) -> f64 {
+        self.n_samples as f64 / self.sfreq
+    }
+
+    /// Checks a read request against the recording and names the file when it is wrong.
+    pub fn check_request(&self, picks: &[usize], start: usize, stop: usize, out_len: usize) -> Result<()> {
+        if start > stop || stop > self.n_samples {
+            return Err(Error::request(
+                &self.path,
+                format!("sample range {start}..{stop} is outside 0..{}", self.n_samples),
+            ));
+        }
+        if let Some(&bad) = picks.iter().find(|&&p| p >= self.channels.len()) {
+            return Err(Error::request(
+                &self.path,
+                format!("channel index {bad} is outside 0..{}", self.channels.len()),
+            ));
+        }
+        if out_len != picks.len() * (stop - start) {
+            return Err(Error::request(
+                &self.path,
+                format!("output buffer holds {out_len} values, the request needs {}", picks.len() * (stop - start)),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A floating-point sample type the readers can write: f32 for memory, f64 for exactness.
+pub trait Sample: Copy + Default + Send + Sync + 'static {
+    fn from_f64(v: f64) -> Self;
+}
+impl Sample for f32 {
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+impl Sample for f64 {
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
+
+/// A recording opened for streaming reads. Reads take `&self` so one opened file can serve
+/// several threads; each call reads only the bytes that hold the requested samples.
+pub trait RawReader: Send + Sync {
+    fn info(&self) -> &RecordingInfo;
+
+    /// Writes channels `picks` × samples `start..stop` in SI units, row-major
+    /// (`out[i * (stop - start) + t]`), computing in f64 like MNE.
+    fn read_into_f64(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f64]) -> Result<()>;
+
+    /// The same, rounding each value to f32 at the end (half the memory).
+    fn read_into_f32(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f32]) -> Result<()>;
+
+    /// Reads into a new `picks.len() × (stop - start)` f64 array.
+    fn read_f64(&self, picks: &[usize], start: usize, stop: usize) -> Result<Array2<f64>> {
+        let mut out = Array2::zeros((picks.len(), stop.saturating_sub(start)));
+        self.read_into_f64(picks, start, stop, out.as_slice_mut().expect("standard layout"))?;
+        Ok(out)
+    }
+
+    /// Reads into a new `picks.len() × (stop - start)` f32 array.
+    fn read_f32(&self, picks: &[usize], start: usize, stop: usize) -> Result<Array2<f32>> {
+        let mut out = Array2::zeros((picks.len(), stop.saturating_sub(start)));
+        self.read_into_f32(picks, start, stop, out.as_slice_mut().expect("standard layout"))?;
+        Ok(out)
+    }
+
+    /// All channels, in file order.
+    fn all_picks(&self) -> Vec<usize> {
+        (0..self.info().n_channels()).collect()
+    }
+}
+
+/// A recording held in memory (channels × samples, SI units): the output of processing
+/// stages, and a source for the FIF writer.
+pub struct InMemory {
+    pub info: RecordingInfo,
+    pub data: Array2<f64>,
+}
+
+impl InMemory {
+    /// Wraps `data`; its shape must be `channels × info.n_samples`.
+    pub fn new(info: RecordingInfo, data: Array2<f64>) -> Result<Self> {
+        if data.nrows() != info.n_channels() || data.ncols() != info.n_samples {
+            return Err(Error::request(
+                &info.path,
+                format!("data is {}×{}, info describes {}×{}", data.nrows(), data.ncols(), info.n_channels(), info.n_samples),
+            ));
+        }
+        Ok(InMemory { info, data })
+    }
+
+    fn fill<T: Sample>(&self, picks: &[usize], start: usize, stop: usize, out: &mut [T]) -> Result<()> {
+        self.info.check_request(picks, start, stop, out.len())?;
+        let n = stop - start;
+        for (row, &c) in picks.iter().enumerate() {
+            for (o, v) in out[row * n..(row + 1) * n].iter_mut().zip(self.data.row(c).iter().skip(start)) {
+                *o = T::from_f64(*v);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RawReader for InMemory {
+    fn info(&self) -> &RecordingInfo {
+        &self.info
+    }
+    fn read_into_f64(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f64]) -> Result<()> {
+        self.fill(picks, start, stop, out)
+    }
+    fn read_into_f32(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f32]) -> Result<()> {
+        self.fill(picks, start, stop, out)
+    }
+}
