@@ -88,14 +88,16 @@ impl ChannelKind {
 pub mod unit_code {
     pub const NONE: i32 = -1;
     pub const UNITLESS: i32 = 0;
-    pub const M: i32 = 2;
-    pub const S: i32 = 4;
-    pub const A: i32 = 5;
-    pub const K: i32 = 6;
+    pub const M: i32 = 1;
+    pub const SEC: i32 = 3;
+    pub const A: i32 = 4;
+    pub const K: i32 = 5;
     pub const HZ: i32 = 101;
     pub const V: i32 = 107;
+    /// Siemens (electrodermal activity).
+    pub const S: i32 = 110;
     pub const T: i32 = 112;
-    pub const CEL: i32 = 117;
+    pub const CEL: i32 = 114;
     pub const T_M: i32 = 201;
     pub const AM: i32 = 202;
 }
@@ -117,7 +119,8 @@ impl Unit {
             unit_code::NONE => "NA".into(),
             unit_code::UNITLESS => "unitless".into(),
             unit_code::M => "m".into(),
-            unit_code::S => "s".into(),
+            unit_code::SEC => "s".into(),
+            unit_code::S => "S".into(),
             unit_code::A => "A".into(),
             unit_code::K => "K".into(),
             unit_code::HZ => "Hz".into(),

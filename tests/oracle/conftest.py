@@ -51,8 +51,8 @@ def shared_data():
 
 
 # FIFF unit codes → our symbols (bf-pipeline info prints these).
-UNIT_SYMBOL = {-1: "NA", 0: "unitless", 2: "m", 4: "s", 5: "A", 6: "K", 101: "Hz", 107: "V",
-               112: "T", 117: "C", 201: "T/m", 202: "Am"}
+UNIT_SYMBOL = {-1: "NA", 0: "unitless", 1: "m", 3: "s", 4: "A", 5: "K", 101: "Hz", 107: "V",
+               110: "S", 112: "T", 114: "C", 201: "T/m", 202: "Am"}
 
 
 def assert_info_matches_mne(ours, raw):
@@ -61,6 +61,9 @@ def assert_info_matches_mne(ours, raw):
     assert [c["name"] for c in ours["channels"]] == info["ch_names"]
     assert [c["kind"] for c in ours["channels"]] == raw.get_channel_types()
     assert [c["unit_fiff"] for c in ours["channels"]] == [int(c["unit"]) for c in info["chs"]]
+    for c in ours["channels"]:
+        if c["unit_fiff"] in UNIT_SYMBOL:
+            assert c["unit"] == UNIT_SYMBOL[c["unit_fiff"]], c
     assert ours["sfreq"] == pytest.approx(info["sfreq"], rel=1e-12)
     assert ours["n_samples"] == raw.n_times
     assert ours["first_samp"] == raw.first_samp

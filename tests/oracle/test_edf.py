@@ -12,7 +12,7 @@ import mne
 import numpy as np
 import pytest
 
-from conftest import assert_data_matches_mne, assert_info_matches_mne, bf_convert, bf_info
+from conftest import assert_data_matches_mne, assert_info_matches_mne, bf_convert, bf_info, run_bf
 
 EDF_DIR = ("mne-python", "edf", "tests", "data")
 
@@ -122,6 +122,6 @@ def test_export_raw_edf(tmp_path):
 def test_bad_file_names_the_file(tmp_path):
     path = tmp_path / "broken.edf"
     path.write_bytes(b"0       " + b" " * 100)
-    proc = __import__("conftest").run_bf("info", path, "--json", check=False)
+    proc = run_bf("info", path, "--json", check=False)
     assert proc.returncode != 0
     assert str(path) in proc.stderr and "256-byte header" in proc.stderr

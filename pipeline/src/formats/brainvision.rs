@@ -29,9 +29,6 @@ const FIFFV_STIM_CH: i32 = 3;
 const FIFFV_EOG_CH: i32 = 202;
 const FIFFV_MISC_CH: i32 = 502;
 const FIFFV_COIL_EEG: i32 = 1;
-/// MNE's `FIFF.FIFF_UNIT_CEL` (114). `recording::unit_code::CEL` says 117, which is not MNE's
-/// code, so we spell MNE's value here.
-const FIFF_UNIT_CEL: i32 = 114;
 /// MNE's default `eog` argument.
 const DEFAULT_EOG: [&str; 3] = ["HEOGL", "HEOGR", "VEOGb"];
 /// MNE's `HEAD_SIZE_DEFAULT` (m): idealized coordinates (radius 1) are scaled to it.
@@ -495,7 +492,7 @@ fn channel_infos(path: &Path, sections: &[Section], nchan: usize) -> Result<Vec<
             parse_num(path, &format!("resolution of {key}"), &props[2])?
         };
         let misc_unit = (!["V", "mV", "µV", "uV", "nV"].contains(&unit.as_str()))
-            .then_some(if unit == "C" { FIFF_UNIT_CEL } else { unit_code::NONE });
+            .then_some(if unit == "C" { unit_code::CEL } else { unit_code::NONE });
         chans[n - 1] = Some(BvChannel { key: key.clone(), name, cal, range: unit_scale(&unit), misc_unit, pos: None, zero_pos: false });
     }
     chans
@@ -916,7 +913,7 @@ Mk4=Stimulus,late,99,1,0\r\n";
         let r = BrainVisionReader::open(&p).unwrap();
         let c = &r.info().channels;
         assert_eq!((c[0].kind, c[0].unit), (ChannelKind::Eog, Unit::V));
-        assert_eq!((c[1].kind, c[1].unit), (ChannelKind::Misc, Unit(FIFF_UNIT_CEL)));
+        assert_eq!((c[1].kind, c[1].unit), (ChannelKind::Misc, Unit(unit_code::CEL)));
         let hp = r.info().highpass.unwrap();
         assert!((hp - 1.0 / (2.0 * std::f64::consts::PI * 10.0)).abs() < 1e-15);
         assert_eq!(r.info().lowpass, Some(250.0));

@@ -12,6 +12,9 @@
 //! - channels with fewer samples per record are upsampled to the highest rate: stim channels
 //!   by zero-order hold inside each record, others by MNE's FFT resampling of the whole
 //!   channel (`mne.filter.resample(x, up, down, npad=0)`, boxcar window), see [`fft_upsample`].
+//!   MNE resamples whatever segment it reads, so its values depend on the segment; we always
+//!   resample the whole channel (= MNE's `preload=True`), once, on first use, and cache it: such
+//!   channels are the one place where a read touches every record.
 //!
 //! Why not the `edf-reader` crate (0.6, evaluated in a scratch crate against MNE on
 //! ../shared/data): it matches MNE on test.edf's signal channels but computes in f32, reads
@@ -324,8 +327,8 @@ pub(crate) fn fft_upsample(x: &[f64], m: usize) -> Vec<f64> {
     if n == 0 || m == 0 {
         return vec![0.0; m];
     }
-    if n == m {
-        return x.to_vec();
+    if m <= n {
+        return x[..m].to_vec(); // never reached: EDF channels are only ever upsampled
     }
     let mut planner = FftPlanner::<f64>::new();
     let mut spectrum: Vec<Complex<f64>> = x.iter().map(|&v| Complex::new(v, 0.0)).collect();
@@ -333,10 +336,10 @@ pub(crate) fn fft_upsample(x: &[f64], m: usize) -> Vec<f64> {
     let scale = m as f64 / n as f64;
     let half = n / 2;
     let mut full = vec![Complex::new(0.0, 0.0); m];
-    let kmax = half.min((m - 1) / 2 + usize::from(m % 2 == 0));
-    for (k, &bin) in spectrum.iter().enumerate().take(kmax + 1) {
+    // Only upsampling reaches here (m > n), so every kept bin fits below m/2.
+    for (k, &bin) in spectrum.iter().enumerate().take(half + 1) {
         let mut v = bin;
-        if n % 2 == 0 && k == half {
+        if n.is_multiple_of(2) && k == half {
             v *= 0.5;
         }
         v *= scale;
@@ -571,7 +574,7 @@ fn build_reader(path: PathBuf, file: File, flavor: Flavor, len: u64, main: MainH
 /// inferred from the size as the EDF spec allows while recording).
 fn count_records(p: &Path, fmt: &'static str, data_bytes: u64, record_bytes: usize, declared: i64) -> Result<usize> {
     let rb = record_bytes as u64;
-    if data_bytes % rb != 0 {
+    if !data_bytes.is_multiple_of(rb) {
         return Err(Error::format(
             p,
             fmt,
@@ -724,8 +727,7 @@ fn prefilters(sig: &SignalHeader, n_sel: usize, stim: &[usize], sfreq: f64) -> (
             let Some(first) = values.first() else { continue };
             let value = if values.iter().any(|v| v != first) {
                 let floats = values.iter().map(|v| prefilter_float(v)).filter(|v| !v.is_nan());
-                let pick = if key == "HP" { floats.fold(f64::NAN, f64::max) } else { floats.fold(f64::NAN, f64::min) };
-                pick
+                if key == "HP" { floats.fold(f64::NAN, f64::max) } else { floats.fold(f64::NAN, f64::min) }
             } else {
                 prefilter_float(first)
             };
