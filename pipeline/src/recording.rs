@@ -181,6 +181,26 @@ pub struct MeasDate {
     pub usecs: i64,
 }
 
+impl MeasDate {
+    /// UTC date and time as `YYYY-MM-DDTHH:MM:SS.ffffff` (no zone suffix; BIDS `acq_time`
+    /// style). Civil-from-days by Howard Hinnant's algorithm: one function is not worth a
+    /// date crate.
+    pub fn iso_utc(&self) -> String {
+        let days = self.secs.div_euclid(86_400);
+        let rem = self.secs.rem_euclid(86_400);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}", rem / 3600, rem % 3600 / 60, rem % 60, self.usecs)
+    }
+}
+
 /// A labelled stretch of time. `onset` is in seconds from the first sample the reader returns
 /// (sample 0 of `0..n_samples`), not from `first_samp` and not from the measurement date.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -87,26 +87,9 @@ fn print_summary(info: &RecordingInfo) {
     println!("  {} annotations, {} projectors", info.annotations.len(), info.projs.len());
 }
 
-/// UTC date-time `YYYY-MM-DDTHH:MM:SS.ffffff+00:00` from Unix seconds (civil-from-days,
-/// Howard Hinnant's algorithm; avoids a date crate for one function).
+/// ISO 8601 with an explicit UTC offset, as MNE prints `meas_date`.
 pub fn iso8601(secs: i64, usecs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{usecs:06}+00:00",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{}+00:00", bf_pipeline::recording::MeasDate { secs, usecs }.iso_utc())
 }
 
 #[cfg(test)]
