@@ -68,6 +68,10 @@ impl FifReader {
             let scan = scan_raw_buffers(&file, part, nchan)?;
             first_samp.get_or_insert(scan.first_samp);
             let offset = buffers.last().map_or(0, |b: &Buffer| b.start + b.nsamp);
+            // Each part's sample count is checked in `scan_raw_buffers`; their sum is too.
+            if scan.buffers.last().and_then(|b| (b.start + b.nsamp).checked_add(offset)).is_none() {
+                return Err(Error::format(&file.path, FORMAT, "split files hold more samples than can be counted"));
+            }
             for mut b in scan.buffers {
                 b.start += offset;
                 if b.entry.is_none() {
@@ -235,6 +239,11 @@ fn scan_raw_buffers(f: &FifFile, part: usize, nchan: usize) -> Result<RawScan> {
     let mut buffers = Vec::new();
     let mut pos = 0usize;
     let mut nskip = 0usize;
+    // Sample counts come from the file (skip counts up to 2^31 times a buffer's length, and a
+    // directory may list the same tags many times), so the sums are checked: wrapped
+    // positions would break the non-overlapping, increasing buffer layout that `read_into`'s
+    // unchecked column writes rely on.
+    let too_many = || f.format_error("data buffers and skips add up to more samples than can be counted");
     for e in entries {
         match e.kind {
             k::DATA_BUFFER => {
@@ -250,16 +259,18 @@ fn scan_raw_buffers(f: &FifFile, part: usize, nchan: usize) -> Result<RawScan> {
                 }
                 let nsamp = e.size as usize / frame;
                 if first_skip > 0 {
-                    first_samp += (nsamp * first_skip) as i64;
+                    let skipped = nsamp.checked_mul(first_skip).and_then(|n| i64::try_from(n).ok());
+                    first_samp = skipped.and_then(|n| first_samp.checked_add(n)).ok_or_else(too_many)?;
                     first_skip = 0;
                 }
                 if nskip > 0 {
-                    buffers.push(Buffer { part, entry: None, start: pos, nsamp: nskip * nsamp });
-                    pos += nskip * nsamp;
+                    let gap = nskip.checked_mul(nsamp).ok_or_else(too_many)?;
+                    buffers.push(Buffer { part, entry: None, start: pos, nsamp: gap });
+                    pos = pos.checked_add(gap).ok_or_else(too_many)?;
                     nskip = 0;
                 }
                 buffers.push(Buffer { part, entry: Some(*e), start: pos, nsamp });
-                pos += nsamp;
+                pos = pos.checked_add(nsamp).ok_or_else(too_many)?;
             }
             k::DATA_SKIP => nskip = skip_count(f, e)?,
             _ => {}

@@ -373,7 +373,10 @@ impl FifFile {
         let ncol = be_i32(&d[d.len() - 12..d.len() - 8]);
         let nrow = be_i32(&d[d.len() - 8..d.len() - 4]);
         let width = if base == k::T_FLOAT { 4 } else { 8 };
-        if nrow < 0 || ncol < 0 || (nrow as usize) * (ncol as usize) * width != d.len() - 12 {
+        // Checked: two lying i32 dimensions times 8 bytes overflow usize (found by fuzzing:
+        // a panic with overflow checks on, a wrapped product that may pass this test without).
+        let bytes = (nrow as usize).checked_mul(ncol as usize).and_then(|n| n.checked_mul(width));
+        if nrow < 0 || ncol < 0 || bytes != Some(d.len() - 12) {
             return Err(bad());
         }
         let values: Vec<f64> = if base == k::T_FLOAT {
