@@ -30,12 +30,23 @@ $(STAMPS)/node: package.json
 build: $(STAMPS)/venv
 	$(CARGO_ENV) cargo build --release --workspace --bins
 
+DEMO_DIR ?= demo
+TEMPLATE := $(SHARED)/data/mne-python/tests/data/test-ave.fif.gz
+TEMPLATE_FLAG := $(if $(wildcard $(TEMPLATE)),--template $(TEMPLATE),)
+
 demo: setup
-	@echo "== bf-pipeline info on a BrainVision recording from MNE's test data"
-	target/release/bf-pipeline info $(SHARED)/data/mne-python/brainvision/tests/data/test.vhdr
-	@echo "== and on a Neuromag-style FIF"
-	target/release/bf-pipeline info $(SHARED)/data/mne-python/kit/tests/data/test_bin_raw.fif
-	@echo "== libtorch check"
+	@echo "== 1. a ds000117-shaped BIDS dataset (4 subjects x 2 runs, 404 channels at 1100 Hz)"
+	test -f $(DEMO_DIR)/ds000117-fixture/dataset_description.json || \
+	  target/release/bf-fixtures --out $(DEMO_DIR)/ds000117-fixture $(TEMPLATE_FLAG) > /dev/null
+	@echo "== 2. the BIDS validator on it"
+	node_modules/.bin/bids-validator $(DEMO_DIR)/ds000117-fixture | tail -n 8
+	@echo "== 3. ingest: open and check every run, manifest + project file"
+	cd $(DEMO_DIR) && ../target/release/bf-pipeline ingest ds000117-fixture
+	$(PY) -c "import polars as pl; print(pl.read_parquet('$(DEMO_DIR)/ds000117-fixture/derivatives/brainformer/manifest.parquet').select('run_id','n_eeg','n_meg','bads','n_events','duration'))"
+	@echo "== 4. one run's info, and readers on MNE's test files"
+	target/release/bf-pipeline info $(DEMO_DIR)/ds000117-fixture/sub-01/ses-meg/meg/sub-01_ses-meg_task-facerecognition_run-01_meg.fif
+	-target/release/bf-pipeline info $(SHARED)/data/mne-python/brainvision/tests/data/test.vhdr
+	@echo "== 5. libtorch check"
 	target/release/bf-train --self-check --device auto
 
 test: setup test-rust test-oracle

@@ -29,6 +29,20 @@ pub enum Error {
     /// The caller asked for something the recording cannot give (a channel or sample range).
     #[error("{path}: {what}")]
     Request { path: PathBuf, what: String },
+    /// A remote server could not be reached or the transfer broke off (after any retries).
+    #[error("{url}: network error: {what}")]
+    Network { url: String, what: String },
+    /// A remote server answered with an HTTP error status (`what` carries the server's own
+    /// error code and message where it sent one, e.g. S3's `NoSuchKey` or `AccessDenied`).
+    #[error("{url}: HTTP {status}: {what}")]
+    Http { url: String, status: u16, what: String },
+    /// A remote server answered, but the answer is unusable (malformed listing, no objects
+    /// for a dataset, a key that would escape the destination folder).
+    #[error("{url}: {what}")]
+    Remote { url: String, what: String },
+    /// A downloaded file does not match what the server announced (size or MD5).
+    #[error("{path}: downloaded from {url}: {what}")]
+    Verify { path: PathBuf, url: String, what: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

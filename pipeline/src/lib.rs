@@ -4,11 +4,16 @@
 //! `formats` reads raw recordings (FIF, EDF/BDF, BrainVision) into the in-memory model of
 //! [`recording`]; later stages (BIDS, cleaning, segmenting, tokenizing, shards) build on it.
 
+pub mod bids;
+pub mod config;
+pub mod fsutil;
+pub mod ingest;
 pub mod error;
 pub mod formats;
 pub mod recording;
 pub mod npy;
 pub mod proj;
+pub mod source;
 
 pub use error::{Error, Result};
 pub use recording::{Annotation, ChannelInfo, ChannelKind, RawReader, RecordingInfo, Unit};

@@ -56,6 +56,37 @@ enum Command {
         #[arg(long, default_value = "float32", value_parser = ["float32", "int16"])]
         fif_format: String,
     },
+    /// Fetch (OpenNeuro id) or index (local path) a BIDS dataset and check every run.
+    ///
+    /// `bf-pipeline ingest ds000117` downloads from OpenNeuro's public S3 bucket (anonymous,
+    /// parallel, resumable, verified); `bf-pipeline ingest path/to/bids` indexes in place.
+    /// Writes DIR/derivatives/brainformer/manifest.parquet (one row per run) and the project
+    /// file brainformer.toml here, so `bf-pipeline tokenize` needs no arguments next.
+    Ingest {
+        /// OpenNeuro dataset id (ds000117) or a local BIDS directory.
+        source: String,
+        /// Download destination (default: ./<dataset id>).
+        #[arg(long)]
+        dest: Option<PathBuf>,
+        /// Only these subjects (comma-separated labels: 01,02).
+        #[arg(long, value_delimiter = ',')]
+        subjects: Vec<String>,
+        /// Only keys matching these globs (relative to the dataset; repeatable).
+        #[arg(long)]
+        include: Vec<String>,
+        /// Only these BIDS datatypes (meg, eeg; comma-separated).
+        #[arg(long = "datatype", value_delimiter = ',')]
+        datatypes: Vec<String>,
+        /// S3-compatible endpoint to download from instead of OpenNeuro's.
+        #[arg(long, env = "BF_S3_ENDPOINT")]
+        s3_endpoint: Option<String>,
+        /// Parallel downloads.
+        #[arg(long, default_value_t = 8)]
+        jobs: usize,
+        /// Project file to write.
+        #[arg(long, default_value = "brainformer.toml")]
+        project: PathBuf,
+    },
     /// Time a full read into memory and random windows of FILE (JSON; used by `make bench`).
     BenchRead {
         file: PathBuf,
@@ -74,11 +105,14 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     brainformer_cli::init_logging(cli.quiet);
-    brainformer_cli::exit_on_error(run(cli.command));
+    brainformer_cli::exit_on_error(run(cli.command, cli.quiet));
 }
 
-fn run(command: Command) -> Result<()> {
+fn run(command: Command, quiet: bool) -> Result<()> {
     match command {
+        Command::Ingest { source, dest, subjects, include, datatypes, s3_endpoint, jobs, project } => {
+            commands::ingest::run(commands::ingest::IngestArgs { source, dest, subjects, include, datatypes, s3_endpoint, jobs, project, quiet })
+        }
         Command::Info { file, json } => commands::info::run(&file, json),
         Command::Convert { file, out, picks, tmin, tmax, proj, fif_format } => {
             commands::convert::run(&file, &out, &picks, tmin, tmax, proj, &fif_format)

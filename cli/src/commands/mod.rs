@@ -2,4 +2,5 @@
 
 pub mod bench_read;
 pub mod convert;
+pub mod ingest;
 pub mod info;

@@ -1,0 +1,142 @@
+//! `bf-pipeline ingest SOURCE`: fetch (OpenNeuro id) or index (local path) a BIDS dataset,
+//! open and check every run, write `derivatives/brainformer/manifest.parquet` and the project
+//! file `brainformer.toml` in the current directory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use bf_pipeline::bids::{Dataset, Run};
+use bf_pipeline::config::ProjectConfig;
+use bf_pipeline::ingest::{inspect_dataset, manifest_path, write_manifest};
+use bf_pipeline::source::{download_dataset, DownloadOptions, Progress, Selection};
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub struct IngestArgs {
+    pub source: String,
+    pub dest: Option<PathBuf>,
+    pub subjects: Vec<String>,
+    pub include: Vec<String>,
+    pub datatypes: Vec<String>,
+    pub s3_endpoint: Option<String>,
+    pub jobs: usize,
+    pub project: PathBuf,
+    pub quiet: bool,
+}
+
+pub fn run(args: IngestArgs) -> Result<()> {
+    let (root, source) = resolve_source(&args)?;
+    let ds = Dataset::open(&root)?;
+    let runs: Vec<Run> = ds.runs()?.into_iter().filter(|r| selected(r, &args)).collect();
+    if runs.is_empty() {
+        bail!("{}: no MEG or EEG runs found (or none match --subjects/--datatype)", root.display());
+    }
+    let bar = bar(args.quiet, runs.len() as u64, "{spinner} checking runs [{bar:30}] {pos}/{len} {wide_msg}");
+    let (records, failures) = inspect_dataset(&ds, &runs, &|r: &Run| {
+        bar.set_message(r.id());
+        bar.inc(1);
+    });
+    bar.finish_and_clear();
+    for (path, err) in &failures {
+        eprintln!("error: {}: {err}", path.display());
+    }
+    let manifest = manifest_path(&root);
+    if !records.is_empty() {
+        write_manifest(&manifest, &records)?;
+    }
+    let config = ProjectConfig::with_defaults(root.clone(), source);
+    config.save(&args.project)?;
+    let (n_eeg, n_meg) = records.first().map(|r| (r.n_eeg, r.n_meg)).unwrap_or_default();
+    println!(
+        "ingested {} of {} runs from {} ({} EEG + {} MEG channels in the first); manifest {}; project file {}",
+        records.len(),
+        runs.len(),
+        root.display(),
+        n_eeg,
+        n_meg,
+        manifest.display(),
+        args.project.display()
+    );
+    if !failures.is_empty() {
+        bail!("{} of {} runs failed (listed above); the manifest holds the others", failures.len(), runs.len());
+    }
+    Ok(())
+}
+
+/// A local directory is indexed in place; an OpenNeuro id (`ds000117`) is downloaded first.
+fn resolve_source(args: &IngestArgs) -> Result<(PathBuf, String)> {
+    let as_path = Path::new(&args.source);
+    if as_path.is_dir() {
+        let root = as_path.canonicalize().with_context(|| format!("{}: cannot resolve", as_path.display()))?;
+        return Ok((root, "local".into()));
+    }
+    let is_id = args.source.len() == 8 && args.source.starts_with("ds") && args.source[2..].chars().all(|c| c.is_ascii_digit());
+    if !is_id {
+        bail!("{}: neither a directory nor an OpenNeuro dataset id (like ds000117)", args.source);
+    }
+    let dest = args.dest.clone().unwrap_or_else(|| PathBuf::from(&args.source));
+    let mut opts = DownloadOptions { jobs: args.jobs.max(1), ..DownloadOptions::default() };
+    if let Some(ep) = &args.s3_endpoint {
+        opts.endpoint = ep.clone();
+    }
+    let sel = Selection { subjects: args.subjects.clone(), include: args.include.clone(), datatypes: args.datatypes.clone() };
+    let progress = DownloadBar::new(args.quiet);
+    let summary = download_dataset(&args.source, &dest, &sel, &opts, &progress)?;
+    progress.bar.finish_and_clear();
+    eprintln!(
+        "downloaded {} files ({} bytes), {} already complete, {} failed",
+        summary.files_downloaded, summary.bytes_downloaded, summary.files_skipped_complete, summary.failures.len()
+    );
+    for (key, err) in &summary.failures {
+        eprintln!("error: {key}: {err}");
+    }
+    if !summary.failures.is_empty() {
+        bail!("{} files could not be downloaded; run the same command again to resume", summary.failures.len());
+    }
+    let root = dest.canonicalize().with_context(|| format!("{}: cannot resolve", dest.display()))?;
+    Ok((root, args.source.clone()))
+}
+
+fn selected(run: &Run, args: &IngestArgs) -> bool {
+    let sub_ok = args.subjects.is_empty()
+        || args.subjects.iter().any(|s| Some(s.trim_start_matches("sub-")) == run.get("sub"));
+    let dt_ok = args.datatypes.is_empty()
+        || args.datatypes.iter().any(|d| (d == "meg" && run.meg.is_some()) || (d == "eeg" && (run.eeg.is_some() || run.meg.is_some())));
+    sub_ok && dt_ok
+}
+
+fn bar(quiet: bool, len: u64, template: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(len);
+    b.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
+    b
+}
+
+/// Bytes and files of a download, on one bar.
+struct DownloadBar {
+    bar: ProgressBar,
+    files: std::sync::atomic::AtomicU64,
+    total_files: std::sync::atomic::AtomicU64,
+}
+
+impl DownloadBar {
+    fn new(quiet: bool) -> Self {
+        let bar = bar(quiet, 0, "{spinner} downloading [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}");
+        DownloadBar { bar, files: Default::default(), total_files: Default::default() }
+    }
+}
+
+impl Progress for DownloadBar {
+    fn total(&self, files: u64, bytes: u64) {
+        self.total_files.store(files, std::sync::atomic::Ordering::Relaxed);
+        self.bar.set_length(bytes);
+    }
+    fn advance(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+    fn file_done(&self, _key: &str) {
+        let done = self.files.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        self.bar.set_message(format!("{done}/{} files", self.total_files.load(std::sync::atomic::Ordering::Relaxed)));
+    }
+}

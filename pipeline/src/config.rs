@@ -1,0 +1,109 @@
+//! The project file `brainformer.toml`: the dataset root and every processing parameter,
+//! with design.md's defaults. `bf-pipeline ingest` writes it; later commands read it, so
+//! they run with no arguments in the same directory. Parameter names follow MNE's.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const PROJECT_FILE: &str = "brainformer.toml";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProjectConfig {
+    pub dataset: DatasetConfig,
+    pub preprocess: PreprocessConfig,
+    pub segment: SegmentConfig,
+    pub tokenize: TokenizeConfig,
+    pub split: SplitConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DatasetConfig {
+    /// BIDS root (absolute).
+    pub root: PathBuf,
+    /// Where it came from: an OpenNeuro id (`ds000117`) or `local`.
+    pub source: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PreprocessConfig {
+    /// High-pass edge in Hz (MNE's `l_freq`).
+    pub l_freq: f64,
+    /// Low-pass edge in Hz (MNE's `h_freq`).
+    pub h_freq: f64,
+    /// Notch frequencies in Hz.
+    pub notch: Vec<f64>,
+    /// Target sampling rate in Hz after resampling.
+    pub sfreq: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SegmentConfig {
+    /// Window length in samples (at the resampled rate).
+    pub window: usize,
+    /// Step between window starts in samples.
+    pub stride: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenizeConfig {
+    /// Per-channel clamp percentiles before scaling to [-1, 1].
+    pub clamp_percentiles: [f64; 2],
+    /// µ-law µ.
+    pub mu: f64,
+    /// Quantization levels, stored as u8 0..levels-1.
+    pub levels: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SplitConfig {
+    /// `subject` (default) or `run`: what is held out.
+    pub by: String,
+    pub seed: u64,
+    pub validation_fraction: f64,
+    pub test_fraction: f64,
+}
+
+impl ProjectConfig {
+    /// design.md's defaults for a dataset at `root`.
+    pub fn with_defaults(root: PathBuf, source: String) -> Self {
+        ProjectConfig {
+            dataset: DatasetConfig { root, source },
+            preprocess: PreprocessConfig { l_freq: 0.1, h_freq: 100.0, notch: vec![50.0, 100.0, 150.0], sfreq: 250.0 },
+            segment: SegmentConfig { window: 256, stride: 256 },
+            tokenize: TokenizeConfig { clamp_percentiles: [0.5, 99.5], mu: 255.0, levels: 255 },
+            split: SplitConfig { by: "subject".into(), seed: 0, validation_fraction: 0.15, test_fraction: 0.15 },
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        toml::from_str(&text).map_err(|e| Error::format(path, "TOML", e.to_string()))
+    }
+
+    /// Writes the file atomically (temp + rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = format!(
+            "# Brainformer project file, written by `bf-pipeline ingest`.\n# Every value can be overridden on the command line; names follow MNE.\n\n{}",
+            toml::to_string_pretty(self).map_err(|e| Error::request(path, e.to_string()))?
+        );
+        crate::fsutil::write_atomic(path, text.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_toml() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(PROJECT_FILE);
+        let c = ProjectConfig::with_defaults("/data/ds".into(), "ds000117".into());
+        c.save(&p).unwrap();
+        assert_eq!(ProjectConfig::load(&p).unwrap(), c);
+        assert!(std::fs::read_to_string(&p).unwrap().contains("l_freq = 0.1"));
+    }
+}
