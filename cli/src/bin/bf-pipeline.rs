@@ -87,6 +87,42 @@ enum Command {
         #[arg(long, default_value = "brainformer.toml")]
         project: PathBuf,
     },
+    /// Download (part of) an OpenNeuro dataset without indexing it (see `ingest`).
+    ///
+    /// Anonymous requests to OpenNeuro's public S3 bucket: listing with pagination, parallel
+    /// GETs, resumable `.part` files (Range requests), size and MD5 checks, atomic renames.
+    /// Exit status 0: all arrived; 1: some failed (rerun to resume); 2: nothing could be done.
+    Download {
+        /// OpenNeuro dataset id, e.g. ds000117.
+        dataset: String,
+        /// Destination directory (created if needed).
+        #[arg(long)]
+        dest: PathBuf,
+        /// S3-compatible endpoint instead of OpenNeuro's (e.g. http://127.0.0.1:9000).
+        #[arg(long, env = "BF_S3_ENDPOINT")]
+        s3_endpoint: Option<String>,
+        /// Bucket name (default: openneuro.org).
+        #[arg(long)]
+        bucket: Option<String>,
+        /// Only these subjects (comma-separated labels: 01,02).
+        #[arg(long, value_delimiter = ',')]
+        subjects: Vec<String>,
+        /// Only keys matching these globs (relative to the dataset; repeatable).
+        #[arg(long)]
+        include: Vec<String>,
+        /// Only these BIDS datatypes (meg, eeg, anat; comma-separated).
+        #[arg(long = "datatype", value_delimiter = ',')]
+        datatypes: Vec<String>,
+        /// Parallel downloads.
+        #[arg(long, default_value_t = 8)]
+        jobs: usize,
+        /// Retries after a transient failure (per object and listing page).
+        #[arg(long, default_value_t = 5)]
+        retries: u32,
+        /// Print the summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Time a full read into memory and random windows of FILE (JSON; used by `make bench`).
     BenchRead {
         file: PathBuf,
@@ -105,6 +141,11 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     brainformer_cli::init_logging(cli.quiet);
+    if let Command::Download { dataset, dest, s3_endpoint, bucket, subjects, include, datatypes, jobs, retries, json } = cli.command {
+        let selection = bf_pipeline::source::Selection { subjects, include, datatypes };
+        let args = commands::download::DownloadArgs { dataset, dest, s3_endpoint, bucket, selection, jobs, retries, json, quiet: cli.quiet };
+        std::process::exit(commands::download::run(args));
+    }
     brainformer_cli::exit_on_error(run(cli.command, cli.quiet));
 }
 
@@ -117,6 +158,7 @@ fn run(command: Command, quiet: bool) -> Result<()> {
         Command::Convert { file, out, picks, tmin, tmax, proj, fif_format } => {
             commands::convert::run(&file, &out, &picks, tmin, tmax, proj, &fif_format)
         }
+        Command::Download { .. } => unreachable!("handled in main for its exit codes"),
         Command::BenchRead { file, windows, window_seconds, seed } => {
             commands::bench_read::run(&file, windows, window_seconds, seed)
         }

@@ -81,7 +81,7 @@ fn resolve_source(args: &IngestArgs) -> Result<(PathBuf, String)> {
     let sel = Selection { subjects: args.subjects.clone(), include: args.include.clone(), datatypes: args.datatypes.clone() };
     let progress = DownloadBar::new(args.quiet);
     let summary = download_dataset(&args.source, &dest, &sel, &opts, &progress)?;
-    progress.bar.finish_and_clear();
+    progress.finish();
     eprintln!(
         "downloaded {} files ({} bytes), {} already complete, {} failed",
         summary.files_downloaded, summary.bytes_downloaded, summary.files_skipped_complete, summary.failures.len()
@@ -114,14 +114,18 @@ fn bar(quiet: bool, len: u64, template: &str) -> ProgressBar {
 }
 
 /// Bytes and files of a download, on one bar.
-struct DownloadBar {
+pub struct DownloadBar {
     bar: ProgressBar,
     files: std::sync::atomic::AtomicU64,
     total_files: std::sync::atomic::AtomicU64,
 }
 
 impl DownloadBar {
-    fn new(quiet: bool) -> Self {
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+
+    pub fn new(quiet: bool) -> Self {
         let bar = bar(quiet, 0, "{spinner} downloading [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}");
         DownloadBar { bar, files: Default::default(), total_files: Default::default() }
     }

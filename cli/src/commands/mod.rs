@@ -2,5 +2,6 @@
 
 pub mod bench_read;
 pub mod convert;
+pub mod download;
 pub mod ingest;
 pub mod info;
