@@ -462,3 +462,28 @@ def test_private_object_403_from_moto_names_the_url(downloader, proxy, tmp_path)
     assert key == f"{DS}/README"
     assert "HTTP 403" in msg and f"{proxy.url()}/{PRIVATE_BUCKET}/{DS}/README" in msg, msg
     assert not (tmp_path / "out" / "README").exists()
+
+
+def test_ingest_from_s3_end_to_end(s3, proxy, tmp_path):
+    """`bf-pipeline ingest dsNNNNNN --s3-endpoint`: a bucket filled from a fixture BIDS
+    dataset is downloaded byte for byte, then indexed into a manifest."""
+    port = s3[0]
+    src = tmp_path / "src"
+    subprocess.run([bin_path("bf-fixtures"), "--out", src, "--subjects", "2", "--runs", "1", "--seconds", "4"],
+                   check=True, capture_output=True)
+    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test")
+    files = {p.relative_to(src).as_posix(): p.read_bytes() for p in src.rglob("*") if p.is_file()}
+    for rel, data in files.items():
+        client.put_object(Bucket=BUCKET, Key=f"ds000042/{rel}", Body=data)
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run([bin_path("bf-pipeline"), "--quiet", "ingest", "ds000042", "--s3-endpoint", proxy.url(),
+                           "--dest", "ds000042"], cwd=work, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = {k: v for k, v in local_files(work / "ds000042").items() if not k.startswith("derivatives/")}
+    assert got == files
+    import polars as pl
+    manifest = pl.read_parquet(work / "ds000042/derivatives/brainformer/manifest.parquet")
+    assert manifest.height == 2 and manifest["n_eeg"].to_list() == [70, 70]
+    assert (work / "brainformer.toml").read_text().count('source = "ds000042"') == 1
