@@ -6,6 +6,7 @@
 
 pub mod bids;
 pub mod config;
+pub mod dsp;
 pub mod fsutil;
 pub mod ingest;
 pub mod error;

@@ -18,15 +18,6 @@ pub fn write_header_f64(w: &mut impl Write, shape: (usize, usize)) -> std::io::R
     w.write_all(b"\n")
 }
 
-/// Appends f64 values little-endian.
-pub fn write_values_f64(w: &mut impl Write, values: &[f64]) -> std::io::Result<()> {
-    let mut bytes = Vec::with_capacity(values.len() * 8);
-    for v in values {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    w.write_all(&bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

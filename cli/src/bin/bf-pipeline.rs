@@ -68,21 +68,8 @@ enum Command {
         /// Download destination (default: ./<dataset id>).
         #[arg(long)]
         dest: Option<PathBuf>,
-        /// Only these subjects (comma-separated labels: 01,02).
-        #[arg(long, value_delimiter = ',')]
-        subjects: Vec<String>,
-        /// Only keys matching these globs (relative to the dataset; repeatable).
-        #[arg(long)]
-        include: Vec<String>,
-        /// Only these BIDS datatypes (meg, eeg; comma-separated).
-        #[arg(long = "datatype", value_delimiter = ',')]
-        datatypes: Vec<String>,
-        /// S3-compatible endpoint to download from instead of OpenNeuro's.
-        #[arg(long, env = "BF_S3_ENDPOINT")]
-        s3_endpoint: Option<String>,
-        /// Parallel downloads.
-        #[arg(long, default_value_t = 8)]
-        jobs: usize,
+        #[command(flatten)]
+        remote: RemoteArgs,
         /// Project file to write.
         #[arg(long, default_value = "brainformer.toml")]
         project: PathBuf,
@@ -98,24 +85,11 @@ enum Command {
         /// Destination directory (created if needed).
         #[arg(long)]
         dest: PathBuf,
-        /// S3-compatible endpoint instead of OpenNeuro's (e.g. http://127.0.0.1:9000).
-        #[arg(long, env = "BF_S3_ENDPOINT")]
-        s3_endpoint: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
         /// Bucket name (default: openneuro.org).
         #[arg(long)]
         bucket: Option<String>,
-        /// Only these subjects (comma-separated labels: 01,02).
-        #[arg(long, value_delimiter = ',')]
-        subjects: Vec<String>,
-        /// Only keys matching these globs (relative to the dataset; repeatable).
-        #[arg(long)]
-        include: Vec<String>,
-        /// Only these BIDS datatypes (meg, eeg, anat; comma-separated).
-        #[arg(long = "datatype", value_delimiter = ',')]
-        datatypes: Vec<String>,
-        /// Parallel downloads.
-        #[arg(long, default_value_t = 8)]
-        jobs: usize,
         /// Retries after a transient failure (per object and listing page).
         #[arg(long, default_value_t = 5)]
         retries: u32,
@@ -136,12 +110,61 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Print the taps of MNE's zero-phase FIR filter as JSON (`mne.filter.create_filter` with
+    /// method='fir', fir_window='hamming', fir_design='firwin'; or, with --notch, the kernel
+    /// `mne.filter.notch_filter` applies).
+    ///
+    /// --l-freq alone: high-pass; --h-freq alone: low-pass; l < h: band-pass; l > h: band-stop.
+    FilterDesign {
+        /// Sampling frequency in Hz.
+        #[arg(long)]
+        sfreq: f64,
+        /// High-pass edge in Hz.
+        #[arg(long, allow_negative_numbers = true)]
+        l_freq: Option<f64>,
+        /// Low-pass edge in Hz.
+        #[arg(long, allow_negative_numbers = true)]
+        h_freq: Option<f64>,
+        /// Transition bandwidth at l_freq in Hz (default: MNE's 'auto').
+        #[arg(long, allow_negative_numbers = true)]
+        l_trans_bandwidth: Option<f64>,
+        /// Transition bandwidth at h_freq in Hz (default: MNE's 'auto').
+        #[arg(long, allow_negative_numbers = true)]
+        h_trans_bandwidth: Option<f64>,
+        /// Filter length in samples (default: MNE's 'auto'; an even length is made odd).
+        #[arg(long)]
+        filter_length: Option<usize>,
+        /// Notch frequencies in Hz (comma-separated), as mne.filter.notch_filter's `freqs`.
+        #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+        notch: Vec<f64>,
+    },
+}
+
+/// What to fetch and from where (shared by `ingest` and `download`).
+#[derive(clap::Args, Debug)]
+struct RemoteArgs {
+    /// Only these subjects (comma-separated labels: 01,02).
+    #[arg(long, value_delimiter = ',')]
+    subjects: Vec<String>,
+    /// Only keys matching these globs (relative to the dataset; repeatable).
+    #[arg(long)]
+    include: Vec<String>,
+    /// Only these BIDS datatypes (meg, eeg, anat; comma-separated).
+    #[arg(long = "datatype", value_delimiter = ',')]
+    datatypes: Vec<String>,
+    /// S3-compatible endpoint instead of OpenNeuro's (e.g. http://127.0.0.1:9000).
+    #[arg(long, env = "BF_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// Parallel downloads.
+    #[arg(long, default_value_t = 8)]
+    jobs: usize,
 }
 
 fn main() {
     let cli = Cli::parse();
     brainformer_cli::init_logging(cli.quiet);
-    if let Command::Download { dataset, dest, s3_endpoint, bucket, subjects, include, datatypes, jobs, retries, json } = cli.command {
+    if let Command::Download { dataset, dest, remote, bucket, retries, json } = cli.command {
+        let RemoteArgs { subjects, include, datatypes, s3_endpoint, jobs } = remote;
         let selection = bf_pipeline::source::Selection { subjects, include, datatypes };
         let args = commands::download::DownloadArgs { dataset, dest, s3_endpoint, bucket, selection, jobs, retries, json, quiet: cli.quiet };
         std::process::exit(commands::download::run(args));
@@ -151,7 +174,8 @@ fn main() {
 
 fn run(command: Command, quiet: bool) -> Result<()> {
     match command {
-        Command::Ingest { source, dest, subjects, include, datatypes, s3_endpoint, jobs, project } => {
+        Command::Ingest { source, dest, remote, project } => {
+            let RemoteArgs { subjects, include, datatypes, s3_endpoint, jobs } = remote;
             commands::ingest::run(commands::ingest::IngestArgs { source, dest, subjects, include, datatypes, s3_endpoint, jobs, project, quiet })
         }
         Command::Info { file, json } => commands::info::run(&file, json),
@@ -161,6 +185,9 @@ fn run(command: Command, quiet: bool) -> Result<()> {
         Command::Download { .. } => unreachable!("handled in main for its exit codes"),
         Command::BenchRead { file, windows, window_seconds, seed } => {
             commands::bench_read::run(&file, windows, window_seconds, seed)
+        }
+        Command::FilterDesign { sfreq, l_freq, h_freq, l_trans_bandwidth, h_trans_bandwidth, filter_length, notch } => {
+            commands::filter_design::run(commands::filter_design::FilterDesignArgs { sfreq, l_freq, h_freq, l_trans_bandwidth, h_trans_bandwidth, filter_length, notch })
         }
     }
 }

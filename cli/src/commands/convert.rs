@@ -1,11 +1,10 @@
 //! `bf-pipeline convert FILE OUT.npy|OUT.fif`: read any supported recording, write NumPy or FIF.
 //! Both outputs are streamed in time chunks (bounded memory) and written atomically.
 
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use bf_pipeline::formats::fif::write::{write_raw, FifSampleFormat, WriteOptions};
 use bf_pipeline::npy;
 use bf_pipeline::RawReader;
@@ -45,12 +44,11 @@ pub fn run(file: &Path, out: &Path, picks: &[String], tmin: Option<f64>, tmax: O
 /// (rows are contiguous in a C-ordered array, chunks are columns), then renames into place.
 fn write_npy(reader: &dyn RawReader, picks: &[usize], start: usize, stop: usize, out: &Path) -> Result<()> {
     let n = stop - start;
-    let tmp = out.with_extension(format!("npy.tmp-{}", std::process::id()));
-    let result = (|| -> Result<()> {
-        let file = File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    bf_pipeline::fsutil::write_atomic_with(out, |file| {
+        let io = |e: std::io::Error| bf_pipeline::Error::io(out, e);
         let mut header = Vec::new();
-        npy::write_header_f64(&mut header, (picks.len(), n))?;
-        file.write_all_at(&header, 0)?;
+        npy::write_header_f64(&mut header, (picks.len(), n)).map_err(io)?;
+        file.write_all_at(&header, 0).map_err(io)?;
         let mut chunk_start = start;
         let mut values = Vec::new();
         let mut bytes = Vec::new();
@@ -65,17 +63,11 @@ fn write_npy(reader: &dyn RawReader, picks: &[usize], start: usize, stop: usize,
                     bytes.extend_from_slice(&v.to_le_bytes());
                 }
                 let offset = header.len() + (row * n + (chunk_start - start)) * 8;
-                file.write_all_at(&bytes, offset as u64)?;
+                file.write_all_at(&bytes, offset as u64).map_err(io)?;
             }
             chunk_start = chunk_stop;
         }
-        file.sync_all()?;
         Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.context(format!("{}: writing failed", out.display())));
-    }
-    std::fs::rename(&tmp, out).with_context(|| format!("{}: cannot move into place", out.display()))?;
+    })?;
     Ok(())
 }

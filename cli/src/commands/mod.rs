@@ -3,5 +3,6 @@
 pub mod bench_read;
 pub mod convert;
 pub mod download;
+pub mod filter_design;
 pub mod ingest;
 pub mod info;

@@ -120,24 +120,13 @@ fn split_names(out: &Path, n: usize) -> Vec<PathBuf> {
         .collect()
 }
 
-fn write_atomically(path: &Path, body: impl FnOnce(&mut BufWriter<File>) -> Result<()>) -> Result<()> {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+/// Writes one file through a large buffer, atomically (see [`crate::fsutil`]).
+fn write_atomically(path: &Path, body: impl FnOnce(&mut BufWriter<&mut File>) -> Result<()>) -> Result<()> {
+    crate::fsutil::write_atomic_with(path, |file| {
         let mut w = BufWriter::with_capacity(1 << 20, file);
         body(&mut w)?;
-        let file = w.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&tmp, e))
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        w.flush().map_err(|e| Error::io(path, e))
+    })
 }
 
 /// One output file's worth of the recording.
@@ -157,7 +146,7 @@ struct FilePiece<'a> {
 }
 
 impl FilePiece<'_> {
-    fn write(&self, w: &mut BufWriter<File>) -> Result<()> {
+    fn write(&self, w: &mut BufWriter<&mut File>) -> Result<()> {
         let mut t = TagWriter { w, path: self.next.map(|(_, p)| p.clone()).unwrap_or_default() };
         t.tag(k::FILE_ID, k::T_ID_STRUCT, &file_id())?;
         t.tag(k::DIR_POINTER, k::T_INT, &(-1i32).to_be_bytes())?;
@@ -303,12 +292,12 @@ impl FilePiece<'_> {
 }
 
 /// Writes tags sequentially (every `next` field is "sequential", as MNE writes).
-struct TagWriter<'a> {
-    w: &'a mut BufWriter<File>,
+struct TagWriter<'a, 'f> {
+    w: &'a mut BufWriter<&'f mut File>,
     path: PathBuf,
 }
 
-impl TagWriter<'_> {
+impl TagWriter<'_, '_> {
     fn tag(&mut self, kind: i32, typ: i32, data: &[u8]) -> Result<()> {
         self.tag_next(kind, typ, data, 0)
     }
