@@ -78,9 +78,14 @@ impl ChannelKind {
         all.into_iter().find(|k| k.as_str() == name)
     }
 
-    /// MEG and EEG channels: what MNE's `raw.filter` touches by default ("data channels").
     pub fn is_meg(self) -> bool {
         matches!(self, ChannelKind::Mag | ChannelKind::Grad)
+    }
+
+    /// MNE's data channels (`_DATA_CH_TYPES_SPLIT`): what `raw.filter` and `raw.resample`
+    /// touch by default. EOG, ECG, stim, misc and reference MEG are not data.
+    pub fn is_data(self) -> bool {
+        matches!(self, ChannelKind::Mag | ChannelKind::Grad | ChannelKind::Eeg | ChannelKind::Seeg | ChannelKind::Ecog | ChannelKind::Dbs)
     }
 }
 

@@ -110,6 +110,33 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Filter a recording like MNE: `raw.filter(l_freq, h_freq)` then `raw.notch_filter(notch)`.
+    ///
+    /// Zero-phase FIR (MNE's defaults: firwin, Hamming, automatic transition bands and length),
+    /// overlap-add FFT with reflect_limited padding, on the data channels (MEG and EEG, bads
+    /// included); other channels pass through. OUT: .npy (float64, all channels, file order)
+    /// or .fif.
+    Filter {
+        /// The recording to filter.
+        input: PathBuf,
+        /// Output path: `.npy` or `.fif`.
+        out: PathBuf,
+        /// High-pass edge in Hz (MNE's l_freq).
+        #[arg(long, allow_negative_numbers = true)]
+        l_freq: Option<f64>,
+        /// Low-pass edge in Hz (MNE's h_freq).
+        #[arg(long, allow_negative_numbers = true)]
+        h_freq: Option<f64>,
+        /// Notch frequencies in Hz, comma-separated (e.g. 50,100,150).
+        #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+        notch: Vec<f64>,
+        /// Transition bandwidth at l_freq in Hz (default: MNE's 'auto').
+        #[arg(long)]
+        l_trans_bandwidth: Option<f64>,
+        /// Transition bandwidth at h_freq in Hz (default: MNE's 'auto').
+        #[arg(long)]
+        h_trans_bandwidth: Option<f64>,
+    },
     /// Print the taps of MNE's zero-phase FIR filter as JSON (`mne.filter.create_filter` with
     /// method='fir', fir_window='hamming', fir_design='firwin'; or, with --notch, the kernel
     /// `mne.filter.notch_filter` applies).
@@ -181,6 +208,10 @@ fn run(command: Command, quiet: bool) -> Result<()> {
         Command::Info { file, json } => commands::info::run(&file, json),
         Command::Convert { file, out, picks, tmin, tmax, proj, fif_format } => {
             commands::convert::run(&file, &out, &picks, tmin, tmax, proj, &fif_format)
+        }
+        Command::Filter { input, out, l_freq, h_freq, notch, l_trans_bandwidth, h_trans_bandwidth } => {
+            let opts = bf_pipeline::dsp::fir::FirOptions { l_trans_bandwidth, h_trans_bandwidth, filter_length: None };
+            commands::filter::run(&input, &out, &commands::filter::FilterArgs { l_freq, h_freq, notch, opts })
         }
         Command::Download { .. } => unreachable!("handled in main for its exit codes"),
         Command::BenchRead { file, windows, window_seconds, seed } => {

@@ -42,7 +42,7 @@ pub fn run(file: &Path, out: &Path, picks: &[String], tmin: Option<f64>, tmax: O
 
 /// Writes `picks × start..stop` as a float64 `.npy`, chunk by chunk through positioned writes
 /// (rows are contiguous in a C-ordered array, chunks are columns), then renames into place.
-fn write_npy(reader: &dyn RawReader, picks: &[usize], start: usize, stop: usize, out: &Path) -> Result<()> {
+pub fn write_npy(reader: &dyn RawReader, picks: &[usize], start: usize, stop: usize, out: &Path) -> Result<()> {
     let n = stop - start;
     bf_pipeline::fsutil::write_atomic_with(out, |file| {
         let io = |e: std::io::Error| bf_pipeline::Error::io(out, e);

@@ -3,6 +3,7 @@
 pub mod bench_read;
 pub mod convert;
 pub mod download;
+pub mod filter;
 pub mod filter_design;
 pub mod ingest;
 pub mod info;

@@ -4,4 +4,5 @@
 //! `method='fir', phase='zero', fir_window='hamming', fir_design='firwin'`) and the kernel
 //! `mne.filter.notch_filter` applies with the same settings.
 
+pub mod filter;
 pub mod fir;
