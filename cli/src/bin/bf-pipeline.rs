@@ -137,6 +137,19 @@ enum Command {
         #[arg(long)]
         h_trans_bandwidth: Option<f64>,
     },
+    /// Resample a recording like MNE's `raw.resample(sfreq)` (FFT method, MNE's padding).
+    ///
+    /// Every channel is resampled; stim channels keep their events (first non-zero value per
+    /// window, as MNE). OUT: .npy (float64, channels × samples) or .fif.
+    Resample {
+        /// The recording to resample.
+        input: PathBuf,
+        /// Output path: `.npy` or `.fif`.
+        out: PathBuf,
+        /// New sampling rate in Hz.
+        #[arg(long, default_value_t = 250.0, allow_negative_numbers = true)]
+        sfreq: f64,
+    },
     /// Print the taps of MNE's zero-phase FIR filter as JSON (`mne.filter.create_filter` with
     /// method='fir', fir_window='hamming', fir_design='firwin'; or, with --notch, the kernel
     /// `mne.filter.notch_filter` applies).
@@ -213,6 +226,7 @@ fn run(command: Command, quiet: bool) -> Result<()> {
             let opts = bf_pipeline::dsp::fir::FirOptions { l_trans_bandwidth, h_trans_bandwidth, filter_length: None };
             commands::filter::run(&input, &out, &commands::filter::FilterArgs { l_freq, h_freq, notch, opts })
         }
+        Command::Resample { input, out, sfreq } => commands::resample::run(&input, &out, sfreq),
         Command::Download { .. } => unreachable!("handled in main for its exit codes"),
         Command::BenchRead { file, windows, window_seconds, seed } => {
             commands::bench_read::run(&file, windows, window_seconds, seed)

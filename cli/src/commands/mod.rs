@@ -7,3 +7,4 @@ pub mod filter;
 pub mod filter_design;
 pub mod ingest;
 pub mod info;
+pub mod resample;

@@ -51,19 +51,26 @@ fn next_fast_len(n: usize) -> usize {
 /// MNE's `_smart_pad(x, (n, n), 'reflect_limited')`: `2·x[0] − x[n..1]`, x, `2·x[-1] − x[-2..-n-1]`,
 /// with zeros beyond what the signal can reflect.
 pub fn pad_reflect_limited(x: &[f64], n: usize) -> Vec<f64> {
+    pad_reflect_limited_asym(x, n, n)
+}
+
+/// [`pad_reflect_limited`] with different amounts before and after.
+pub fn pad_reflect_limited_asym(x: &[f64], left: usize, right: usize) -> Vec<f64> {
     let len = x.len();
-    let mut out = Vec::with_capacity(len + 2 * n);
-    let zeros = (n + 1).saturating_sub(len);
-    out.extend(std::iter::repeat_n(0.0, zeros));
-    let reflect = n.min(len.saturating_sub(1));
-    for i in (1..=reflect).rev() {
+    let mut out = Vec::with_capacity(len + left + right);
+    if left == 0 && right == 0 {
+        out.extend_from_slice(x);
+        return out;
+    }
+    out.extend(std::iter::repeat_n(0.0, (left + 1).saturating_sub(len)));
+    for i in (1..=left.min(len.saturating_sub(1))).rev() {
         out.push(2.0 * x[0] - x[i]);
     }
     out.extend_from_slice(x);
-    for i in 1..=reflect {
+    for i in 1..=right.min(len.saturating_sub(1)) {
         out.push(2.0 * x[len - 1] - x[len - 1 - i]);
     }
-    out.extend(std::iter::repeat_n(0.0, zeros));
+    out.extend(std::iter::repeat_n(0.0, (right + 1).saturating_sub(len)));
     out
 }
 

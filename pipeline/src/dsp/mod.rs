@@ -6,3 +6,4 @@
 
 pub mod filter;
 pub mod fir;
+pub mod resample;

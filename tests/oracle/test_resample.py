@@ -1,0 +1,75 @@
+"""`bf-pipeline resample` against MNE's raw.resample(sfreq) (FFT method, MNE's defaults).
+
+Tolerance: 1e-5 of each channel's RMS (the issue's contract), everywhere including the edges;
+stim channels must be equal exactly (they are decimated, not interpolated).
+"""
+import mne
+import numpy as np
+import pytest
+
+from conftest import run_bf
+from test_filter import mne_test_signal
+
+mne.set_log_level("ERROR")
+
+
+def check(ours, raw_resampled):
+    expected = raw_resampled.get_data()
+    assert ours.shape == expected.shape
+    stim = mne.pick_types(raw_resampled.info, meg=False, stim=True)
+    other = np.setdiff1d(np.arange(len(expected)), stim)
+    np.testing.assert_array_equal(ours[stim], expected[stim])
+    rms = np.sqrt(np.mean(expected[other] ** 2, axis=1, keepdims=True))
+    rms[rms == 0] = 1.0
+    rel = np.abs(ours[other] - expected[other]) / rms
+    assert rel.max() <= 1e-5, f"max {rel.max():.3g}"
+
+
+@pytest.mark.parametrize("sfreq", [1100.0, 1000.0])
+def test_resample_to_250_matches_mne(sfreq, tmp_path):
+    raw = mne_test_signal(sfreq, seconds=20.37)
+    src = tmp_path / "r_raw.fif"
+    raw.save(src, fmt="double")
+    out = tmp_path / "r.npy"
+    run_bf("resample", src, out, "--sfreq", "250")
+    check(np.load(out), mne.io.read_raw_fif(src, preload=True).resample(250))
+
+
+def test_upsampling_matches_mne(tmp_path):
+    raw = mne_test_signal(250.0, seconds=10.1)
+    src = tmp_path / "u_raw.fif"
+    raw.save(src, fmt="double")
+    out = tmp_path / "u.npy"
+    run_bf("resample", src, out, "--sfreq", "1000")
+    check(np.load(out), mne.io.read_raw_fif(src, preload=True).resample(1000))
+
+
+@pytest.mark.parametrize("rel", ["brainvision/tests/data/test_bin_raw.fif", "kit/tests/data/test_bin_raw.fif",
+                                 "edf/tests/data/test.edf"])
+def test_shared_files_match_mne(rel, shared_data, tmp_path):
+    path = shared_data / "mne-python" / rel
+    out = tmp_path / "r.npy"
+    run_bf("resample", path, out, "--sfreq", "250")
+    check(np.load(out), mne.io.read_raw(path, preload=True).resample(250))
+
+
+def test_resampled_fif_keeps_first_samp_and_events(tmp_path):
+    raw = mne_test_signal(1100.0, seconds=8)
+    raw = mne.io.RawArray(raw.get_data(), raw.info, first_samp=2200)
+    src = tmp_path / "e_raw.fif"
+    raw.save(src, fmt="double")
+    out = tmp_path / "e_raw_250.fif"
+    run_bf("resample", src, out, "--sfreq", "250")
+    ours = mne.io.read_raw_fif(out)
+    theirs = mne.io.read_raw_fif(src, preload=True).resample(250)
+    assert ours.first_samp == theirs.first_samp
+    assert ours.info["sfreq"] == 250 and ours.info["lowpass"] == pytest.approx(125)
+    np.testing.assert_array_equal(mne.find_events(ours), mne.find_events(theirs))
+
+
+def test_bad_sfreq_is_a_clear_error(tmp_path):
+    raw = mne_test_signal(1000.0, seconds=1)
+    src = tmp_path / "b_raw.fif"
+    raw.save(src)
+    proc = run_bf("resample", src, tmp_path / "x.npy", "--sfreq", "-5", check=False)
+    assert proc.returncode != 0 and "sfreq" in proc.stderr and "panicked" not in proc.stderr
