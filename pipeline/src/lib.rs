@@ -5,6 +5,7 @@
 //! [`recording`]; later stages (BIDS, cleaning, segmenting, tokenizing, shards) build on it.
 
 pub mod bids;
+pub mod clean;
 pub mod config;
 pub mod dsp;
 pub mod fsutil;

@@ -73,3 +73,15 @@ def test_bad_sfreq_is_a_clear_error(tmp_path):
     raw.save(src)
     proc = run_bf("resample", src, tmp_path / "x.npy", "--sfreq", "-5", check=False)
     assert proc.returncode != 0 and "sfreq" in proc.stderr and "panicked" not in proc.stderr
+
+
+@pytest.mark.parametrize("sfreq", [1100.0, 1000.0])
+def test_clean_chain_matches_mne(sfreq, tmp_path):
+    """bf-pipeline clean = raw.filter(0.1, 100).notch_filter([50, 100, 150]).resample(250)."""
+    raw = mne_test_signal(sfreq, seconds=40)
+    src = tmp_path / "c_raw.fif"
+    raw.save(src, fmt="double")
+    out = tmp_path / "c.npy"
+    run_bf("clean", src, out)
+    expected = mne.io.read_raw_fif(src, preload=True).filter(0.1, 100).notch_filter([50, 100, 150]).resample(250)
+    check(np.load(out), expected)

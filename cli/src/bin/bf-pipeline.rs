@@ -137,6 +137,30 @@ enum Command {
         #[arg(long)]
         h_trans_bandwidth: Option<f64>,
     },
+    /// Clean a recording in bounded memory: band-pass, notch, resample (each as MNE does).
+    ///
+    /// Equivalent to MNE's `raw.filter(l_freq, h_freq).notch_filter(notch).resample(sfreq)`
+    /// on the data channels (MEG, EEG; bads included; all channels are resampled). The
+    /// recording is transposed once into a scratch file beside OUT, then channels are
+    /// processed in parallel. Defaults: 0.1–100 Hz, notch 50,100,150 Hz, 250 Hz.
+    Clean {
+        /// The recording to clean.
+        input: PathBuf,
+        /// Output path: `.npy` or `.fif`.
+        out: PathBuf,
+        /// High-pass edge in Hz (MNE's l_freq).
+        #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
+        l_freq: f64,
+        /// Low-pass edge in Hz (MNE's h_freq).
+        #[arg(long, default_value_t = 100.0, allow_negative_numbers = true)]
+        h_freq: f64,
+        /// Notch frequencies in Hz, comma-separated (empty string: no notch).
+        #[arg(long, value_delimiter = ',', default_value = "50,100,150", allow_negative_numbers = true)]
+        notch: Vec<f64>,
+        /// New sampling rate in Hz.
+        #[arg(long, default_value_t = 250.0, allow_negative_numbers = true)]
+        sfreq: f64,
+    },
     /// Resample a recording like MNE's `raw.resample(sfreq)` (FFT method, MNE's padding).
     ///
     /// Every channel is resampled; stim channels keep their events (first non-zero value per
@@ -225,6 +249,10 @@ fn run(command: Command, quiet: bool) -> Result<()> {
         Command::Filter { input, out, l_freq, h_freq, notch, l_trans_bandwidth, h_trans_bandwidth } => {
             let opts = bf_pipeline::dsp::fir::FirOptions { l_trans_bandwidth, h_trans_bandwidth, filter_length: None };
             commands::filter::run(&input, &out, &commands::filter::FilterArgs { l_freq, h_freq, notch, opts })
+        }
+        Command::Clean { input, out, l_freq, h_freq, notch, sfreq } => {
+            let params = bf_pipeline::clean::CleanParams { l_freq: Some(l_freq), h_freq: Some(h_freq), notch, sfreq: Some(sfreq), ..Default::default() };
+            commands::clean::run(&input, &out, &params, quiet)
         }
         Command::Resample { input, out, sfreq } => commands::resample::run(&input, &out, sfreq),
         Command::Download { .. } => unreachable!("handled in main for its exit codes"),

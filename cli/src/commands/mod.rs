@@ -1,6 +1,7 @@
 //! One module per `bf-pipeline` subcommand.
 
 pub mod bench_read;
+pub mod clean;
 pub mod convert;
 pub mod download;
 pub mod filter;
