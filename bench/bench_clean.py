@@ -7,13 +7,12 @@ same run, each in its own process (peak RSS = that process's ru_maxrss).
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_read import BIN, run_child  # noqa: E402
+from bench_read import BIN, prepare_bench_file, run_child  # noqa: E402
 
 MNE_CLEAN = r"""
 import sys, time, json, mne
@@ -38,14 +37,7 @@ def main():
     ap.add_argument("--out-dir", default="bench-data")
     args = ap.parse_args()
     out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fif = out / "ds000117_like_raw.fif"
-    if not fif.exists():
-        subprocess.run([BIN / "bf-fixtures", "raw-fif", "--out", fif, "--full-run"], check=True,
-                       stdout=subprocess.DEVNULL)
-    with open(fif, "rb") as f:
-        while f.read(1 << 24):
-            pass
+    fif = prepare_bench_file(out)
     # The timing wrapper's own RSS is tiny; ru_maxrss of its child is the Rust process's.
     ours, ours_wall, ours_rss = run_child([sys.executable, "-c", OURS, BIN / "bf-pipeline", "--quiet", "clean",
                                            fif, out / "ours_clean_raw.fif"])

@@ -60,22 +60,28 @@ def run_child(cmd):
     return json.loads(res["stdout"].strip().splitlines()[-1]), wall, res["maxrss_kib"] / 1024
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out-dir", default="bench-data")
-    args = ap.parse_args()
-    out = Path(args.out_dir)
+def prepare_bench_file(out):
+    """The generated ds000117-sized FIF (written once, never committed), read once so the
+    page cache holds it for every reader that follows."""
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fif = out / "ds000117_like_raw.fif"
     if not fif.exists():
         subprocess.run([BIN / "bf-fixtures", "raw-fif", "--out", fif, "--full-run"], check=True,
                        stdout=subprocess.DEVNULL)
-    size_mb = fif.stat().st_size / 1e6
-    data_mib = 404 * 540_100 * 4 / 2**20
-    # Warm the page cache so both readers see the same (cached) file.
     with open(fif, "rb") as f:
         while f.read(1 << 24):
             pass
+    return fif
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out-dir", default="bench-data")
+    args = ap.parse_args()
+    fif = prepare_bench_file(args.out_dir)
+    size_mb = fif.stat().st_size / 1e6
+    data_mib = 404 * 540_100 * 4 / 2**20
     ours, ours_wall, ours_rss = run_child([BIN / "bf-pipeline", "bench-read", fif])
     theirs, mne_wall, mne_rss = run_child([sys.executable, "-c", MNE_READ, fif])
     rows = [

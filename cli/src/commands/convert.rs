@@ -71,3 +71,26 @@ pub fn write_npy(reader: &dyn RawReader, picks: &[usize], start: usize, stop: us
     })?;
     Ok(())
 }
+
+/// Writes every channel of `rec` to `out`: `.npy` (float64) or `.fif` (float32), atomically.
+/// The output step of `filter`, `resample` and `clean`.
+pub fn write_recording(rec: &dyn RawReader, out: &Path) -> Result<()> {
+    check_output_extension(out)?;
+    let all = rec.all_picks();
+    let n = rec.info().n_samples;
+    if out.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+        write_npy(rec, &all, 0, n, out)
+    } else {
+        write_raw(rec, &all, 0, n, out, &WriteOptions::default())?;
+        Ok(())
+    }
+}
+
+/// Checks `out`'s extension before any work is done.
+pub fn check_output_extension(out: &Path) -> Result<()> {
+    match out.extension().and_then(|e| e.to_str()).unwrap_or("").to_lowercase().as_str() {
+        "npy" | "fif" => Ok(()),
+        _ => bail!("{}: unknown output extension (expected .npy or .fif)", out.display()),
+    }
+}
+
