@@ -4,6 +4,7 @@
 //! `formats` reads raw recordings (FIF, EDF/BDF, BrainVision) into the in-memory model of
 //! [`recording`]; later stages (BIDS, cleaning, segmenting, tokenizing, shards) build on it.
 
+pub mod bads;
 pub mod bids;
 pub mod clean;
 pub mod config;

@@ -1,4 +1,5 @@
-"""`bf-pipeline resample` against MNE's raw.resample(sfreq) (FFT method, MNE's defaults).
+"""`bf-pipeline resample` against MNE's raw.resample(sfreq) (FFT method, MNE's defaults) and
+raw.resample(sfreq, method='polyphase') (`--method polyphase`, scipy's resample_poly).
 
 Tolerance: 1e-5 of each channel's RMS (the issue's contract), everywhere including the edges;
 stim channels must be equal exactly (they are decimated, not interpolated).
@@ -51,6 +52,59 @@ def test_shared_files_match_mne(rel, shared_data, tmp_path):
     out = tmp_path / "r.npy"
     run_bf("resample", path, out, "--sfreq", "250")
     check(np.load(out), mne.io.read_raw(path, preload=True).resample(250))
+
+
+# 20.37 s: lengths 22407 → 5092 at 1100 Hz (ratio 5092/22407, a 448141-tap filter) and
+# 20370 → 5092 at 1000 Hz (2546/10185); 20 s: 5/22 and 1/4.
+@pytest.mark.parametrize("seconds", [20.37, 20.0])
+@pytest.mark.parametrize("sfreq", [1100.0, 1000.0])
+def test_polyphase_to_250_matches_mne(sfreq, seconds, tmp_path):
+    raw = mne_test_signal(sfreq, seconds=seconds)
+    src = tmp_path / "p_raw.fif"
+    raw.save(src, fmt="double")
+    out = tmp_path / "p.npy"
+    run_bf("resample", src, out, "--sfreq", "250", "--method", "polyphase")
+    check(np.load(out), mne.io.read_raw_fif(src, preload=True).resample(250, method="polyphase"))
+
+
+@pytest.mark.parametrize("sfreq, new", [(250.0, 1000.0), (250.0, 600.0)])
+def test_polyphase_upsampling_matches_mne(sfreq, new, tmp_path):
+    raw = mne_test_signal(sfreq, seconds=10.1)
+    src = tmp_path / "pu_raw.fif"
+    raw.save(src, fmt="double")
+    out = tmp_path / "pu.npy"
+    run_bf("resample", src, out, "--sfreq", new, "--method", "polyphase")
+    check(np.load(out), mne.io.read_raw_fif(src, preload=True).resample(new, method="polyphase"))
+
+
+@pytest.mark.parametrize("rel", ["brainvision/tests/data/test_bin_raw.fif", "kit/tests/data/test_bin_raw.fif",
+                                 "edf/tests/data/test.edf"])
+def test_polyphase_shared_files_match_mne(rel, shared_data, tmp_path):
+    path = shared_data / "mne-python" / rel
+    out = tmp_path / "p.npy"
+    run_bf("resample", path, out, "--sfreq", "250", "--method", "polyphase")
+    check(np.load(out), mne.io.read_raw(path, preload=True).resample(250, method="polyphase"))
+
+
+def test_polyphase_fif_keeps_first_samp_and_events(tmp_path):
+    raw = mne_test_signal(1100.0, seconds=8)
+    raw = mne.io.RawArray(raw.get_data(), raw.info, first_samp=2200)
+    src = tmp_path / "pe_raw.fif"
+    raw.save(src, fmt="double")
+    out = tmp_path / "pe_raw_250.fif"
+    run_bf("resample", src, out, "--sfreq", "250", "--method", "polyphase")
+    ours = mne.io.read_raw_fif(out)
+    theirs = mne.io.read_raw_fif(src, preload=True).resample(250, method="polyphase")
+    assert ours.first_samp == theirs.first_samp
+    np.testing.assert_array_equal(mne.find_events(ours), mne.find_events(theirs))
+
+
+def test_bad_method_is_a_clear_error(tmp_path):
+    raw = mne_test_signal(1000.0, seconds=1)
+    src = tmp_path / "m_raw.fif"
+    raw.save(src)
+    proc = run_bf("resample", src, tmp_path / "x.npy", "--method", "sinc", check=False)
+    assert proc.returncode != 0 and "polyphase" in proc.stderr and "panicked" not in proc.stderr
 
 
 def test_resampled_fif_keeps_first_samp_and_events(tmp_path):

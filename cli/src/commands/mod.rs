@@ -1,5 +1,6 @@
 //! One module per `bf-pipeline` subcommand.
 
+pub mod bads;
 pub mod bench_read;
 pub mod clean;
 pub mod convert;

@@ -56,22 +56,30 @@ pub fn pad_reflect_limited(x: &[f64], n: usize) -> Vec<f64> {
 
 /// [`pad_reflect_limited`] with different amounts before and after.
 pub fn pad_reflect_limited_asym(x: &[f64], left: usize, right: usize) -> Vec<f64> {
-    let len = x.len();
-    let mut out = Vec::with_capacity(len + left + right);
-    if left == 0 && right == 0 {
-        out.extend_from_slice(x);
-        return out;
-    }
-    out.extend(std::iter::repeat_n(0.0, (left + 1).saturating_sub(len)));
-    for i in (1..=left.min(len.saturating_sub(1))).rev() {
-        out.push(2.0 * x[0] - x[i]);
-    }
-    out.extend_from_slice(x);
-    for i in 1..=right.min(len.saturating_sub(1)) {
-        out.push(2.0 * x[len - 1] - x[len - 1 - i]);
-    }
-    out.extend(std::iter::repeat_n(0.0, (right + 1).saturating_sub(len)));
+    let mut out = vec![0.0; x.len() + left + right];
+    pad_reflect_limited_into(x, left, &mut out);
     out
+}
+
+/// [`pad_reflect_limited_asym`] into `out` (`left` samples, x, then the rest of `out`), with
+/// no allocation: the hot loops reuse one buffer per thread.
+pub fn pad_reflect_limited_into(x: &[f64], left: usize, out: &mut [f64]) {
+    let len = x.len();
+    let right = out.len() - len - left;
+    let (before, rest) = out.split_at_mut(left);
+    let (middle, after) = rest.split_at_mut(len);
+    middle.copy_from_slice(x);
+    let reflect_left = left.min(len.saturating_sub(1));
+    let zeros_left = left - reflect_left;
+    before[..zeros_left].fill(0.0);
+    for (k, o) in before[zeros_left..].iter_mut().enumerate() {
+        *o = 2.0 * x[0] - x[reflect_left - k];
+    }
+    let reflect_right = right.min(len.saturating_sub(1));
+    for (i, o) in after[..reflect_right].iter_mut().enumerate() {
+        *o = 2.0 * x[len - 1] - x[len - 2 - i];
+    }
+    after[reflect_right..].fill(0.0);
 }
 
 /// A kernel prepared for repeated zero-phase overlap-add filtering of signals of one length.

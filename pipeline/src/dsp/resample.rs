@@ -4,6 +4,9 @@
 //! bin halved or doubled, inverse FFT at the new length, trim the padding. Stim channels are
 //! decimated as MNE's `_resample_stim_channels` (first non-zero value of each window) so that
 //! events survive. Python's `round` (half to even) is reproduced where MNE uses it.
+//!
+//! [`Resampler`] chooses between this FFT method and `method='polyphase'`
+//! ([`super::polyphase`]) by [`ResampleMethod`]; both give `final_len` samples.
 
 use std::sync::Arc;
 
@@ -13,6 +16,8 @@ use realfft::num_complex::Complex;
 use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
 
 use super::filter::pad_reflect_limited_asym;
+use super::polyphase::PolyphaseResampler;
+use crate::error::Result;
 
 /// Python's `int(round(v))` (ties to even).
 fn py_round(v: f64) -> usize {
@@ -64,6 +69,12 @@ impl FftResampler {
         self.final_len
     }
 
+    /// The padding before and after, the padded length and the length of the inverse FFT:
+    /// what [`super::spectral::SpectralChain`] needs to resample exactly as this does.
+    pub(crate) fn geometry(&self) -> ([usize; 2], usize, usize, [usize; 2]) {
+        (self.npads, self.orig_len, self.new_len, self.to_remove)
+    }
+
     /// MNE's `_fft_resample` for one channel.
     pub fn apply(&self, x: &[f64]) -> Vec<f64> {
         let mut padded = pad_reflect_limited_asym(x, self.npads[0], self.npads[1]);
@@ -89,6 +100,70 @@ impl FftResampler {
         self.c2r.process(&mut out_spec, &mut y).expect("plan sizes");
         let scale = 1.0 / self.new_len as f64;
         y[self.to_remove[0]..self.new_len - self.to_remove[1]].iter().map(|v| v * scale).collect()
+    }
+}
+
+/// MNE's `method` argument of `raw.resample`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ResampleMethod {
+    /// `method='fft'` (MNE's default): [`FftResampler`].
+    #[default]
+    Fft,
+    /// `method='polyphase'`: scipy's `resample_poly` with a Kaiser (β = 5) windowed sinc,
+    /// [`PolyphaseResampler`].
+    Polyphase,
+}
+
+impl ResampleMethod {
+    /// MNE's name of the method.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResampleMethod::Fft => "fft",
+            ResampleMethod::Polyphase => "polyphase",
+        }
+    }
+}
+
+impl std::str::FromStr for ResampleMethod {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "fft" => Ok(ResampleMethod::Fft),
+            "polyphase" => Ok(ResampleMethod::Polyphase),
+            _ => Err(format!("unknown resampling method {s:?} (expected fft or polyphase)")),
+        }
+    }
+}
+
+/// A resampling plan for one input length and ratio, by either method.
+pub enum Resampler {
+    Fft(FftResampler),
+    Polyphase(PolyphaseResampler),
+}
+
+impl Resampler {
+    /// Plans resampling of `x_len` samples from `down` Hz to `up` Hz with `method`.
+    pub fn new(method: ResampleMethod, up: f64, down: f64, x_len: usize) -> Result<Self> {
+        Ok(match method {
+            ResampleMethod::Fft => Resampler::Fft(FftResampler::new(up, down, x_len)),
+            ResampleMethod::Polyphase => Resampler::Polyphase(PolyphaseResampler::new(up, down, x_len)?),
+        })
+    }
+
+    /// The output length (MNE's `final_len`, the same for both methods).
+    pub fn final_len(&self) -> usize {
+        match self {
+            Resampler::Fft(r) => r.final_len(),
+            Resampler::Polyphase(r) => r.final_len(),
+        }
+    }
+
+    /// Resamples one channel.
+    pub fn apply(&self, x: &[f64]) -> Vec<f64> {
+        match self {
+            Resampler::Fft(r) => r.apply(x),
+            Resampler::Polyphase(r) => r.apply(x),
+        }
     }
 }
 
@@ -161,5 +236,16 @@ mod tests {
         let y = resample_stim(&x, 250.0, 1100.0);
         assert_eq!(y.len(), 250);
         assert_eq!(y.iter().filter(|&&v| v == 5.0).count(), 1);
+    }
+
+    #[test]
+    fn both_methods_give_mnes_length() {
+        for method in [ResampleMethod::Fft, ResampleMethod::Polyphase] {
+            let r = Resampler::new(method, 250.0, 1100.0, 22_407).unwrap();
+            assert_eq!(r.final_len(), 5092, "{}", method.name());
+            assert_eq!(r.apply(&vec![0.5; 22_407]).len(), 5092);
+        }
+        assert_eq!("polyphase".parse::<ResampleMethod>(), Ok(ResampleMethod::Polyphase));
+        assert!("sinc".parse::<ResampleMethod>().is_err());
     }
 }

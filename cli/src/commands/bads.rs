@@ -1,0 +1,108 @@
+//! `bf-pipeline interpolate-bads IN OUT` and `bf-pipeline find-bads IN`: bad-channel repair
+//! (MNE's spherical-spline `raw.interpolate_bads` for EEG) and detection
+//! (`bf_pipeline::bads`). Both read the whole recording into memory (f64): interpolation
+//! needs every good EEG channel at every sample, detection every channel's statistics.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use bf_pipeline::bads::{auto_origin, find_bad_channels, interpolate_bads_eeg, BadReason, BadsParams};
+use bf_pipeline::recording::InMemory;
+use serde_json::json;
+
+fn read_all(input: &Path) -> Result<InMemory> {
+    let reader = bf_pipeline::formats::open(input)?;
+    let info = reader.info().clone();
+    let data = reader.read_f64(&reader.all_picks(), 0, info.n_samples)?;
+    Ok(InMemory::new(info, data)?)
+}
+
+/// Interpolates the EEG channels among the recording's bads plus `extra_bads`, writes `out`
+/// with the interpolated channels removed from the bads list (MNE's `reset_bads=True`; bads
+/// of other kinds, e.g. MEG, stay).
+pub fn interpolate(input: &Path, out: &Path, extra_bads: &[String], origin: Option<[f64; 3]>) -> Result<()> {
+    super::convert::check_output_extension(out)?;
+    let mut rec = read_all(input)?;
+    let mut bads = rec.info.bads.clone();
+    for b in extra_bads {
+        let b = b.trim();
+        if b.is_empty() {
+            continue;
+        }
+        if rec.info.channel_index(b).is_none() {
+            bail!("{}: --bads {b:?} is not a channel of the recording", input.display());
+        }
+        if !bads.iter().any(|x| x == b) {
+            bads.push(b.to_string());
+        }
+    }
+    let origin = match origin {
+        Some(o) => o,
+        None if bads.iter().any(|b| rec.info.channel_index(b).is_some_and(|i| rec.info.channels[i].kind == bf_pipeline::ChannelKind::Eeg)) => {
+            let o = auto_origin(&rec.info)?;
+            tracing::info!("origin fitted to the EEG positions: {:.1}, {:.1}, {:.1} mm", o[0] * 1e3, o[1] * 1e3, o[2] * 1e3);
+            o
+        }
+        None => [0.0; 3],
+    };
+    let done = interpolate_bads_eeg(&rec.info, &mut rec.data, &bads, Some(origin))?;
+    if done.is_empty() {
+        tracing::warn!("no bad EEG channel to interpolate; writing the recording unchanged");
+    } else {
+        tracing::info!("interpolated {}", done.join(", "));
+    }
+    rec.info.bads = bads.into_iter().filter(|b| !done.contains(b)).collect();
+    super::convert::write_recording(&rec, out)
+}
+
+/// Prints the bad channels `find_bad_channels` detects (one per line, or JSON).
+pub fn find(input: &Path, params: &BadsParams, as_json: bool) -> Result<()> {
+    let rec = read_all(input)?;
+    let found = find_bad_channels(&rec.info, &rec.data, params);
+    if as_json {
+        let rows: Vec<_> = found
+            .iter()
+            .map(|b| {
+                let (reason, z) = match b.reason {
+                    BadReason::NonFinite => ("non_finite", None),
+                    BadReason::Flat => ("flat", None),
+                    BadReason::NoisyVariance(z) => ("noisy_variance", Some(z)),
+                    BadReason::NoisyHighFreq(z) => ("noisy_high_freq", Some(z)),
+                };
+                json!({
+                    "name": b.name,
+                    "kind": b.kind.as_str(),
+                    "reason": reason,
+                    "z": z,
+                    "z_variance": b.z_variance,
+                    "z_hf": b.z_hf,
+                    "marked_bad_in_file": rec.info.bads.contains(&b.name),
+                })
+            })
+            .collect();
+        let doc = json!({
+            "file": rec.info.path,
+            "params": params,
+            "bads": rows,
+            "names": found.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else if found.is_empty() {
+        println!("no bad channels found");
+    } else {
+        let fmt = |z: Option<f64>| z.map_or("-".to_string(), |z| format!("{z:.2}"));
+        println!("{:<16} {:<6} {:<16} {:>10} {:>10}", "channel", "kind", "reason", "z_var", "z_hf");
+        for b in &found {
+            let reason = match b.reason {
+                BadReason::NonFinite => "non-finite",
+                BadReason::Flat => "flat",
+                BadReason::NoisyVariance(_) => "noisy-variance",
+                BadReason::NoisyHighFreq(_) => "noisy-high-freq",
+            };
+            let marked = if rec.info.bads.contains(&b.name) { "  (already bad in file)" } else { "" };
+            println!("{:<16} {:<6} {:<16} {:>10} {:>10}{marked}", b.name, b.kind.as_str(), reason, fmt(b.z_variance), fmt(b.z_hf));
+        }
+        println!("bads: {}", found.iter().map(|b| b.name.as_str()).collect::<Vec<_>>().join(","));
+    }
+    Ok(())
+}
