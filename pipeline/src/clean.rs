@@ -25,7 +25,7 @@ use crate::dsp::fir::{create_filter, notch_filter_design, FirOptions};
 use crate::dsp::resample::{resample_stim, ResampleMethod, Resampler};
 use crate::dsp::spectral::SpectralChain;
 use crate::error::{Error, Result};
-use crate::recording::{ChannelKind, InMemory, RawReader};
+use crate::recording::{Annotation, ChannelKind, InMemory, RawReader};
 
 /// What to do, with MNE's parameter names. `None`/empty skips a step.
 #[derive(Clone, Debug, Default)]
@@ -62,11 +62,16 @@ pub fn clean(reader: &dyn RawReader, params: &CleanParams, scratch_dir: &Path, p
     let kernels: Vec<&[f64]> = band_h.iter().chain(&notch_h).map(Vec::as_slice).collect();
     let resampler = params.sfreq.map(|sf| Resampler::new(params.resample_method, sf, info.sfreq, n)).transpose()?;
     let n_out = resampler.as_ref().map_or(n, |r| r.final_len());
+    let segments = filter_segments(&info.annotations, info.sfreq, n);
     let spectral = match (params.exact, params.sfreq, params.resample_method) {
-        (false, Some(sf), ResampleMethod::Fft) if !kernels.is_empty() => SpectralChain::new(&kernels, sf, info.sfreq, n),
+        (false, Some(sf), ResampleMethod::Fft) if !kernels.is_empty() && segments == [(0, n)] => SpectralChain::new(&kernels, sf, info.sfreq, n),
         _ => None,
     };
-    let overlap_add: Vec<OverlapAdd> = if spectral.is_some() { vec![] } else { kernels.iter().map(|h| OverlapAdd::new(h, n)).collect() };
+    // One overlap-add plan per (segment, kernel): the FFT length depends on the segment's.
+    let overlap_add: Vec<(usize, usize, Vec<OverlapAdd>)> = match spectral {
+        Some(_) => vec![],
+        None => segments.iter().map(|&(s, e)| (s, e, kernels.iter().map(|h| OverlapAdd::new(h, e - s)).collect())).collect(),
+    };
     tracing::debug!(fast = spectral.is_some(), "cleaning chain planned");
 
     let scratch = Scratch::create(scratch_dir, nch * n * 8)?;
@@ -83,8 +88,11 @@ pub fn clean(reader: &dyn RawReader, params: &CleanParams, scratch_dir: &Path, p
             (Some(chain), Some(bufs)) => chain.apply(x, kind.is_data(), bufs, dst),
             _ => {
                 if kind.is_data() {
-                    for f in &overlap_add {
-                        *x = f.apply(x);
+                    for (s, e, filters) in &overlap_add {
+                        for f in filters {
+                            let y = f.apply(&x[*s..*e]);
+                            x[*s..*e].copy_from_slice(&y);
+                        }
                     }
                 }
                 match &resampler {
@@ -112,6 +120,46 @@ pub fn clean(reader: &dyn RawReader, params: &CleanParams, scratch_dir: &Path, p
         new_info.n_samples = n_out;
     }
     InMemory::new(new_info, out)
+}
+
+/// The stretches that MNE's `raw.filter` / `raw.notch_filter` filter separately with their
+/// default `skip_by_annotation=('edge', 'bad_acq_skip')`: the samples outside annotations
+/// whose description starts with either word (case-insensitive), split at zero-length ones,
+/// as `mne.annotations._annotations_starts_stops(..., invert=True)`. Samples inside such
+/// annotations are left unfiltered, as MNE leaves them.
+pub fn filter_segments(annotations: &[Annotation], sfreq: f64, n: usize) -> Vec<(usize, usize)> {
+    let to_index = |t: f64| ((t * sfreq).round_ties_even().max(0.0) as usize).min(n);
+    let skips: Vec<(usize, usize)> = annotations
+        .iter()
+        .filter(|a| {
+            let d = a.description.to_uppercase();
+            d.starts_with("EDGE") || d.starts_with("BAD_ACQ_SKIP")
+        })
+        .map(|a| (to_index(a.onset), to_index(a.onset + a.duration)))
+        .collect();
+    let mut skipped = vec![false; n];
+    for &(s, e) in &skips {
+        skipped[s..e].fill(true);
+    }
+    let mut starts = Vec::new();
+    let mut ends = Vec::new();
+    for (t, &sk) in skipped.iter().enumerate() {
+        if !sk && (t == 0 || skipped[t - 1]) {
+            starts.push(t);
+        }
+        if !sk && (t + 1 == n || skipped[t + 1]) {
+            ends.push(t + 1);
+        }
+    }
+    for &(s, e) in &skips {
+        if s == e {
+            starts.push(s);
+            ends.push(e);
+        }
+    }
+    starts.sort_unstable();
+    ends.sort_unstable();
+    starts.into_iter().zip(ends).filter(|(s, e)| e > s).collect()
 }
 
 /// Reads time chunks of every channel and writes each channel's piece at its row offset.
@@ -210,6 +258,15 @@ mod tests {
         assert_eq!(got.data, want);
         assert_eq!(got.info.sfreq, 250.0);
         assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "scratch file left behind");
+    }
+
+    #[test]
+    fn segments_follow_mnes_skip_by_annotation() {
+        let ann = |onset: f64, duration: f64, d: &str| Annotation { onset, duration, description: d.into() };
+        assert_eq!(filter_segments(&[], 100.0, 1000), vec![(0, 1000)]);
+        assert_eq!(filter_segments(&[ann(2.0, 1.0, "bad_acq_skip"), ann(5.0, 0.0, "BAD blink")], 100.0, 1000), vec![(0, 200), (300, 1000)]);
+        assert_eq!(filter_segments(&[ann(5.0, 0.0, "edge")], 100.0, 1000), vec![(0, 500), (500, 1000)]);
+        assert_eq!(filter_segments(&[ann(0.0, 10.0, "BAD_ACQ_SKIP")], 100.0, 1000), vec![]);
     }
 
     /// The fast path differs from the exact chain only by MNE's padding artefact (see

@@ -104,3 +104,17 @@ def test_bad_parameters_are_clear_errors(args, needle, tmp_path):
     assert proc.returncode != 0
     assert needle.lower() in proc.stderr.lower(), proc.stderr
     assert "panicked" not in proc.stderr
+
+
+def test_filtering_stops_at_skip_and_edge_annotations(tmp_path):
+    """raw.filter/notch_filter's default skip_by_annotation=('edge', 'bad_acq_skip'): each
+    stretch between such annotations is filtered on its own, the skipped samples are left as
+    they are. Same tolerance as above (1e-5 of each channel's RMS)."""
+    raw = mne_test_signal(1000.0, seconds=60)
+    raw.set_annotations(mne.Annotations([12.0, 30.5, 41.0], [3.0, 0.0, 1.0], ["BAD_ACQ_SKIP", "EDGE boundary", "BAD_blink"]))
+    src = tmp_path / "ann_raw.fif"
+    raw.save(src, fmt="double")
+    out = tmp_path / "f.npy"
+    run_bf("filter", src, out, "--l-freq", "1", "--h-freq", "40", "--notch", "50")
+    expected = mne.io.read_raw_fif(src, preload=True).filter(1, 40).notch_filter([50]).get_data()
+    check(np.load(out), expected)
