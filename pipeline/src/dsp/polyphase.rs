@@ -501,22 +501,3 @@ mod tests {
         }
     }
 }
-
-#[cfg(test)]
-mod timing_tmp {
-    #[test]
-    #[ignore]
-    fn time_big() {
-        let t = std::time::Instant::now();
-        let r = super::PolyphaseResampler::new(250.0, 1100.0, 3_000_007).unwrap();
-        eprintln!("new: {:?} ratio {:?}", t.elapsed(), r.ratio());
-        let x = vec![1.0; 3_000_007];
-        let t = std::time::Instant::now();
-        let y = r.apply(&x);
-        eprintln!("apply: {:?} {}", t.elapsed(), y.len());
-        let t = std::time::Instant::now();
-        let mut s = 0.0;
-        for i in 0..60_000_000 { s += super::bessel_i0(5.0 * (i as f64 / 6e7)); }
-        eprintln!("i0 x 60M: {:?} {s}", t.elapsed());
-    }
-}
