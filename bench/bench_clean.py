@@ -39,7 +39,7 @@ def main():
     out = Path(args.out_dir)
     fif = prepare_bench_file(out)
     # The timing wrapper's own RSS is tiny; ru_maxrss of its child is the Rust process's.
-    ours, ours_wall, ours_rss = run_child([sys.executable, "-c", OURS, BIN / "bf-pipeline", "--quiet", "clean",
+    ours, ours_wall, ours_rss = run_child([sys.executable, "-c", OURS, BIN / "bf-pipeline", "--quiet", "preprocess-file",
                                            fif, out / "ours_clean_raw.fif"])
     theirs, mne_wall, mne_rss = run_child([sys.executable, "-c", MNE_CLEAN, fif, out / "mne_clean_raw.fif"])
     print(f"file: {fif} ({fif.stat().st_size / 1e6:.0f} MB, 404 ch × 540,100 samples at 1100 Hz, float32)")

@@ -131,12 +131,12 @@ def test_bad_sfreq_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("sfreq", [1100.0, 1000.0])
 def test_clean_chain_matches_mne(sfreq, tmp_path):
-    """bf-pipeline clean = raw.filter(0.1, 100).notch_filter([50, 100, 150]).resample(250)."""
+    """bf-pipeline preprocess-file = raw.filter(0.1, 100).notch_filter([50, 100, 150]).resample(250)."""
     raw = mne_test_signal(sfreq, seconds=40)
     src = tmp_path / "c_raw.fif"
     raw.save(src, fmt="double")
     out = tmp_path / "c.npy"
-    run_bf("clean", src, out)
+    run_bf("preprocess-file", src, out)
     expected = mne.io.read_raw_fif(src, preload=True).filter(0.1, 100).notch_filter([50, 100, 150]).resample(250)
     check(np.load(out), expected)
 
@@ -166,7 +166,7 @@ def test_clean_fast_path_on_a_long_recording(exact, tmp_path):
     src = tmp_path / "long_raw.fif"
     raw.save(src, fmt="double")
     out = tmp_path / "c.npy"
-    run_bf("clean", src, out, *(["--exact"] if exact else []))
+    run_bf("preprocess-file", src, out, *(["--exact"] if exact else []))
     filtered = mne.io.read_raw_fif(src, preload=True).filter(0.1, 100).notch_filter([50, 100, 150])
     expected = filtered.copy().resample(250)
     if exact:

@@ -137,13 +137,14 @@ enum Command {
         #[arg(long)]
         h_trans_bandwidth: Option<f64>,
     },
-    /// Clean a recording in bounded memory: band-pass, notch, resample (each as MNE does).
+    /// Preprocess one recording in bounded memory: band-pass, notch, resample (as MNE does).
     ///
     /// Equivalent to MNE's `raw.filter(l_freq, h_freq).notch_filter(notch).resample(sfreq)`
     /// on the data channels (MEG, EEG; bads included; all channels are resampled). The
     /// recording is transposed once into a scratch file beside OUT, then channels are
-    /// processed in parallel. Defaults: 0.1–100 Hz, notch 50,100,150 Hz, 250 Hz.
-    Clean {
+    /// processed in parallel. Defaults: 0.1–100 Hz, notch 50,100,150 Hz, 250 Hz. The DAG
+    /// (`bf-pipeline preprocess`/`tokenize`) runs the same chain on every run of a dataset.
+    PreprocessFile {
         /// The recording to clean.
         input: PathBuf,
         /// Output path: `.npy` or `.fif`.
@@ -323,9 +324,9 @@ fn run(command: Command, quiet: bool) -> Result<()> {
             let opts = bf_pipeline::dsp::fir::FirOptions { l_trans_bandwidth, h_trans_bandwidth, filter_length: None };
             commands::filter::run(&input, &out, &commands::filter::FilterArgs { l_freq, h_freq, notch, opts })
         }
-        Command::Clean { input, out, l_freq, h_freq, notch, sfreq, exact } => {
+        Command::PreprocessFile { input, out, l_freq, h_freq, notch, sfreq, exact } => {
             let params = bf_pipeline::clean::CleanParams { l_freq: Some(l_freq), h_freq: Some(h_freq), notch, sfreq: Some(sfreq), exact, ..Default::default() };
-            commands::clean::run(&input, &out, &params, quiet)
+            commands::preprocess_file::run(&input, &out, &params, quiet)
         }
         Command::Resample { input, out, sfreq, method } => commands::resample::run(&input, &out, sfreq, method.parse().map_err(anyhow::Error::msg)?),
         Command::InterpolateBads { input, out, bads, origin } => {

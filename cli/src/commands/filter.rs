@@ -26,6 +26,6 @@ pub fn run(input: &Path, out: &Path, args: &FilterArgs) -> Result<()> {
         bail!("{}: no MEG or EEG channels to filter", input.display());
     }
     let params = CleanParams { l_freq: args.l_freq, h_freq: args.h_freq, notch: args.notch.clone(), sfreq: None, fir: args.opts, ..Default::default() };
-    let filtered = clean(reader.as_ref(), &params, super::clean::scratch_dir(out), &|| {})?;
+    let filtered = clean(reader.as_ref(), &params, super::preprocess_file::scratch_dir(out), &|| {})?;
     super::convert::write_recording(&filtered, out)
 }

@@ -2,7 +2,7 @@
 
 pub mod bads;
 pub mod bench_read;
-pub mod clean;
+pub mod preprocess_file;
 pub mod convert;
 pub mod download;
 pub mod filter;

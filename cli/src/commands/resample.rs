@@ -17,6 +17,6 @@ pub fn run(input: &Path, out: &Path, sfreq: f64, method: ResampleMethod) -> Resu
     super::convert::check_output_extension(out)?;
     let reader = bf_pipeline::formats::open(input)?;
     let params = CleanParams { sfreq: Some(sfreq), resample_method: method, ..Default::default() };
-    let resampled = clean(reader.as_ref(), &params, super::clean::scratch_dir(out), &|| {})?;
+    let resampled = clean(reader.as_ref(), &params, super::preprocess_file::scratch_dir(out), &|| {})?;
     super::convert::write_recording(&resampled, out)
 }

@@ -1,4 +1,4 @@
-//! `bf-pipeline clean IN OUT`: band-pass → notch → resample in bounded memory
+//! `bf-pipeline preprocess-file IN OUT`: band-pass → notch → resample in bounded memory
 //! (`pipeline::clean`), each step MNE's. Defaults are design.md's: 0.1–100 Hz, notch
 //! 50/100/150 Hz, 250 Hz.
 
