@@ -17,6 +17,22 @@ pub struct ProjectConfig {
     pub segment: SegmentConfig,
     pub tokenize: TokenizeConfig,
     pub split: SplitConfig,
+    #[serde(default)]
+    pub shards: ShardsConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardsConfig {
+    /// Largest shard file, in bytes (compressed size is smaller).
+    pub max_shard_bytes: u64,
+    /// `tokens` (u8 µ-law levels, design.md) or `continuous` (f32 windows, physical units).
+    pub kind: String,
+}
+
+impl Default for ShardsConfig {
+    fn default() -> Self {
+        ShardsConfig { max_shard_bytes: 256 << 20, kind: "tokens".into() }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -75,7 +91,18 @@ impl ProjectConfig {
             segment: SegmentConfig { window: 256, stride: 256 },
             tokenize: TokenizeConfig { clamp_percentiles: [0.5, 99.5], mu: 255.0, levels: 255 },
             split: SplitConfig { by: "subject".into(), seed: 0, validation_fraction: 0.15, test_fraction: 0.15 },
+            shards: ShardsConfig::default(),
         }
+    }
+
+    /// The configuration without machine-specific paths: what goes into shards and cards,
+    /// so the same data and parameters give the same bytes on any machine.
+    pub fn without_paths(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("config serialises");
+        if let Some(d) = v.get_mut("dataset").and_then(|d| d.as_object_mut()) {
+            d.remove("root");
+        }
+        v
     }
 
     pub fn load(path: &Path) -> Result<Self> {

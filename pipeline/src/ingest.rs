@@ -121,7 +121,7 @@ pub fn inspect_run(ds: &Dataset, run: &Run) -> Result<RunRecord> {
 
 /// The files that hold a recording: the file itself, BrainVision's data and marker files,
 /// and for a `split-01` FIF the later splits of the same run.
-fn data_files(file: &Path) -> Vec<PathBuf> {
+pub fn data_files(file: &Path) -> Vec<PathBuf> {
     let mut out = vec![file.to_path_buf()];
     let Some(name) = BidsName::from_path(file) else { return out };
     if name.get("split").is_some() {

@@ -8,6 +8,7 @@ pub mod bads;
 pub mod bids;
 pub mod clean;
 pub mod config;
+pub mod dag;
 pub mod dsp;
 pub mod fsutil;
 pub mod ingest;
@@ -16,7 +17,10 @@ pub mod formats;
 pub mod recording;
 pub mod npy;
 pub mod proj;
+pub mod segment;
+pub mod shards;
 pub mod source;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub use recording::{Annotation, ChannelInfo, ChannelKind, RawReader, RecordingInfo, Unit};

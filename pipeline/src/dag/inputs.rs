@@ -1,0 +1,104 @@
+//! The pipeline's view of the dataset: the runs to process (the manifest written by
+//! `ingest`, else every run in the BIDS tree) and a content hash of each run's inputs.
+//!
+//! Hashing 870 MB per run on every invocation would make `plan` slow, so data-file hashes
+//! are cached in `derivatives/brainformer/stamps/input-hashes.json` by (path, size, mtime):
+//! a file whose size or mtime moved is hashed again, and only a change of content changes
+//! the key (a `touch` costs a re-hash, not a rebuild). Sidecars (channels.tsv, events.tsv,
+//! the JSON sidecar) are small and hashed every time.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::UNIX_EPOCH;
+
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::RunEntry;
+use crate::bids::Dataset;
+use crate::error::{Error, Result};
+use crate::ingest::{data_files, derivatives_dir, hash_files, manifest_path};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+struct CachedHash {
+    size: u64,
+    mtime_ns: u128,
+    blake3: String,
+}
+
+/// Lists the runs to process, with their input hashes.
+pub fn discover_runs(root: &Path) -> Result<Vec<RunEntry>> {
+    let ds = Dataset::open(root)?;
+    let wanted = manifest_run_ids(root)?;
+    let cache_path = derivatives_dir(root).join("stamps").join("input-hashes.json");
+    let mut cache: BTreeMap<String, CachedHash> =
+        std::fs::read_to_string(&cache_path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    let before = cache.clone();
+    let mut runs = Vec::new();
+    for run in ds.runs()? {
+        if wanted.as_ref().is_some_and(|w| !w.contains(&run.id())) {
+            continue;
+        }
+        let (file, datatype) = match (&run.meg, &run.eeg) {
+            (Some(m), _) => (m.clone(), "meg"),
+            (None, Some(e)) => (e.clone(), "eeg"),
+            (None, None) => continue,
+        };
+        let mut h = blake3::Hasher::new();
+        for f in data_files(&file) {
+            h.update(cached_hash(&f, &mut cache)?.as_bytes());
+        }
+        for suffix in ["channels", "events"] {
+            if let Some(tsv) = ds.sidecar_tsv(&file, suffix)? {
+                h.update(&std::fs::read(&tsv).map_err(|e| Error::io(&tsv, e))?);
+            }
+        }
+        h.update(serde_json::to_string(&ds.sidecar_json(&file, datatype)?).expect("JSON").as_bytes());
+        runs.push(RunEntry {
+            id: run.id(),
+            subject: run.get("sub").unwrap_or_default().to_string(),
+            session: run.get("ses").map(str::to_string),
+            task: run.get("task").map(str::to_string),
+            run: run.get("run").map(str::to_string),
+            file,
+            datatype: datatype.to_string(),
+            input_hash: h.finalize().to_hex().to_string(),
+        });
+    }
+    if runs.is_empty() {
+        return Err(Error::request(root, "no runs to process (is this the dataset root? did `bf-pipeline ingest` list any?)"));
+    }
+    if cache != before {
+        let text = serde_json::to_string_pretty(&cache).expect("JSON");
+        crate::fsutil::write_atomic(&cache_path, text.as_bytes())?;
+    }
+    Ok(runs)
+}
+
+fn cached_hash(file: &Path, cache: &mut BTreeMap<String, CachedHash>) -> Result<String> {
+    let meta = std::fs::metadata(file).map_err(|e| Error::io(file, e))?;
+    let mtime_ns = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+    let key = file.to_string_lossy().into_owned();
+    if let Some(c) = cache.get(&key) {
+        if c.size == meta.len() && c.mtime_ns == mtime_ns {
+            return Ok(c.blake3.clone());
+        }
+    }
+    let blake3 = hash_files(&[file.to_path_buf()])?;
+    cache.insert(key, CachedHash { size: meta.len(), mtime_ns, blake3: blake3.clone() });
+    Ok(blake3)
+}
+
+/// The run ids of `ingest`'s manifest, when there is one.
+fn manifest_run_ids(root: &Path) -> Result<Option<Vec<String>>> {
+    let path = manifest_path(root);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+    let bad = |e: PolarsError| Error::format(&path, "Parquet", e.to_string());
+    let df = ParquetReader::new(file).finish().map_err(bad)?;
+    let ids = df.column("run_id").map_err(bad)?.str().map_err(bad)?.iter().flatten().map(str::to_string).collect();
+    Ok(Some(ids))
+}
+
