@@ -24,6 +24,7 @@ use crate::dsp::filter::OverlapAdd;
 use crate::dsp::fir::{create_filter, notch_filter_design, FirOptions};
 use crate::dsp::resample::{resample_stim, ResampleMethod, Resampler};
 use crate::dsp::spectral::SpectralChain;
+use crate::segment::{screened_channels, stretch_annotations, FlatClipParams, Stretch};
 use crate::error::{Error, Result};
 use crate::recording::{Annotation, ChannelKind, InMemory, RawReader};
 
@@ -41,6 +42,10 @@ pub struct CleanParams {
     /// one-FFT fast path ([`crate::dsp::spectral`]), which differs from them by MNE's own
     /// padding artefact (about 1e-5 of a channel's RMS on long recordings).
     pub exact: bool,
+    /// Screen each raw data channel for flat and clipped stretches before filtering
+    /// ([`crate::segment::flat_or_clipped_stretches`]); they become `BAD_flat` /
+    /// `BAD_clipped` annotations of the result, so segmentation drops windows touching them.
+    pub screen: Option<FlatClipParams>,
 }
 
 /// Samples per chunk while transposing (all channels × this many samples in memory).
@@ -79,9 +84,21 @@ pub fn clean(reader: &dyn RawReader, params: &CleanParams, scratch_dir: &Path, p
 
     let mut out = Array2::<f64>::zeros((nch, n_out));
     let rows = out.as_slice_mut().expect("standard layout");
+    let screened: Vec<bool> = {
+        let on = screened_channels(info);
+        (0..nch).map(|c| params.screen.is_some() && on.contains(&c)).collect()
+    };
+    let stretches = std::sync::Mutex::new(Vec::<Stretch>::new());
     let init = || (Vec::new(), Vec::new(), spectral.as_ref().map(SpectralChain::buffers));
     rows.par_chunks_mut(n_out).enumerate().try_for_each_init(init, |(bytes, x, bufs), (c, dst)| -> Result<()> {
         scratch.read_row_into(c, n, bytes, x)?;
+        if let (true, Some(sp)) = (screened[c], &params.screen) {
+            let found = crate::segment::flat_or_clipped_stretches(x, info.sfreq, sp);
+            if !found.is_empty() {
+                let mut all = stretches.lock().expect("no panics while held");
+                all.extend(found.into_iter().map(|(start, stop, kind)| Stretch { channel: c, start, stop, kind }));
+            }
+        }
         let kind = info.channels[c].kind;
         match (&spectral, bufs) {
             _ if kind == ChannelKind::Stim && resampler.is_some() => dst.copy_from_slice(&resample_stim(x, n_out as f64, n as f64)),
@@ -106,6 +123,9 @@ pub fn clean(reader: &dyn RawReader, params: &CleanParams, scratch_dir: &Path, p
     })?;
 
     let mut new_info = info.clone();
+    let mut stretches = stretches.into_inner().expect("no panics while held");
+    stretches.sort_by_key(|s| (s.start, s.channel));
+    new_info.annotations.extend(stretch_annotations(&stretches, info.sfreq));
     if let Some(l) = params.l_freq.filter(|&l| params.h_freq.is_none_or(|h| l < h)) {
         new_info.highpass = Some(new_info.highpass.unwrap_or(0.0).max(l));
     }

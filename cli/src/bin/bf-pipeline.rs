@@ -56,6 +56,56 @@ enum Command {
         #[arg(long, default_value = "float32", value_parser = ["float32", "int16"])]
         fif_format: String,
     },
+    /// Build everything from the raw runs to tokenized Parquet shards (a make-like DAG).
+    ///
+    /// Stages: preprocess (read with channels.tsv types and bads; band-pass, notch, resample;
+    /// bad channels found and EEG bads interpolated; cleaned FIF + JSON sidecar under
+    /// derivatives/brainformer/) → segment (windows, dropping those touching BAD stretches) →
+    /// split (held-out subjects) → fit-tokenizer (training split only) → tokenize → shards
+    /// (derivatives/brainformer/shards/: data/{split}-NNNNN-of-NNNNN.parquet + README.md).
+    /// A target is rebuilt only when its inputs' content, its parameters or its code changed;
+    /// an interrupted run leaves whole files and the next run carries on. Parameters come
+    /// from brainformer.toml (written by ingest); see `bf-pipeline config`.
+    Tokenize {
+        #[command(flatten)]
+        args: commands::dag::DagArgs,
+    },
+    /// Run the pipeline up to the cleaned continuous data only (see `tokenize`).
+    Preprocess {
+        #[command(flatten)]
+        args: commands::dag::DagArgs,
+    },
+    /// Run the pipeline up to the windows only (see `tokenize`).
+    Segment {
+        #[command(flatten)]
+        args: commands::dag::DagArgs,
+    },
+    /// Show every target of the pipeline, whether it would run, and why (runs nothing).
+    Plan {
+        #[command(flatten)]
+        args: commands::dag::DagArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the pipeline's DAG in Graphviz DOT (targets that would run are filled).
+    Graph {
+        #[command(flatten)]
+        args: commands::dag::DagArgs,
+    },
+    /// Print the effective configuration: brainformer.toml with command-line overrides.
+    Config {
+        #[command(flatten)]
+        args: commands::dag::DagArgs,
+    },
+    /// Remove the pipeline's derivatives (derivatives/brainformer/, except ingest's manifest).
+    Clean {
+        #[command(flatten)]
+        args: commands::dag::DagArgs,
+        /// Really remove (without it, only list what would go).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Fetch (OpenNeuro id) or index (local path) a BIDS dataset and check every run.
     ///
     /// `bf-pipeline ingest ds000117` downloads from OpenNeuro's public S3 bucket (anonymous,
@@ -248,6 +298,75 @@ enum Command {
         #[arg(long, default_value_t = 1e-3)]
         flat_rel: f64,
     },
+    /// Cut a recording into fixed windows or event-locked epochs, as MNE does; OUT: .npy
+    /// (float64, kept segments × channels × samples, channels in file order unless --picks).
+    ///
+    /// Default: windows as `mne.make_fixed_length_epochs(raw, duration=window/sfreq,
+    /// overlap=(window-stride)/sfreq, reject_by_annotation=True)`. With --events (stim channel,
+    /// as `mne.find_events(raw)`) or --events-tsv (BIDS events.tsv): `mne.Epochs(raw, events,
+    /// tmin, tmax, baseline, reject_by_annotation=True)`. Segments overlapping a BAD*
+    /// annotation, or running off the data, are dropped as MNE drops them; in addition a
+    /// segment in which a good MEG/EEG channel is flat or clipped is dropped (see
+    /// bf_pipeline::segment for the thresholds). Prints what was dropped and why.
+    Epochs {
+        /// The recording to segment.
+        input: PathBuf,
+        /// Output path (.npy).
+        out: PathBuf,
+        /// Window length in samples (fixed windows; default 256).
+        #[arg(long)]
+        window: Option<usize>,
+        /// Step between window starts in samples (default: the window).
+        #[arg(long)]
+        stride: Option<usize>,
+        /// Epochs around the events of the stim channel (MNE's find_events defaults).
+        #[arg(long)]
+        events: bool,
+        /// Epochs around the events of a BIDS events.tsv (id: integer `value`, else the rank
+        /// of `trial_type`).
+        #[arg(long)]
+        events_tsv: Option<PathBuf>,
+        /// Stim channel(s) for --events (default: STI101, STI 014, else every stim channel).
+        #[arg(long, value_delimiter = ',')]
+        stim_channel: Vec<String>,
+        /// Epoch start relative to the event, seconds.
+        #[arg(long, default_value_t = -0.2, allow_negative_numbers = true)]
+        tmin: f64,
+        /// Epoch end (included), seconds.
+        #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
+        tmax: f64,
+        /// Baseline interval A,B in seconds (None: the epoch's start / end), or `none`.
+        #[arg(long, default_value = "None,0", allow_hyphen_values = true)]
+        baseline: String,
+        /// Keep only events with these ids (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        event_id: Vec<i64>,
+        /// Channels to write: names and/or MNE types, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        picks: Vec<String>,
+        /// Apply the recording's SSP projectors first (MNE's Epochs proj=True).
+        #[arg(long)]
+        proj: bool,
+        /// Find flat / clipped stretches on the input's good MEG/EEG channels and add them as
+        /// BAD_flat / BAD_clipped annotations before segmenting (meant for raw data).
+        #[arg(long)]
+        mark_flat_clipped: bool,
+        /// Do not drop segments in which a good MEG/EEG channel is flat or clipped.
+        #[arg(long)]
+        no_reject_flat_clipped: bool,
+        /// Flat segment: peak-to-peak below this fraction of the channel's median.
+        #[arg(long, default_value_t = 1e-3)]
+        flat_rel: f64,
+        /// Flat stretch: at least this many seconds of one repeated value.
+        #[arg(long, default_value_t = 0.05)]
+        flat_min_duration: f64,
+        /// Clipped stretch: at least this many seconds at the channel's maximum or minimum.
+        #[arg(long, default_value_t = 0.01)]
+        clip_min_duration: f64,
+        /// Print a JSON summary (every candidate with its drop reason) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the taps of MNE's zero-phase FIR filter as JSON (`mne.filter.create_filter` with
     /// method='fir', fir_window='hamming', fir_design='firwin'; or, with --notch, the kernel
     /// `mne.filter.notch_filter` applies).
@@ -312,6 +431,13 @@ fn main() {
 
 fn run(command: Command, quiet: bool) -> Result<()> {
     match command {
+        Command::Tokenize { args } => commands::dag::run(&args, bf_pipeline::dag::Stage::Shards, quiet),
+        Command::Preprocess { args } => commands::dag::run(&args, bf_pipeline::dag::Stage::Preprocess, quiet),
+        Command::Segment { args } => commands::dag::run(&args, bf_pipeline::dag::Stage::Segment, quiet),
+        Command::Plan { args, json } => commands::dag::plan(&args, json),
+        Command::Graph { args } => commands::dag::graph(&args),
+        Command::Config { args } => commands::dag::config(&args),
+        Command::Clean { args, yes } => commands::dag::clean(&args, yes),
         Command::Ingest { source, dest, remote, project } => {
             let RemoteArgs { subjects, include, datatypes, s3_endpoint, jobs } = remote;
             commands::ingest::run(commands::ingest::IngestArgs { source, dest, subjects, include, datatypes, s3_endpoint, jobs, project, quiet })
@@ -344,6 +470,16 @@ fn run(command: Command, quiet: bool) -> Result<()> {
         Command::Download { .. } => unreachable!("handled in main for its exit codes"),
         Command::BenchRead { file, windows, window_seconds, seed } => {
             commands::bench_read::run(&file, windows, window_seconds, seed)
+        }
+        Command::Epochs {
+            input, out, window, stride, events, events_tsv, stim_channel, tmin, tmax, baseline, event_id, picks, proj,
+            mark_flat_clipped, no_reject_flat_clipped, flat_rel, flat_min_duration, clip_min_duration, json,
+        } => {
+            let flat = bf_pipeline::segment::FlatClipParams { flat_min_duration, clip_min_duration, flat_rel };
+            commands::epochs::run(&commands::epochs::EpochsArgs {
+                input, out, window, stride, events, events_tsv, stim_channel, tmin, tmax, baseline, event_id, picks, proj,
+                mark_flat_clipped, reject_flat_clipped: !no_reject_flat_clipped, flat, json,
+            })
         }
         Command::FilterDesign { sfreq, l_freq, h_freq, l_trans_bandwidth, h_trans_bandwidth, filter_length, notch } => {
             commands::filter_design::run(commands::filter_design::FilterDesignArgs { sfreq, l_freq, h_freq, l_trans_bandwidth, h_trans_bandwidth, filter_length, notch })

@@ -191,6 +191,22 @@ impl Project {
         }
         d.join(&run.datatype)
     }
+    /// The Hub licence id of the source data, from dataset_description.json's `License`
+    /// (ds000117: CC0), else `other`.
+    pub fn license(&self) -> String {
+        let text = std::fs::read_to_string(self.root.join("dataset_description.json")).unwrap_or_default();
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let lic = v.get("License").and_then(Value::as_str).unwrap_or("").to_lowercase();
+        if lic.contains("cc0") {
+            "cc0-1.0".into()
+        } else if lic.contains("cc-by-4") || lic.contains("cc by 4") {
+            "cc-by-4.0".into()
+        } else if lic.contains("pddl") {
+            "pddl".into()
+        } else {
+            "other".into()
+        }
+    }
     pub fn run_file(&self, run: &RunEntry, desc_suffix_ext: &str) -> PathBuf {
         self.run_dir(run).join(format!("{}_{desc_suffix_ext}", run.id))
     }

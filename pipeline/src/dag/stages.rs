@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 use crate::formats::fif::write::{write_raw, WriteOptions};
 use crate::ingest::open_with_bids;
 use crate::recording::{ChannelKind, RawReader, RecordingInfo};
+use crate::segment::{fixed_windows, reject_flat_clipped, FlatClipParams};
+use crate::shards::{read_key_value_metadata, write_dataset_card, write_run_file, write_split_shards, CardInfo, ShardKind, ShardMeta, SplitCard, WindowData, WindowRow};
+use crate::tokenizer::{Tokenizer, TokenizerFit, DEFAULT_FIT_CAP};
 
 /// State handed from one stage to the next within one invocation (nothing yet: every stage
 /// reads its inputs from disk, which is what lets `--shard` tasks share a filesystem).
@@ -58,8 +61,11 @@ pub fn shards_params(project: &Project) -> Value {
 pub fn build(project: &Project, _plan: &Plan, node: &Node, _ctx: &Context) -> Result<(Vec<PathBuf>, Vec<String>)> {
     match node.stage {
         Stage::Preprocess => preprocess(project, &project.runs[node.run.expect("per-run")]),
+        Stage::Segment => segment(project, &project.runs[node.run.expect("per-run")]),
         Stage::Split => write_splits(project),
-        other => Err(Error::request(&project.root, format!("stage {} is not wired yet", other.name()))),
+        Stage::FitTokenizer => fit_tokenizer(project),
+        Stage::Tokenize => tokenize(project, node.run.expect("per-run")),
+        Stage::Shards => write_shards(project),
     }
 }
 
@@ -97,7 +103,14 @@ fn preprocess(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<St
     let (reader, info) = open_with_bids(&ds, &run.file, &run.datatype)?;
     let bids_bads = info.bads.clone();
     let reader = WithInfo { inner: reader.as_ref(), info };
-    let params = CleanParams { l_freq: Some(cfg.l_freq), h_freq: Some(cfg.h_freq), notch: cfg.notch.clone(), sfreq: Some(cfg.sfreq), ..Default::default() };
+    let params = CleanParams {
+        l_freq: Some(cfg.l_freq),
+        h_freq: Some(cfg.h_freq),
+        notch: cfg.notch.clone(),
+        sfreq: Some(cfg.sfreq),
+        screen: Some(FlatClipParams::default()),
+        ..Default::default()
+    };
     // The scratch copy goes beside the output (same filesystem), removed when done.
     let scratch = project.run_dir(run);
     let mut cleaned = clean(&reader, &params, &scratch, &|| {})?;
@@ -194,4 +207,221 @@ fn write_splits(project: &Project) -> Result<(Vec<PathBuf>, Vec<String>)> {
     let body = json!({"rule": project.config.split, "runs": runs});
     crate::fsutil::write_atomic(&path, serde_json::to_string_pretty(&body).expect("JSON").as_bytes())?;
     Ok((vec![path], vec![]))
+}
+
+fn clean_fif(project: &Project, run: &RunEntry) -> PathBuf {
+    project.run_file(run, "desc-clean_meg.fif")
+}
+
+fn windows_path(project: &Project, run: &RunEntry) -> PathBuf {
+    project.run_file(run, "desc-windows_meg.json")
+}
+
+fn tokens_path(project: &Project, run: &RunEntry) -> PathBuf {
+    project.run_file(run, "desc-tokens_meg.parquet")
+}
+
+pub fn tokenizer_path(project: &Project) -> PathBuf {
+    project.derivatives().join("tokenizer.json")
+}
+
+/// The kept windows of a run: (index among all candidates, first sample, onset seconds).
+type Kept = Vec<(u32, usize, f64)>;
+
+/// Cuts the cleaned run into fixed windows, drops those touching BAD annotations (including
+/// preprocess's BAD_flat / BAD_clipped) or flat in a good data channel; writes the list.
+fn segment(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<String>)> {
+    let cfg = &project.config.segment;
+    let fif = clean_fif(project, run);
+    let reader = crate::formats::open(&fif)?;
+    let info = reader.info().clone();
+    let data = reader.read_f64(&reader.all_picks(), 0, info.n_samples)?;
+    let mut plan = fixed_windows(&info, cfg.window, cfg.stride)?;
+    reject_flat_clipped(&mut plan, &info, data.view(), &FlatClipParams::default());
+    let kept: Vec<Value> = plan
+        .segments
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.is_kept())
+        .map(|(i, s)| json!([i, s.start, s.onset]))
+        .collect();
+    let body = json!({
+        "run": run.id, "sfreq": info.sfreq, "window": cfg.window, "stride": cfg.stride,
+        "n_candidates": plan.segments.len(), "n_kept": kept.len(), "dropped": plan.drop_counts(),
+        "kept": kept,
+    });
+    let path = windows_path(project, run);
+    crate::fsutil::write_atomic(&path, serde_json::to_string(&body).expect("JSON").as_bytes())?;
+    let mut messages = vec![];
+    if kept.is_empty() {
+        messages.push(format!("{}: no window kept ({} candidates; dropped: {:?})", run.id, plan.segments.len(), plan.drop_counts()));
+    }
+    Ok((vec![path], messages))
+}
+
+fn read_kept(path: &std::path::Path) -> Result<Kept> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| Error::format(path, "JSON", e.to_string()))?;
+    let bad = || Error::format(path, "windows JSON", "`kept` is not a list of [index, start, onset]");
+    v["kept"]
+        .as_array()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|w| Ok((w[0].as_u64().ok_or_else(bad)? as u32, w[1].as_u64().ok_or_else(bad)? as usize, w[2].as_f64().ok_or_else(bad)?)))
+        .collect()
+}
+
+/// EEG then MEG channel indices of a cleaned run (EEG = `eeg` type after channels.tsv; MEG =
+/// magnetometers and gradiometers), in file order.
+fn modality_picks(info: &RecordingInfo) -> (Vec<usize>, Vec<usize>) {
+    let pick = |f: &dyn Fn(ChannelKind) -> bool| info.channels.iter().enumerate().filter(|(_, c)| f(c.kind)).map(|(i, _)| i).collect::<Vec<_>>();
+    (pick(&|k| k == ChannelKind::Eeg), pick(&|k| k.is_meg()))
+}
+
+fn channel_names(info: &RecordingInfo, picks: &[usize]) -> Vec<String> {
+    picks.iter().map(|&i| info.channels[i].name.clone()).collect()
+}
+
+/// The kept windows of one run, channels `picks`, concatenated in time (f32).
+fn kept_windows(reader: &dyn RawReader, picks: &[usize], kept: &Kept, window: usize) -> Result<ndarray::Array2<f32>> {
+    let mut out = ndarray::Array2::<f32>::zeros((picks.len(), kept.len() * window));
+    for (k, &(_, start, _)) in kept.iter().enumerate() {
+        let w = reader.read_f32(picks, start, start + window)?;
+        out.slice_mut(ndarray::s![.., k * window..(k + 1) * window]).assign(&w);
+    }
+    Ok(out)
+}
+
+/// Fits the tokenizer's per-channel clamp on the training runs' kept windows only.
+fn fit_tokenizer(project: &Project) -> Result<(Vec<PathBuf>, Vec<String>)> {
+    let assignment = assign_splits(project);
+    let window = project.config.segment.window;
+    let train: Vec<&RunEntry> = project.runs.iter().zip(&assignment).filter(|(_, s)| **s == "train").map(|(r, _)| r).collect();
+    let first = train.first().ok_or_else(|| Error::request(&project.root, "no run in the training split: add subjects or lower validation/test fractions"))?;
+    let info0 = crate::formats::open(&clean_fif(project, first))?.info().clone();
+    let (eeg0, meg0) = modality_picks(&info0);
+    let names: Vec<String> = channel_names(&info0, &eeg0).into_iter().chain(channel_names(&info0, &meg0)).collect();
+    let kept: Vec<Kept> = train.iter().map(|r| read_kept(&windows_path(project, r))).collect::<Result<_>>()?;
+    let total: u64 = kept.iter().map(|k| (k.len() * window) as u64).sum();
+    let mut fit = TokenizerFit::new(names.clone(), &project.config.tokenize, total, DEFAULT_FIT_CAP);
+    for (r, k) in train.iter().zip(&kept) {
+        let reader = crate::formats::open(&clean_fif(project, r))?;
+        let (eeg, meg) = modality_picks(reader.info());
+        let picks: Vec<usize> = eeg.iter().chain(&meg).copied().collect();
+        if channel_names(reader.info(), &picks) != names {
+            return Err(Error::request(&clean_fif(project, r), format!("its EEG/MEG channels differ from {}'s; all runs must share one montage", first.id)));
+        }
+        fit.add_run(&r.id, kept_windows(reader.as_ref(), &picks, k, window)?.view())?;
+    }
+    let tokenizer = fit.finish()?;
+    let path = tokenizer_path(project);
+    tokenizer.save(&path)?;
+    Ok((vec![path], vec![]))
+}
+
+fn shard_meta(project: &Project, eeg: Vec<String>, meg: Vec<String>, tokenizer: Option<Tokenizer>) -> ShardMeta {
+    let kind = ShardKind::parse(&project.config.shards.kind).unwrap_or(ShardKind::Tokens);
+    ShardMeta {
+        eeg_channels: eeg,
+        meg_channels: meg,
+        sfreq: project.config.preprocess.sfreq,
+        window: project.config.segment.window,
+        kind,
+        params_json: project.config.without_paths().to_string(),
+        tokenizer: if kind == ShardKind::Tokens { tokenizer } else { None },
+    }
+}
+
+/// Tokenizes (or, in continuous mode, copies as f32) every kept window of one run.
+fn tokenize(project: &Project, r: usize) -> Result<(Vec<PathBuf>, Vec<String>)> {
+    let run = &project.runs[r];
+    let window = project.config.segment.window;
+    let tokenizer = Tokenizer::load(&tokenizer_path(project))?;
+    let reader = crate::formats::open(&clean_fif(project, run))?;
+    let (eeg, meg) = modality_picks(reader.info());
+    let eeg_names = channel_names(reader.info(), &eeg);
+    let meg_names = channel_names(reader.info(), &meg);
+    let names: Vec<String> = eeg_names.iter().chain(&meg_names).cloned().collect();
+    if names != tokenizer.channels {
+        return Err(Error::request(&clean_fif(project, run), "its EEG/MEG channels differ from the tokenizer's (fitted on the training runs)"));
+    }
+    let meta = shard_meta(project, eeg_names, meg_names, Some(tokenizer));
+    let kept = read_kept(&windows_path(project, run))?;
+    let picks: Vec<usize> = eeg.iter().chain(&meg).copied().collect();
+    let mut rows = Vec::with_capacity(kept.len());
+    for &(index, start, onset) in &kept {
+        let w = reader.read_f32(&picks, start, start + window)?;
+        let (eeg_part, meg_part) = match (&meta.kind, &meta.tokenizer) {
+            (ShardKind::Tokens, Some(t)) => {
+                let mut q = vec![0u8; picks.len() * window];
+                for (c, (row, out)) in w.rows().into_iter().zip(q.chunks_mut(window)).enumerate() {
+                    t.encode(c, row.as_slice().expect("standard layout"), out);
+                }
+                let meg_q = q.split_off(eeg.len() * window);
+                (WindowData::Tokens(q), WindowData::Tokens(meg_q))
+            }
+            _ => {
+                let mut v = w.into_raw_vec_and_offset().0;
+                let meg_v = v.split_off(eeg.len() * window);
+                (WindowData::Continuous(v), WindowData::Continuous(meg_v))
+            }
+        };
+        rows.push(WindowRow {
+            subject: run.subject.clone(),
+            session: run.session.clone(),
+            task: run.task.clone(),
+            run: run.run.clone(),
+            window: index,
+            onset,
+            eeg: eeg_part,
+            meg: meg_part,
+        });
+    }
+    let path = tokens_path(project, run);
+    write_run_file(&path, &rows, &meta)?;
+    Ok((vec![path], vec![]))
+}
+
+/// Concatenates the runs of each split into bounded shards and writes the dataset card.
+fn write_shards(project: &Project) -> Result<(Vec<PathBuf>, Vec<String>)> {
+    let out_dir = project.derivatives().join("shards");
+    let assignment = assign_splits(project);
+    let tokenizer = Tokenizer::load(&tokenizer_path(project))?;
+    let first_tokens = tokens_path(project, &project.runs[0]);
+    let kv = read_key_value_metadata(&first_tokens)?;
+    let from_file = ShardMeta::from_key_value_pairs(&kv, &first_tokens)?;
+    let meta = shard_meta(project, from_file.eeg_channels, from_file.meg_channels, Some(tokenizer));
+    let mut outputs = Vec::new();
+    let mut cards = Vec::new();
+    for split in ["train", "validation", "test"] {
+        let runs: Vec<&RunEntry> = project.runs.iter().zip(&assignment).filter(|(_, s)| **s == split).map(|(r, _)| r).collect();
+        let files: Vec<PathBuf> = runs.iter().map(|r| tokens_path(project, r)).collect();
+        let shards = write_split_shards(&out_dir, split, &files, project.config.shards.max_shard_bytes, &meta)?;
+        let rows: u64 = runs.iter().map(|r| read_kept(&windows_path(project, r)).map(|k| k.len() as u64)).sum::<Result<u64>>()?;
+        let mut subjects: Vec<&str> = runs.iter().map(|r| r.subject.as_str()).collect();
+        subjects.dedup();
+        cards.push(SplitCard { name: split.to_string(), rows, description: format!("{} run(s) of subject(s) {}", runs.len(), subjects.join(", ")) });
+        outputs.extend(shards);
+    }
+    let source = &project.config.dataset.source;
+    let is_openneuro = source.starts_with("ds");
+    let s = &project.config.split;
+    let card = CardInfo {
+        title: format!("{} EEG→MEG windows (Brainformer)", if is_openneuro { source.as_str() } else { "BIDS dataset" }),
+        source_id: source.clone(),
+        source_url: if is_openneuro { format!("https://openneuro.org/datasets/{source}") } else { String::new() },
+        license: project.license(),
+        citation: None,
+        splits: cards,
+        split_rule: format!(
+            "whole {}s held out: ordered by BLAKE3(seed {}, {}), the first {:.0}% to test, the next {:.0}% to validation, the rest to train; the tokenizer is fitted on train only",
+            s.by, s.seed, s.by, s.test_fraction * 100.0, s.validation_fraction * 100.0
+        ),
+        params_text: serde_json::to_string_pretty(&project.config.without_paths()).expect("JSON"),
+        params_format: "json".into(),
+        meta,
+    };
+    write_dataset_card(&out_dir, &card)?;
+    outputs.push(out_dir.join("README.md"));
+    Ok((outputs, vec![]))
 }
