@@ -46,7 +46,13 @@ demo: setup
 	@echo "== 4. one run's info, and readers on MNE's test files"
 	target/release/bf-pipeline info $(DEMO_DIR)/ds000117-fixture/sub-01/ses-meg/meg/sub-01_ses-meg_task-facerecognition_run-01_meg.fif
 	-target/release/bf-pipeline info $(SHARED)/data/mne-python/brainvision/tests/data/test.vhdr
-	@echo "== 5. libtorch check"
+	@echo "== 5. the pipeline: preprocess -> segment -> split -> fit tokenizer -> tokenize -> shards"
+	cd $(DEMO_DIR) && ../target/release/bf-pipeline plan | tail -n 3
+	cd $(DEMO_DIR) && ../target/release/bf-pipeline tokenize
+	cd $(DEMO_DIR) && ../target/release/bf-pipeline tokenize
+	$(PY) -c "import datasets; d = datasets.load_dataset('$(DEMO_DIR)/ds000117-fixture/derivatives/brainformer/shards'); print(d); import numpy as np; r = d['train'][0]; print('one row: eeg', np.array(r['eeg']).shape, 'meg', np.array(r['meg']).shape, 'tokens', np.array(r['meg']).min(), '..', np.array(r['meg']).max())"
+	@echo "shards and dataset card: $(DEMO_DIR)/ds000117-fixture/derivatives/brainformer/shards (load with datasets.load_dataset(that folder))"
+	@echo "== 6. libtorch check"
 	target/release/bf-train --self-check --device auto
 
 test: setup test-rust test-oracle

@@ -187,21 +187,24 @@ fn transpose_into(reader: &dyn RawReader, scratch: &Scratch) -> Result<()> {
     let info = reader.info();
     let (nch, n) = (info.n_channels(), info.n_samples);
     let picks = reader.all_picks();
-    let mut buf = Vec::new();
-    let mut bytes = Vec::new();
-    let mut s = 0;
-    while s < n {
-        let e = (s + TRANSPOSE_CHUNK).min(n);
-        buf.resize(nch * (e - s), 0.0);
-        reader.read_into_f64(&picks, s, e, &mut buf)?;
-        for (c, row) in buf.chunks(e - s).enumerate() {
-            bytes.clear();
-            bytes.extend(row.iter().flat_map(|v| v.to_ne_bytes()));
-            scratch.write_at(&bytes, ((c * n + s) * 8) as u64)?;
-        }
-        s = e;
-    }
-    Ok(())
+    // Chunks in parallel: readers take &self (positioned reads) and every chunk writes its
+    // own byte ranges of the scratch file, so the order of completion does not matter.
+    let n_chunks = n.div_ceil(TRANSPOSE_CHUNK);
+    (0..n_chunks).into_par_iter().try_for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(buf, bytes): &mut (Vec<f64>, Vec<u8>), k| -> Result<()> {
+            let s = k * TRANSPOSE_CHUNK;
+            let e = (s + TRANSPOSE_CHUNK).min(n);
+            buf.resize(nch * (e - s), 0.0);
+            reader.read_into_f64(&picks, s, e, buf)?;
+            for (c, row) in buf.chunks(e - s).enumerate() {
+                bytes.clear();
+                bytes.extend(row.iter().flat_map(|v| v.to_ne_bytes()));
+                scratch.write_at(bytes, ((c * n + s) * 8) as u64)?;
+            }
+            Ok(())
+        },
+    )
 }
 
 /// A temporary channel-major file, removed when dropped.

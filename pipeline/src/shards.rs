@@ -17,8 +17,8 @@
 //!
 //! | column | Arrow type (as pyarrow reads it) | meaning |
 //! |---|---|---|
-//! | `subject` | large_string | BIDS subject label |
-//! | `session`, `task`, `run` | large_string, nullable | BIDS entities (null when absent) |
+//! | `subject` | string_view | BIDS subject label |
+//! | `session`, `task`, `run` | string_view, nullable | BIDS entities (null when absent) |
 //! | `window` | uint32 | index of the window within its run |
 //! | `onset` | float64 | window start in seconds from the first sample of the run |
 //! | `eeg` | large_list<large_list<uint8>> | tokens, channels × time (`n_eeg` × `window`) |
@@ -32,8 +32,16 @@
 //! self-contained for `datasets` users who never see the file metadata; they cost ~3 % of a
 //! row before compression and almost nothing after (zstd sees the repetition). Nested lists,
 //! not fixed-size arrays, because every reader maps them without extension types
-//! (`datasets` gives `LargeList(LargeList(Value('uint8')))`, `with_format("numpy")` a 2-D
-//! array).
+//! (`datasets` gives `List(List(Value('uint8')))`, `with_format("numpy")` a 2-D array —
+//! of int64 unless asked for `dtype=np.uint8`: `datasets`' numpy formatter widens integers).
+//!
+//! polars 0.55's Rust writer always records its own view types in `ARROW:schema`, so
+//! pyarrow reads the string columns as `string_view` (pyarrow ≥ 16) and
+//! `load_dataset("parquet", data_files=...)` gives `Value('string_view')` and `LargeList`
+//! features. polars has no option to write `large_string` from Rust, and it always adds that
+//! key. (A `huggingface` key with other features would not help: `datasets` 5 uses it only
+//! where it matches the file's Arrow types.) The card declares the standard `string` and
+//! `List` features, so the Hub and `load_dataset(OUT)` cast to those.
 //!
 //! ## File metadata (Parquet key-value metadata, every file, per-run files included)
 //!
@@ -102,6 +110,7 @@ pub const KEY_SFREQ: &str = "brainformer.sfreq";
 pub const KEY_WINDOW: &str = "brainformer.window";
 pub const KEY_PARAMS: &str = "brainformer.params";
 pub const KEY_TOKENIZER: &str = "brainformer.tokenizer";
+
 
 /// What the shards hold: µ-law tokens or physical values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -777,23 +786,38 @@ fn fence_for(text: &str) -> String {
     "`".repeat((longest + 1).max(3))
 }
 
-/// The `dataset_info.features` YAML lines (as `datasets` writes them for these Arrow types).
-fn features_yaml(meta: &ShardMeta) -> String {
-    let mut y = String::new();
-    for (name, dtype) in [("subject", "large_string"), ("session", "large_string"), ("task", "large_string"), ("run", "large_string"), ("window", "uint32"), ("onset", "float64")] {
-        let _ = writeln!(y, "  - name: {name}\n    dtype: {dtype}");
-    }
+/// The `datasets` features of the rows: `(column, leaf dtype, list depth)`.
+fn hf_features(meta: &ShardMeta) -> Vec<(&'static str, &'static str, usize)> {
     let leaf = match meta.kind {
         ShardKind::Tokens => "uint8",
         ShardKind::Continuous => "float32",
     };
-    for name in ["eeg", "meg"] {
-        let _ = writeln!(y, "  - name: {name}\n    large_list:\n      large_list: {leaf}");
-    }
+    let mut f = vec![
+        ("subject", "string", 0),
+        ("session", "string", 0),
+        ("task", "string", 0),
+        ("run", "string", 0),
+        ("window", "uint32", 0),
+        ("onset", "float64", 0),
+        ("eeg", leaf, 2),
+        ("meg", leaf, 2),
+    ];
     if meta.kind == ShardKind::Tokens {
-        for name in ["eeg_lo", "eeg_hi", "meg_lo", "meg_hi"] {
-            let _ = writeln!(y, "  - name: {name}\n    large_list: float32");
-        }
+        f.extend(["eeg_lo", "eeg_hi", "meg_lo", "meg_hi"].map(|n| (n, "float32", 1)));
+    }
+    f
+}
+
+/// The `dataset_info.features` YAML lines. Lists use the `sequence:` spelling, which every
+/// `datasets` version reads (recent ones map it to `List`).
+fn features_yaml(meta: &ShardMeta) -> String {
+    let mut y = String::new();
+    for (name, dtype, depth) in hf_features(meta) {
+        let _ = match depth {
+            0 => writeln!(y, "  - name: {name}\n    dtype: {dtype}"),
+            1 => writeln!(y, "  - name: {name}\n    sequence: {dtype}"),
+            _ => writeln!(y, "  - name: {name}\n    sequence:\n      sequence: {dtype}"),
+        };
     }
     y
 }
@@ -1176,12 +1200,13 @@ mod tests {
         let text = std::fs::read_to_string(d.path().join("README.md")).unwrap();
         assert!(text.starts_with("---\nlicense: \"cc0-1.0\"\n"));
         assert!(text.contains("configs:\n- config_name: default\n  data_files:\n  - split: \"train\"\n    path: \"data/train-*\"\n"));
-        assert!(text.contains("  - name: eeg\n    large_list:\n      large_list: uint8\n"));
+        assert!(text.contains("  - name: eeg\n    sequence:\n      sequence: uint8\n"));
+        assert!(text.contains("  - name: subject\n    dtype: string\n"));
         assert!(text.contains("````toml\n[segment]"), "fence must outlast the backticks in the text");
         assert!(text.contains("def decode("));
         let cont = card(meta(ShardKind::Continuous, 3, 4, 8));
         let text = dataset_card(&cont);
-        assert!(text.contains("large_list: float32") && !text.contains("eeg_lo"));
+        assert!(text.contains("      sequence: float32") && !text.contains("eeg_lo"));
     }
 
     /// Leaves a small dataset for the Python oracle (`tests/oracle/shards_check.py`):

@@ -98,6 +98,14 @@ enum Command {
         #[command(flatten)]
         args: commands::dag::DagArgs,
     },
+    /// Write an sbatch script that runs the pipeline on SLURM: per-run stages as a job array
+    /// (`--shard I/N`), then the stages over all runs as a job that depends on it.
+    Slurm {
+        #[command(flatten)]
+        args: commands::dag::DagArgs,
+        #[command(flatten)]
+        slurm: commands::dag::SlurmArgs,
+    },
     /// Remove the pipeline's derivatives (derivatives/brainformer/, except ingest's manifest).
     Clean {
         #[command(flatten)]
@@ -438,6 +446,7 @@ fn run(command: Command, quiet: bool) -> Result<()> {
         Command::Graph { args } => commands::dag::graph(&args),
         Command::Config { args } => commands::dag::config(&args),
         Command::Clean { args, yes } => commands::dag::clean(&args, yes),
+        Command::Slurm { args, slurm } => commands::dag::slurm(&args, &slurm),
         Command::Ingest { source, dest, remote, project } => {
             let RemoteArgs { subjects, include, datatypes, s3_endpoint, jobs } = remote;
             commands::ingest::run(commands::ingest::IngestArgs { source, dest, subjects, include, datatypes, s3_endpoint, jobs, project, quiet })

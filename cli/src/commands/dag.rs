@@ -290,3 +290,102 @@ impl dag::Progress for Bars {
         }
     }
 }
+
+/// Options of `bf-pipeline slurm`.
+#[derive(Args, Debug, Clone)]
+pub struct SlurmArgs {
+    /// Array tasks for the per-run stages (each takes runs i, i+N, ...).
+    #[arg(long, default_value_t = 8)]
+    pub tasks: usize,
+    /// Script to write.
+    #[arg(long, default_value = "brainformer-slurm.sh")]
+    pub out: PathBuf,
+    /// sbatch --partition.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// sbatch --time of each job (HH:MM:SS).
+    #[arg(long, default_value = "04:00:00")]
+    pub time: String,
+    /// sbatch --cpus-per-task (the pipeline uses them all with rayon).
+    #[arg(long, default_value_t = 8)]
+    pub cpus_per_task: usize,
+    /// sbatch --mem per job (1 GB per concurrently processed ds000117 run is ample).
+    #[arg(long, default_value = "8G")]
+    pub mem: String,
+}
+
+/// The parameters given on this command line, repeated verbatim in the script so every task
+/// computes the same keys.
+fn override_args(a: &DagArgs) -> Vec<String> {
+    let mut v = Vec::new();
+    let mut push = |k: &str, val: Option<String>| {
+        if let Some(val) = val {
+            v.push(format!("--{k}={val}"));
+        }
+    };
+    push("l-freq", a.l_freq.map(|x| x.to_string()));
+    push("h-freq", a.h_freq.map(|x| x.to_string()));
+    push("notch", a.notch.as_ref().map(|n| n.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")));
+    push("sfreq", a.sfreq.map(|x| x.to_string()));
+    push("window", a.window.map(|x| x.to_string()));
+    push("stride", a.stride.map(|x| x.to_string()));
+    push("split-by", a.split_by.clone());
+    push("seed", a.seed.map(|x| x.to_string()));
+    push("max-shard-mb", a.max_shard_mb.map(|x| x.to_string()));
+    v
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// `bf-pipeline slurm`: writes a self-submitting sbatch script. `bash SCRIPT` submits a job
+/// array (`SCRIPT --task I`: preprocess + segment of runs I, I+N, … via `--shard I/N`) and a
+/// job that depends on it (`SCRIPT --final`: split, tokenizer fit, tokenize, shards). Tasks
+/// share nothing but the dataset's filesystem: the DAG's stamps and keys make them agree.
+pub fn slurm(args: &DagArgs, s: &SlurmArgs) -> Result<()> {
+    if s.tasks == 0 {
+        bail!("--tasks must be at least 1");
+    }
+    let config = args.config()?;
+    let project = std::fs::canonicalize(&args.project).with_context(|| format!("{}: cannot resolve", args.project.display()))?;
+    let exe = std::env::current_exe().context("cannot find the bf-pipeline binary")?;
+    let overrides: Vec<String> = override_args(args).iter().map(|a| shell_quote(a)).collect();
+    let partition = s.partition.as_ref().map(|p| format!(" --partition={}", shell_quote(p))).unwrap_or_default();
+    let opts = format!("--time={} --cpus-per-task={} --mem={}{partition}", shell_quote(&s.time), s.cpus_per_task, shell_quote(&s.mem));
+    let n = s.tasks;
+    let script = format!(
+        r#"#!/usr/bin/env bash
+# Brainformer pipeline on SLURM, written by `bf-pipeline slurm` for {root}.
+#   bash {name}            submit: a {n}-task array (preprocess + segment, runs i, i+{n}, ...),
+#                          then, when it succeeds, one job for split, tokenizer, tokenize, shards
+#   bash {name} --task I   what array task I runs (also usable without SLURM)
+#   bash {name} --final    what the dependent job runs
+set -euo pipefail
+BF={exe}
+PROJECT={project}
+ARGS=({overrides})
+case "${{1:-}}" in
+  --task)  exec "$BF" --quiet segment --project "$PROJECT" "${{ARGS[@]}}" --jobs "${{SLURM_CPUS_PER_TASK:-0}}" --shard "$2/{n}" ;;
+  --final) exec "$BF" --quiet tokenize --project "$PROJECT" "${{ARGS[@]}}" --jobs "${{SLURM_CPUS_PER_TASK:-0}}" ;;
+  "") ;;
+  *) echo "usage: $0 [--task I | --final]" >&2; exit 2 ;;
+esac
+self=$(readlink -f "$0")
+array=$(sbatch --parsable --job-name=bf-segment --array=0-{last} {opts} --output=bf-segment-%A_%a.log --wrap "bash $self --task \$SLURM_ARRAY_TASK_ID")
+final=$(sbatch --parsable --job-name=bf-tokenize --dependency=afterok:${{array%%;*}} {opts} --output=bf-tokenize-%j.log --wrap "bash $self --final")
+echo "submitted array job $array ({n} tasks) and job $final (runs after it)"
+"#,
+        root = config.dataset.root.display(),
+        name = s.out.display(),
+        exe = shell_quote(&exe.to_string_lossy()),
+        project = shell_quote(&project.to_string_lossy()),
+        overrides = overrides.join(" "),
+        last = n - 1,
+    );
+    bf_pipeline::fsutil::write_atomic(&s.out, script.as_bytes())?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&s.out, std::fs::Permissions::from_mode(0o755)).with_context(|| format!("{}: chmod", s.out.display()))?;
+    println!("wrote {} ({} array tasks); submit with: bash {}", s.out.display(), n, s.out.display());
+    Ok(())
+}

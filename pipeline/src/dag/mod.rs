@@ -373,6 +373,7 @@ pub struct Summary {
 /// Runs every target that needs building, stage by stage; targets of a per-run stage run in
 /// parallel on the current rayon pool. Stops at the first error (finished targets stay).
 pub fn execute(project: &Project, plan: &Plan, progress: &dyn Progress) -> Result<Summary> {
+    remove_stale_temporaries(&project.derivatives());
     let mut summary = Summary { up_to_date: plan.status.iter().filter(|s| !s.needs_build()).count(), ..Default::default() };
     let mut ctx = stages::Context::default();
     for stage in STAGES {
@@ -399,6 +400,28 @@ pub fn execute(project: &Project, plan: &Plan, progress: &dyn Progress) -> Resul
         ctx.after_stage(project, plan, stage)?;
     }
     Ok(summary)
+}
+
+/// Deletes temporaries (`.NAME.tmp-PID`, `.bf-transpose-PID-…`) left by a process that was
+/// killed: those whose process is gone. Outputs themselves are never half-written.
+fn remove_stale_temporaries(dir: &Path) {
+    let me = std::process::id();
+    for entry in walkdir::WalkDir::new(dir).into_iter().filter_map(|e| e.ok()).filter(|e| e.file_type().is_file()) {
+        let name = entry.file_name().to_string_lossy();
+        let pid = if let Some(rest) = name.strip_prefix(".bf-transpose-") {
+            rest.split('-').next()
+        } else if name.starts_with('.') {
+            name.rsplit_once(".tmp-").map(|(_, pid)| pid)
+        } else {
+            None
+        };
+        let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let alive = pid == me || Path::new(&format!("/proc/{pid}")).exists();
+        if !alive {
+            tracing::info!(path = %entry.path().display(), "removing a temporary left by an interrupted run");
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -313,10 +313,20 @@ fn fit_tokenizer(project: &Project) -> Result<(Vec<PathBuf>, Vec<String>)> {
         }
         fit.add_run(&r.id, kept_windows(reader.as_ref(), &picks, k, window)?.view())?;
     }
+    let stride = fit.stride();
     let tokenizer = fit.finish()?;
     let path = tokenizer_path(project);
     tokenizer.save(&path)?;
-    Ok((vec![path], vec![]))
+    // What the fit saw, for audits: only training runs, never validation or test.
+    let record = project.derivatives().join("tokenizer_fit.json");
+    let body = json!({
+        "fitted_on_runs": train.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        "samples_per_channel": total,
+        "subsample_stride": stride,
+        "clamp_percentiles": project.config.tokenize.clamp_percentiles,
+    });
+    crate::fsutil::write_atomic(&record, serde_json::to_string_pretty(&body).expect("JSON").as_bytes())?;
+    Ok((vec![path, record], vec![]))
 }
 
 fn shard_meta(project: &Project, eeg: Vec<String>, meg: Vec<String>, tokenizer: Option<Tokenizer>) -> ShardMeta {

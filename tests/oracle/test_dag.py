@@ -1,0 +1,183 @@
+"""The make-like pipeline (`bf-pipeline tokenize`) on a fixture BIDS dataset: shards read by
+pyarrow / polars / datasets, make semantics (nothing to do twice, one parameter rebuilds only
+what is below it), byte-identical shards for any --jobs and after SIGKILLs, leak-free
+splits, and windows equal to MNE's make_fixed_length_epochs on the cleaned data."""
+import hashlib
+import json
+import random
+import subprocess
+import time
+from pathlib import Path
+
+import mne
+import numpy as np
+import polars as pl
+import pytest
+
+from conftest import SHARED_DATA, bin_path
+from shards_check import check_shards
+
+mne.set_log_level("ERROR")
+TEMPLATE = SHARED_DATA / "mne-python/tests/data/test-ave.fif.gz"
+N_SUBJECTS = 4
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """4 subjects x 1 run x 60 s (long enough for the one-FFT cleaning path), ingested."""
+    base = tmp_path_factory.mktemp("dag")
+    cmd = [bin_path("bf-fixtures"), "--out", base / "ds", "--subjects", str(N_SUBJECTS), "--runs", "1", "--seconds", "60"]
+    if TEMPLATE.exists():
+        cmd += ["--template", TEMPLATE]
+    subprocess.run(cmd, check=True, capture_output=True)
+    subprocess.run([bin_path("bf-pipeline"), "--quiet", "ingest", base / "ds"], cwd=base, check=True, capture_output=True)
+    return base
+
+
+def bf(base, *args, check=True):
+    proc = subprocess.run([bin_path("bf-pipeline"), "--quiet", *map(str, args), "--project", base / "brainformer.toml"],
+                          capture_output=True, text=True)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def derivatives(base):
+    return base / "ds" / "derivatives" / "brainformer"
+
+
+def shard_hashes(base):
+    shards = derivatives(base) / "shards"
+    return {str(p.relative_to(shards)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(shards.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def built(project):
+    """One uninterrupted build with --jobs 2; its shard hashes are the reference."""
+    bf(project, "tokenize", "--jobs", "2")
+    return shard_hashes(project)
+
+
+def test_shards_load_untouched_in_pyarrow_polars_datasets(project, built):
+    check_shards(derivatives(project) / "shards", n_eeg=70, n_meg=306, window=256)
+
+
+def test_second_run_does_nothing_and_says_so(project, built):
+    out = bf(project, "tokenize").stdout
+    assert "nothing to do" in out
+    plan = json.loads(bf(project, "plan", "--json").stdout)
+    assert not any(t["build"] for t in plan)
+
+
+def test_changing_one_parameter_rebuilds_exactly_the_stages_below(project, built):
+    plan = json.loads(bf(project, "plan", "--json", "--stride", "128").stdout)
+    rebuilt = {t["stage"] for t in plan if t["build"]}
+    assert rebuilt == {"segment", "fit-tokenizer", "tokenize", "shards"}, rebuilt
+    assert all("segment.stride" in t["why"] for t in plan if t["stage"] == "segment")
+    plan = json.loads(bf(project, "plan", "--json", "--h-freq", "90").stdout)
+    assert all(t["build"] for t in plan if t["stage"] != "split")
+
+
+def test_jobs_1_gives_the_same_bytes(project, built, tmp_path):
+    bf(project, "clean", "--yes")
+    bf(project, "tokenize", "--jobs", "1")
+    assert shard_hashes(project) == built
+
+
+def test_sigkill_then_rerun_gives_the_same_bytes(project, built):
+    bf(project, "clean", "--yes")
+    rng = random.Random(1)
+    for _ in range(4):
+        proc = subprocess.Popen([bin_path("bf-pipeline"), "--quiet", "tokenize", "--project", project / "brainformer.toml"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.2, 2.5))
+        proc.kill()
+        proc.wait()
+    bf(project, "tokenize")
+    assert shard_hashes(project) == built
+    leftovers = [p for p in derivatives(project).rglob("*") if ".tmp-" in p.name or p.name.startswith(".bf-transpose")]
+    assert leftovers == [], leftovers
+
+
+def test_no_subject_in_two_splits_and_tokenizer_fitted_on_train(project, built):
+    data = derivatives(project) / "shards" / "data"
+    subjects = {split: set(pl.read_parquet(list(data.glob(f"{split}-*.parquet")))["subject"].to_list())
+                for split in ["train", "validation", "test"]}
+    assert all(subjects.values()), subjects
+    assert not (subjects["train"] & subjects["validation"] or subjects["train"] & subjects["test"]
+                or subjects["validation"] & subjects["test"])
+    assert sum(map(len, subjects.values())) == N_SUBJECTS
+    splits = json.loads((derivatives(project) / "splits.json").read_text())["runs"]
+    fitted_on = set(json.loads((derivatives(project) / "tokenizer_fit.json").read_text())["fitted_on_runs"])
+    assert fitted_on == {r for r, s in splits.items() if s == "train"}
+
+
+def decode(q, lo, hi, mu=255.0, levels=255):
+    y = q.astype(np.float64) / (levels - 1) * 2 - 1
+    xs = np.sign(y) * ((1 + mu) ** np.abs(y) - 1) / mu
+    return (xs + 1) / 2 * (hi - lo) + lo
+
+
+def test_windows_equal_mne_fixed_length_epochs(project, built):
+    """Window starts equal MNE's make_fixed_length_epochs (reject_by_annotation=True) on the
+    cleaned FIF, and the decoded tokens equal MNE's epoch data clamped to [lo, hi] within the
+    tokenizer's round-trip bound: quantization moves y = µ-law(x) by at most half a level
+    (1/(levels-1)), so x moves by at most (hi-lo)/2 · (g(|y|+δ) - g(|y|)), g the inverse
+    µ-law, plus f32 rounding (1e-6 of the range)."""
+    run_dir = derivatives(project) / "sub-01" / "ses-meg" / "meg"
+    fif = next(run_dir.glob("*_desc-clean_meg.fif"))
+    raw = mne.io.read_raw_fif(fif, preload=True)
+    epochs = mne.make_fixed_length_epochs(raw, duration=256 / raw.info["sfreq"], reject_by_annotation=True, preload=True)
+    starts = epochs.events[:, 0] - raw.first_samp
+    windows = json.loads(next(run_dir.glob("*_desc-windows_meg.json")).read_text())
+    assert [w[1] for w in windows["kept"]] == starts.tolist()
+
+    tokens = pl.read_parquet(next(run_dir.glob("*_desc-tokens_meg.parquet")))
+    picks = np.concatenate([mne.pick_types(raw.info, meg=False, eeg=True, exclude=[]),
+                            mne.pick_types(raw.info, meg=True, eeg=False, exclude=[])])  # EEG then MEG, as the shards
+    names = [raw.ch_names[i] for i in picks]
+    meta = json.loads(Path(derivatives(project) / "tokenizer.json").read_text())
+    assert meta["channels"] == names
+    lo, hi = np.array(meta["lo"])[:, None], np.array(meta["hi"])[:, None]
+    want = np.clip(epochs.get_data(picks=picks), lo[None], hi[None])
+    mu, levels = meta.get("mu", 255.0), meta.get("levels", 255)
+    delta = 1 / (levels - 1)
+    for k, row in enumerate(tokens.iter_rows(named=True)):
+        q = np.vstack([np.array(row["eeg"], dtype=np.uint8), np.array(row["meg"], dtype=np.uint8)])
+        got = decode(q, lo, hi, mu, levels)
+        xs = (want[k] - lo) / (hi - lo) * 2 - 1
+        y = np.sign(xs) * np.log1p(mu * np.abs(xs)) / np.log1p(mu)
+        g = lambda a: ((1 + mu) ** a - 1) / mu
+        bound = (hi - lo) / 2 * (g(np.minimum(np.abs(y) + delta, 1.0)) - g(np.abs(y))) + 1e-6 * (hi - lo)
+        assert np.all(np.abs(got - want[k]) <= bound), k
+
+
+def test_plan_graph_config_and_bad_project(project, built, tmp_path):
+    dot = bf(project, "graph").stdout
+    assert dot.startswith("digraph") and "->" in dot
+    cfg = bf(project, "config", "--l-freq", "0.5").stdout
+    assert "l_freq = 0.5" in cfg
+    proc = subprocess.run([bin_path("bf-pipeline"), "tokenize", "--project", tmp_path / "nope.toml"], capture_output=True, text=True)
+    assert proc.returncode != 0 and "nope.toml" in proc.stderr and "ingest" in proc.stderr
+    proc = bf(project, "tokenize", "--shard", "3/2", check=False)
+    assert proc.returncode != 0 and "--shard" in proc.stderr
+
+
+def test_slurm_script_array_tasks_give_the_same_bytes(project, built, tmp_path):
+    """`bf-pipeline slurm` writes a job-array script. Here sbatch is run for real when
+    slurm-wlm is installed (`../shared/slurm/local-slurm` starts a one-node cluster);
+    otherwise each array task and the dependent job are run locally, in a shuffled order,
+    exactly as the script's `--task I` / `--final` entry points run them under SLURM."""
+    script = tmp_path / "bf.sh"
+    out = bf(project, "slurm", "--tasks", "3", "--out", script).stdout
+    assert script.exists() and "3 array tasks" in out
+    text = script.read_text()
+    assert "--array=0-2" in text and "--dependency=afterok:" in text and "--shard \"$2/3\"" in text
+    bf(project, "clean", "--yes")
+    order = [2, 0, 1]
+    for i in order:
+        subprocess.run(["bash", script, "--task", str(i)], check=True, capture_output=True)
+    plan = json.loads(bf(project, "plan", "--json").stdout)
+    assert not any(t["build"] for t in plan if t["stage"] in ("preprocess", "segment"))
+    subprocess.run(["bash", script, "--final"], check=True, capture_output=True)
+    assert shard_hashes(project) == built
