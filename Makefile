@@ -66,6 +66,7 @@ test-oracle:
 bench: setup
 	$(PY) bench/bench_read.py --out-dir $(BENCH_DIR)
 	$(PY) bench/bench_clean.py --out-dir $(BENCH_DIR)
+	$(PY) bench/bench_tokenize.py --out-dir $(BENCH_DIR)
 
 fuzz:
 	@echo "see README.md, section Fuzzing (needs cargo-fuzz and a nightly toolchain)"
