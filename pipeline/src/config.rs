@@ -61,6 +61,31 @@ pub struct SegmentConfig {
     pub window: usize,
     /// Step between window starts in samples.
     pub stride: usize,
+    /// `windows` (fixed windows, default) or `epochs` (event-locked, events from events.tsv).
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// Epochs: start relative to each event, seconds (MNE's tmin).
+    #[serde(default = "default_tmin")]
+    pub tmin: f64,
+    /// Epochs: end relative to each event, seconds, included (MNE's tmax).
+    #[serde(default = "default_tmax")]
+    pub tmax: f64,
+    /// Epochs: subtract each channel's mean over tmin..0 (MNE's baseline=(None, 0)).
+    #[serde(default = "default_baseline")]
+    pub baseline: bool,
+}
+
+fn default_mode() -> String {
+    "windows".into()
+}
+fn default_tmin() -> f64 {
+    -0.2
+}
+fn default_tmax() -> f64 {
+    0.8
+}
+fn default_baseline() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -88,7 +113,7 @@ impl ProjectConfig {
         ProjectConfig {
             dataset: DatasetConfig { root, source },
             preprocess: PreprocessConfig { l_freq: 0.1, h_freq: 100.0, notch: vec![50.0, 100.0, 150.0], sfreq: 250.0 },
-            segment: SegmentConfig { window: 256, stride: 256 },
+            segment: SegmentConfig { window: 256, stride: 256, mode: default_mode(), tmin: default_tmin(), tmax: default_tmax(), baseline: default_baseline() },
             tokenize: TokenizeConfig { clamp_percentiles: [0.5, 99.5], mu: 255.0, levels: 255 },
             split: SplitConfig { by: "subject".into(), seed: 0, validation_fraction: 0.15, test_fraction: 0.15 },
             shards: ShardsConfig::default(),

@@ -900,22 +900,27 @@ pub fn dataset_card(card: &CardInfo) -> String {
          `brainformer.tokenizer`; read them with `pyarrow.parquet.read_metadata(path).metadata`).\n\n",
     );
 
-    s.push_str("## Loading\n\n```python\nfrom datasets import load_dataset\n\n");
+    s.push_str("## Loading\n\n```python\nimport numpy as np\nfrom datasets import load_dataset\n\n");
     s.push_str("ds = load_dataset(\"parquet\", data_files={\n");
     for sp in &card.splits {
         let _ = writeln!(s, "    \"{0}\": \"data/{0}-*.parquet\",", sp.name);
     }
-    s.push_str("})\n# or, from the Hub: load_dataset(\"<user>/<name>\")\n");
+    s.push_str("})\n# or load_dataset(\"<user>/<name>\") from the Hub, or load_dataset(\"<this folder>\"): both use this card\n");
     let first = card.splits.first().map(|sp| sp.name.as_str()).unwrap_or("train");
     let _ = writeln!(
         s,
-        "row = ds[\"{first}\"].with_format(\"numpy\")[0]\nrow[\"eeg\"].shape  # ({}, {}), {leaf}\nrow[\"meg\"].shape  # ({}, {})\n```\n",
+        "# datasets' numpy format widens integers to int64 unless given a dtype\n\
+         row = ds[\"{first}\"].with_format(\"numpy\", dtype=np.{leaf})[0]\n\
+         row[\"eeg\"].shape  # ({}, {}), {leaf}\nrow[\"meg\"].shape  # ({}, {})\n```\n",
         m.n_eeg(),
         m.window,
         m.n_meg(),
         m.window
     );
-    s.push_str("pyarrow (`pyarrow.parquet.read_table`) and polars (`polars.read_parquet`) read the files as they are.\n\n");
+    s.push_str(
+        "pyarrow (`pyarrow.parquet.read_table`) and polars (`polars.read_parquet`) read the files as \
+         they are (pyarrow ≥ 16: polars records the string columns as Arrow `string_view`).\n\n",
+    );
 
     if let (ShardKind::Tokens, Some(t)) = (m.kind, &m.tokenizer) {
         let l1 = t.levels - 1;
@@ -930,9 +935,10 @@ pub fn dataset_card(card: &CardInfo) -> String {
              ```python\nimport numpy as np\n\ndef decode(levels, lo, hi, mu={mu:?}, n_levels={levels}):\n    \
              \"\"\"levels: (channels, time) uint8; lo, hi: (channels,) from the row's *_lo/*_hi columns.\"\"\"\n    \
              l1 = n_levels - 1\n    y = (2.0 * np.asarray(levels, dtype=np.float64) - l1) / l1\n    \
-             xp = np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu\n    \
+             xp = np.clip(np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu, -1.0, 1.0)\n    \
              lo = np.asarray(lo, dtype=np.float64)[:, None]\n    hi = np.asarray(hi, dtype=np.float64)[:, None]\n    \
-             return ((1 - xp) * lo + (1 + xp) * hi) / 2\n\neeg = decode(row[\"eeg\"], row[\"eeg_lo\"], row[\"eeg_hi\"])  # volts\n```\n\n\
+             return (((1 - xp) * lo + (1 + xp) * hi) / 2).astype(np.float32)\n\n\
+             eeg = decode(row[\"eeg\"], row[\"eeg_lo\"], row[\"eeg_hi\"])  # volts, (channels, time)\n```\n\n\
              The round-trip error of a value `x` inside `[lo, hi]` is at most \
              `(hi − lo)/2 · (1 + µ|x'|) · ((1 + µ)^(1/{l1}) − 1)/µ`; values outside were clipped to the clamps. \
              Models use token id = level + 3 (0 pad, 1 bos, 2 eos).\n",

@@ -181,3 +181,47 @@ def test_slurm_script_array_tasks_give_the_same_bytes(project, built, tmp_path):
     assert not any(t["build"] for t in plan if t["stage"] in ("preprocess", "segment"))
     subprocess.run(["bash", script, "--final"], check=True, capture_output=True)
     assert shard_hashes(project) == built
+
+
+def test_epochs_mode_equals_mne_epochs_with_baseline(project, built):
+    """--epochs: event-locked epochs from events.tsv, as MNE's Epochs(raw, events, tmin=-0.2,
+    tmax=0.8, baseline=(None, 0), reject_by_annotation=True) on the cleaned FIF: same kept
+    epochs, and decoded tokens within the tokenizer's round-trip bound (see above) of MNE's
+    baseline-corrected data clamped to [lo, hi]."""
+    plan = json.loads(bf(project, "plan", "--json", "--epochs").stdout)
+    assert {t["stage"] for t in plan if t["build"]} == {"segment", "fit-tokenizer", "tokenize", "shards"}
+    bf(project, "tokenize", "--epochs")
+    check_shards(derivatives(project) / "shards", n_eeg=70, n_meg=306, window=251)
+    run_dir = derivatives(project) / "sub-01" / "ses-meg" / "meg"
+    raw = mne.io.read_raw_fif(next(run_dir.glob("*_desc-clean_meg.fif")), preload=True)
+    tsv = next((project / "ds" / "sub-01" / "ses-meg" / "meg").glob("*_events.tsv"))
+    onsets = pl.read_csv(tsv, separator="\t")["onset"].to_numpy()
+    events = np.column_stack([np.round(onsets * raw.info["sfreq"]).astype(int) + raw.first_samp,
+                              np.zeros(len(onsets), int), np.ones(len(onsets), int)])
+    epochs = mne.Epochs(raw, events, tmin=-0.2, tmax=0.8, baseline=(None, 0), reject_by_annotation=True, preload=True)
+    windows = json.loads(next(run_dir.glob("*_desc-windows_meg.json")).read_text())
+    assert [w[1] for w in windows["kept"]] == (epochs.events[:, 0] - raw.first_samp - 50).tolist()
+    picks = np.concatenate([mne.pick_types(raw.info, meg=False, eeg=True, exclude=[]),
+                            mne.pick_types(raw.info, meg=True, eeg=False, exclude=[])])
+    meta = json.loads((derivatives(project) / "tokenizer.json").read_text())
+    lo, hi = np.array(meta["lo"])[:, None], np.array(meta["hi"])[:, None]
+    want = np.clip(epochs.get_data(picks=picks), lo[None], hi[None])
+    mu, levels = meta.get("mu", 255.0), meta.get("levels", 255)
+    g = lambda a: ((1 + mu) ** a - 1) / mu
+    tokens = pl.read_parquet(next(run_dir.glob("*_desc-tokens_meg.parquet")))
+    assert len(tokens) == len(want) > 0
+    for k, row in enumerate(tokens.iter_rows(named=True)):
+        q = np.vstack([np.array(row["eeg"], dtype=np.uint8), np.array(row["meg"], dtype=np.uint8)])
+        xs = (want[k] - lo) / (hi - lo) * 2 - 1
+        y = np.abs(np.sign(xs) * np.log1p(mu * np.abs(xs)) / np.log1p(mu))
+        bound = (hi - lo) / 2 * (g(np.minimum(y + 1 / (levels - 1), 1.0)) - g(y)) + 1e-6 * (hi - lo)
+        assert np.all(np.abs(decode(q, lo, hi, mu, levels) - want[k]) <= bound), k
+
+
+def test_continuous_shards_rebuild_only_tokenize_and_shards(project, built):
+    bf(project, "tokenize")                  # back to the default (windows) after the epochs test
+    assert shard_hashes(project) == built
+    plan = json.loads(bf(project, "plan", "--json", "--continuous").stdout)
+    assert {t["stage"] for t in plan if t["build"]} == {"tokenize", "shards"}
+    bf(project, "tokenize", "--continuous")
+    check_shards(derivatives(project) / "shards", n_eeg=70, n_meg=306, window=256, kind="continuous")

@@ -38,6 +38,18 @@ pub struct DagArgs {
     /// Step between window starts in samples.
     #[arg(long)]
     pub stride: Option<usize>,
+    /// Cut event-locked epochs (events from each run's events.tsv) instead of fixed windows.
+    #[arg(long)]
+    pub epochs: bool,
+    /// Epochs: start relative to the event, seconds (MNE's tmin; default -0.2).
+    #[arg(long, allow_negative_numbers = true)]
+    pub tmin: Option<f64>,
+    /// Epochs: end relative to the event, seconds, included (MNE's tmax; default 0.8).
+    #[arg(long, allow_negative_numbers = true)]
+    pub tmax: Option<f64>,
+    /// Epochs: no baseline correction (default: MNE's baseline=(None, 0)).
+    #[arg(long)]
+    pub no_baseline: bool,
     /// Hold out whole `subject`s (default) or whole `run`s.
     #[arg(long, value_parser = ["subject", "run"])]
     pub split_by: Option<String>,
@@ -47,6 +59,9 @@ pub struct DagArgs {
     /// Largest shard file in MB.
     #[arg(long)]
     pub max_shard_mb: Option<u64>,
+    /// Write f32 windows in physical units instead of tokens (for the regression model).
+    #[arg(long)]
+    pub continuous: bool,
     /// Rebuild this stage (and so everything below it) even when up to date; repeatable.
     #[arg(long, value_name = "STAGE")]
     pub force: Vec<String>,
@@ -86,6 +101,21 @@ impl DagArgs {
         if let Some(v) = self.stride {
             c.segment.stride = v;
         }
+        if self.epochs {
+            c.segment.mode = "epochs".into();
+        }
+        if let Some(v) = self.tmin {
+            c.segment.tmin = v;
+        }
+        if let Some(v) = self.tmax {
+            c.segment.tmax = v;
+        }
+        if self.no_baseline {
+            c.segment.baseline = false;
+        }
+        if !["windows", "epochs"].contains(&c.segment.mode.as_str()) {
+            bail!("{}: segment.mode = {:?}: expected \"windows\" or \"epochs\"", self.project.display(), c.segment.mode);
+        }
         if let Some(v) = &self.split_by {
             c.split.by = v.clone();
         }
@@ -94,6 +124,12 @@ impl DagArgs {
         }
         if let Some(v) = self.max_shard_mb {
             c.shards.max_shard_bytes = v << 20;
+        }
+        if self.continuous {
+            c.shards.kind = "continuous".into();
+        }
+        if bf_pipeline::shards::ShardKind::parse(&c.shards.kind).is_none() {
+            bail!("{}: shards.kind = {:?}: expected \"tokens\" or \"continuous\"", self.project.display(), c.shards.kind);
         }
         validate(&c)?;
         Ok(c)
@@ -332,6 +368,13 @@ fn override_args(a: &DagArgs) -> Vec<String> {
     push("split-by", a.split_by.clone());
     push("seed", a.seed.map(|x| x.to_string()));
     push("max-shard-mb", a.max_shard_mb.map(|x| x.to_string()));
+    push("tmin", a.tmin.map(|x| x.to_string()));
+    push("tmax", a.tmax.map(|x| x.to_string()));
+    for (flag, on) in [("--continuous", a.continuous), ("--epochs", a.epochs), ("--no-baseline", a.no_baseline)] {
+        if on {
+            v.push(flag.to_string());
+        }
+    }
     v
 }
 

@@ -264,7 +264,7 @@ pub fn plan(project: &Project, opts: &RunOptions) -> Result<Plan> {
             fit_deps.extend(&train);
             let fit = add(Stage::FitTokenizer, None, fit_deps, stages::tokenizer_params(cfg), &mut nodes);
             let tok: Vec<usize> = (0..n_runs)
-                .map(|r| add(Stage::Tokenize, Some(r), vec![pre[r], seg[r], fit], json!({"split": assignment[r], "tokenize": cfg.tokenize}), &mut nodes))
+                .map(|r| add(Stage::Tokenize, Some(r), vec![pre[r], seg[r], fit], json!({"split": assignment[r], "tokenize": cfg.tokenize, "kind": cfg.shards.kind}), &mut nodes))
                 .collect();
             let mut shard_deps = vec![split];
             shard_deps.extend(&tok);

@@ -15,7 +15,8 @@ use crate::error::{Error, Result};
 use crate::formats::fif::write::{write_raw, WriteOptions};
 use crate::ingest::open_with_bids;
 use crate::recording::{ChannelKind, RawReader, RecordingInfo};
-use crate::segment::{fixed_windows, reject_flat_clipped, FlatClipParams};
+use crate::bids::read_events;
+use crate::segment::{apply_baseline, epochs, events_from_bids, fixed_windows, reject_flat_clipped, EpochParams, FlatClipParams};
 use crate::shards::{read_key_value_metadata, write_dataset_card, write_run_file, write_split_shards, CardInfo, ShardKind, ShardMeta, SplitCard, WindowData, WindowRow};
 use crate::tokenizer::{Tokenizer, TokenizerFit, DEFAULT_FIT_CAP};
 
@@ -228,6 +229,37 @@ pub fn tokenizer_path(project: &Project) -> PathBuf {
 /// The kept windows of a run: (index among all candidates, first sample, onset seconds).
 type Kept = Vec<(u32, usize, f64)>;
 
+/// A run's segmentation as the later stages need it.
+struct Windows {
+    kept: Kept,
+    /// Samples per window (the window length, or the epoch length).
+    n_times: usize,
+    /// Baseline range within a window, subtracted per channel (epochs).
+    baseline: Option<(usize, usize)>,
+}
+
+fn read_windows(path: &std::path::Path) -> Result<Windows> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| Error::format(path, "JSON", e.to_string()))?;
+    let bad = || Error::format(path, "windows JSON", "missing `n_times` or malformed `baseline`");
+    let n_times = v["n_times"].as_u64().ok_or_else(bad)? as usize;
+    let baseline = match &v["baseline"] {
+        Value::Null => None,
+        b => Some((b[0].as_u64().ok_or_else(bad)? as usize, b[1].as_u64().ok_or_else(bad)? as usize)),
+    };
+    Ok(Windows { kept: read_kept(path)?, n_times, baseline })
+}
+
+/// One window of channels `picks` as f32, baseline-corrected in f64 first when asked (as
+/// MNE's `Epochs` does; every EEG/MEG channel is a baseline channel there).
+fn read_window(reader: &dyn RawReader, picks: &[usize], start: usize, w: &Windows) -> Result<ndarray::Array2<f32>> {
+    let mut x = reader.read_f64(picks, start, start + w.n_times)?;
+    if let Some(range) = w.baseline {
+        apply_baseline(x.view_mut(), range, &vec![true; picks.len()]);
+    }
+    Ok(x.mapv(|v| v as f32))
+}
+
 /// Cuts the cleaned run into fixed windows, drops those touching BAD annotations (including
 /// preprocess's BAD_flat / BAD_clipped) or flat in a good data channel; writes the list.
 fn segment(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<String>)> {
@@ -236,7 +268,15 @@ fn segment(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<Strin
     let reader = crate::formats::open(&fif)?;
     let info = reader.info().clone();
     let data = reader.read_f64(&reader.all_picks(), 0, info.n_samples)?;
-    let mut plan = fixed_windows(&info, cfg.window, cfg.stride)?;
+    let mut plan = if cfg.mode == "epochs" {
+        let ds = Dataset::open(&project.root)?;
+        let tsv = ds.sidecar_tsv(&run.file, "events")?.ok_or_else(|| Error::request(&run.file, "segment mode `epochs` needs an events.tsv for this run"))?;
+        let (events, _) = events_from_bids(&read_events(&tsv)?, info.sfreq).map_err(|e| Error::format(&tsv, "BIDS", e))?;
+        let params = EpochParams { tmin: cfg.tmin, tmax: cfg.tmax, baseline: cfg.baseline.then_some((None, Some(0.0))), event_ids: None };
+        epochs(&info, &events, &params)?
+    } else {
+        fixed_windows(&info, cfg.window, cfg.stride)?
+    };
     reject_flat_clipped(&mut plan, &info, data.view(), &FlatClipParams::default());
     let kept: Vec<Value> = plan
         .segments
@@ -246,7 +286,7 @@ fn segment(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<Strin
         .map(|(i, s)| json!([i, s.start, s.onset]))
         .collect();
     let body = json!({
-        "run": run.id, "sfreq": info.sfreq, "window": cfg.window, "stride": cfg.stride,
+        "run": run.id, "sfreq": info.sfreq, "mode": cfg.mode, "n_times": plan.n_times, "baseline": plan.baseline,
         "n_candidates": plan.segments.len(), "n_kept": kept.len(), "dropped": plan.drop_counts(),
         "kept": kept,
     });
@@ -283,11 +323,11 @@ fn channel_names(info: &RecordingInfo, picks: &[usize]) -> Vec<String> {
 }
 
 /// The kept windows of one run, channels `picks`, concatenated in time (f32).
-fn kept_windows(reader: &dyn RawReader, picks: &[usize], kept: &Kept, window: usize) -> Result<ndarray::Array2<f32>> {
-    let mut out = ndarray::Array2::<f32>::zeros((picks.len(), kept.len() * window));
-    for (k, &(_, start, _)) in kept.iter().enumerate() {
-        let w = reader.read_f32(picks, start, start + window)?;
-        out.slice_mut(ndarray::s![.., k * window..(k + 1) * window]).assign(&w);
+fn kept_windows(reader: &dyn RawReader, picks: &[usize], w: &Windows) -> Result<ndarray::Array2<f32>> {
+    let n = w.n_times;
+    let mut out = ndarray::Array2::<f32>::zeros((picks.len(), w.kept.len() * n));
+    for (k, &(_, start, _)) in w.kept.iter().enumerate() {
+        out.slice_mut(ndarray::s![.., k * n..(k + 1) * n]).assign(&read_window(reader, picks, start, w)?);
     }
     Ok(out)
 }
@@ -295,14 +335,13 @@ fn kept_windows(reader: &dyn RawReader, picks: &[usize], kept: &Kept, window: us
 /// Fits the tokenizer's per-channel clamp on the training runs' kept windows only.
 fn fit_tokenizer(project: &Project) -> Result<(Vec<PathBuf>, Vec<String>)> {
     let assignment = assign_splits(project);
-    let window = project.config.segment.window;
     let train: Vec<&RunEntry> = project.runs.iter().zip(&assignment).filter(|(_, s)| **s == "train").map(|(r, _)| r).collect();
     let first = train.first().ok_or_else(|| Error::request(&project.root, "no run in the training split: add subjects or lower validation/test fractions"))?;
     let info0 = crate::formats::open(&clean_fif(project, first))?.info().clone();
     let (eeg0, meg0) = modality_picks(&info0);
     let names: Vec<String> = channel_names(&info0, &eeg0).into_iter().chain(channel_names(&info0, &meg0)).collect();
-    let kept: Vec<Kept> = train.iter().map(|r| read_kept(&windows_path(project, r))).collect::<Result<_>>()?;
-    let total: u64 = kept.iter().map(|k| (k.len() * window) as u64).sum();
+    let kept: Vec<Windows> = train.iter().map(|r| read_windows(&windows_path(project, r))).collect::<Result<_>>()?;
+    let total: u64 = kept.iter().map(|k| (k.kept.len() * k.n_times) as u64).sum();
     let mut fit = TokenizerFit::new(names.clone(), &project.config.tokenize, total, DEFAULT_FIT_CAP);
     for (r, k) in train.iter().zip(&kept) {
         let reader = crate::formats::open(&clean_fif(project, r))?;
@@ -311,7 +350,7 @@ fn fit_tokenizer(project: &Project) -> Result<(Vec<PathBuf>, Vec<String>)> {
         if channel_names(reader.info(), &picks) != names {
             return Err(Error::request(&clean_fif(project, r), format!("its EEG/MEG channels differ from {}'s; all runs must share one montage", first.id)));
         }
-        fit.add_run(&r.id, kept_windows(reader.as_ref(), &picks, k, window)?.view())?;
+        fit.add_run(&r.id, kept_windows(reader.as_ref(), &picks, k)?.view())?;
     }
     let stride = fit.stride();
     let tokenizer = fit.finish()?;
@@ -329,13 +368,13 @@ fn fit_tokenizer(project: &Project) -> Result<(Vec<PathBuf>, Vec<String>)> {
     Ok((vec![path, record], vec![]))
 }
 
-fn shard_meta(project: &Project, eeg: Vec<String>, meg: Vec<String>, tokenizer: Option<Tokenizer>) -> ShardMeta {
+fn shard_meta(project: &Project, window: usize, eeg: Vec<String>, meg: Vec<String>, tokenizer: Option<Tokenizer>) -> ShardMeta {
     let kind = ShardKind::parse(&project.config.shards.kind).unwrap_or(ShardKind::Tokens);
     ShardMeta {
         eeg_channels: eeg,
         meg_channels: meg,
         sfreq: project.config.preprocess.sfreq,
-        window: project.config.segment.window,
+        window,
         kind,
         params_json: project.config.without_paths().to_string(),
         tokenizer: if kind == ShardKind::Tokens { tokenizer } else { None },
@@ -345,7 +384,8 @@ fn shard_meta(project: &Project, eeg: Vec<String>, meg: Vec<String>, tokenizer: 
 /// Tokenizes (or, in continuous mode, copies as f32) every kept window of one run.
 fn tokenize(project: &Project, r: usize) -> Result<(Vec<PathBuf>, Vec<String>)> {
     let run = &project.runs[r];
-    let window = project.config.segment.window;
+    let windows = read_windows(&windows_path(project, run))?;
+    let window = windows.n_times;
     let tokenizer = Tokenizer::load(&tokenizer_path(project))?;
     let reader = crate::formats::open(&clean_fif(project, run))?;
     let (eeg, meg) = modality_picks(reader.info());
@@ -355,12 +395,11 @@ fn tokenize(project: &Project, r: usize) -> Result<(Vec<PathBuf>, Vec<String>)> 
     if names != tokenizer.channels {
         return Err(Error::request(&clean_fif(project, run), "its EEG/MEG channels differ from the tokenizer's (fitted on the training runs)"));
     }
-    let meta = shard_meta(project, eeg_names, meg_names, Some(tokenizer));
-    let kept = read_kept(&windows_path(project, run))?;
+    let meta = shard_meta(project, window, eeg_names, meg_names, Some(tokenizer));
     let picks: Vec<usize> = eeg.iter().chain(&meg).copied().collect();
-    let mut rows = Vec::with_capacity(kept.len());
-    for &(index, start, onset) in &kept {
-        let w = reader.read_f32(&picks, start, start + window)?;
+    let mut rows = Vec::with_capacity(windows.kept.len());
+    for &(index, start, onset) in &windows.kept {
+        let w = read_window(reader.as_ref(), &picks, start, &windows)?;
         let (eeg_part, meg_part) = match (&meta.kind, &meta.tokenizer) {
             (ShardKind::Tokens, Some(t)) => {
                 let mut q = vec![0u8; picks.len() * window];
@@ -400,7 +439,7 @@ fn write_shards(project: &Project) -> Result<(Vec<PathBuf>, Vec<String>)> {
     let first_tokens = tokens_path(project, &project.runs[0]);
     let kv = read_key_value_metadata(&first_tokens)?;
     let from_file = ShardMeta::from_key_value_pairs(&kv, &first_tokens)?;
-    let meta = shard_meta(project, from_file.eeg_channels, from_file.meg_channels, Some(tokenizer));
+    let meta = shard_meta(project, from_file.window, from_file.eeg_channels, from_file.meg_channels, Some(tokenizer));
     let mut outputs = Vec::new();
     let mut cards = Vec::new();
     for split in ["train", "validation", "test"] {
