@@ -69,10 +69,11 @@
 //! result is bit-identical. Non-finite samples are skipped.
 //!
 //! The clamps are rounded to f32 when the fit finishes (and stored as f32), so the f32
-//! `lo`/`hi` columns in the shards are the tokenizer's exact values. A channel whose two percentiles are equal (a flat
-//! channel, or one that is constant on more than 99 % of its samples) gets
-//! `lo = c − δ`, `hi = c + δ` around that value `c`, with `δ = 2^(⌊log2|c|⌋ − 20)` (`2^-100` for
-//! `c = 0`): no NaN or infinity arises, `c` encodes to the centre level and decodes to `c`.
+//! `lo`/`hi` columns in the shards are the tokenizer's exact values. A channel whose two
+//! percentiles are equal (a flat channel, or one that is constant on more than 99 % of its
+//! samples) gets `lo = c − δ`, `hi = c + δ` around that value `c`, with
+//! `δ = 2^(⌊log2|c|⌋ − 20)` (`2^-100` for `c = 0`): no NaN or infinity arises, `c` encodes to
+//! the centre level and decodes to `c`.
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -40,7 +40,13 @@ pub fn discover_runs(root: &Path) -> Result<Vec<RunEntry>> {
             continue;
         }
         let (file, datatype) = match (&run.meg, &run.eeg) {
-            (Some(m), _) => (m.clone(), "meg"),
+            (Some(m), Some(e)) => {
+                // ds000117 keeps EEG inside the MEG FIF; pairing two files sample by sample
+                // (clock offsets, different rates) is not done yet, and using only one of them
+                // would silently drop a modality.
+                return Err(Error::request(e, format!("run {} has separate EEG and MEG files ({}); the pipeline needs both in one recording", run.id(), m.display())));
+            }
+            (Some(m), None) => (m.clone(), "meg"),
             (None, Some(e)) => (e.clone(), "eeg"),
             (None, None) => continue,
         };

@@ -339,6 +339,12 @@ fn fit_tokenizer(project: &Project) -> Result<(Vec<PathBuf>, Vec<String>)> {
     let first = train.first().ok_or_else(|| Error::request(&project.root, "no run in the training split: add subjects or lower validation/test fractions"))?;
     let info0 = crate::formats::open(&clean_fif(project, first))?.info().clone();
     let (eeg0, meg0) = modality_picks(&info0);
+    if eeg0.is_empty() || meg0.is_empty() {
+        return Err(Error::request(
+            &clean_fif(project, first),
+            format!("{} EEG and {} MEG channels after channels.tsv: EEG→MEG shards need both", eeg0.len(), meg0.len()),
+        ));
+    }
     let names: Vec<String> = channel_names(&info0, &eeg0).into_iter().chain(channel_names(&info0, &meg0)).collect();
     let kept: Vec<Windows> = train.iter().map(|r| read_windows(&windows_path(project, r))).collect::<Result<_>>()?;
     let total: u64 = kept.iter().map(|k| (k.kept.len() * k.n_times) as u64).sum();
