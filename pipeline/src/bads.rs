@@ -302,7 +302,7 @@ pub fn interpolate_bads_eeg(info: &RecordingInfo, data: &mut Array2<f64>, bads: 
     let pos_of = |idx: &[usize]| -> Vec<[f64; 3]> { idx.iter().map(|i| rel[eeg.iter().position(|e| e == i).unwrap_or(0)]).collect() };
     let interp = interpolation_matrix(&pos_of(&good_idx), &pos_of(&bad_idx))
         .ok_or_else(|| Error::request(&info.path, "the spline matrix could not be pseudo-inverted (SVD did not converge)"))?;
-    tracing::info!("interpolating {} EEG channel(s) from {} sensor positions", bad_idx.len(), good_idx.len());
+    tracing::debug!("interpolating {} EEG channel(s) from {} sensor positions", bad_idx.len(), good_idx.len());
 
     let interp = Array2::from_shape_fn((interp.nrows(), interp.ncols()), |(r, c)| interp[(r, c)]);
     let goods = data.select(Axis(0), &good_idx);

@@ -204,10 +204,7 @@ pub fn run(args: &DagArgs, until: Stage, quiet: bool) -> Result<()> {
         if until == Stage::Shards {
             let shards = project.derivatives().join("shards");
             println!("shards: {}", shards.display());
-            println!(
-                "load them: python -c \"import datasets; print(datasets.load_dataset('parquet', data_dir='{}'))\"",
-                shards.join("data").display()
-            );
+            println!("load them: python -c \"import datasets; print(datasets.load_dataset('{}'))\"", shards.display());
         }
         Ok(())
     })
