@@ -271,6 +271,7 @@ pub fn plan(project: &Project, opts: &RunOptions) -> Result<Plan> {
             add(Stage::Shards, None, shard_deps, stages::shards_params(project), &mut nodes);
         }
     }
+    // Stages after `until` are dropped; they come last, so dependency indices stay valid.
     let nodes: Vec<Node> = nodes.into_iter().filter(|n| n.stage <= until).collect();
     // No propagation is needed: a target's key holds its inputs' keys, and a target rebuilt
     // with an unchanged key (output missing, --force) writes the same bytes again.
@@ -375,7 +376,6 @@ pub struct Summary {
 pub fn execute(project: &Project, plan: &Plan, progress: &dyn Progress) -> Result<Summary> {
     remove_stale_temporaries(&project.derivatives());
     let mut summary = Summary { up_to_date: plan.status.iter().filter(|s| !s.needs_build()).count(), ..Default::default() };
-    let mut ctx = stages::Context::default();
     for stage in STAGES {
         let todo: Vec<usize> = (0..plan.nodes.len()).filter(|&i| plan.nodes[i].stage == stage && plan.status[i].needs_build()).collect();
         if todo.is_empty() {
@@ -386,7 +386,7 @@ pub fn execute(project: &Project, plan: &Plan, progress: &dyn Progress) -> Resul
             .par_iter()
             .map(|&i| {
                 let node = &plan.nodes[i];
-                let (outputs, messages) = stages::build(project, plan, node, &ctx)?;
+                let (outputs, messages) = stages::build(project, node)?;
                 write_stamp(project, node, &plan.nodes, &outputs)?;
                 progress.target_done(stage, &node.id(project));
                 Ok(messages)
@@ -397,7 +397,6 @@ pub fn execute(project: &Project, plan: &Plan, progress: &dyn Progress) -> Resul
             summary.messages.extend(r?);
         }
         summary.built.insert(stage, todo.len());
-        ctx.after_stage(project, plan, stage)?;
     }
     Ok(summary)
 }

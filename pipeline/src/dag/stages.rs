@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use super::{Node, Plan, Project, RunEntry, Stage};
+use super::{Node, Project, RunEntry, Stage};
 use crate::bads::{find_bad_channels, interpolate_bads_eeg, BadReason, BadsParams};
 use crate::bids::Dataset;
 use crate::clean::{clean, CleanParams};
@@ -20,16 +20,6 @@ use crate::segment::{apply_baseline, epochs, events_from_bids, fixed_windows, re
 use crate::shards::{read_key_value_metadata, write_dataset_card, write_run_file, write_split_shards, CardInfo, ShardKind, ShardMeta, SplitCard, WindowData, WindowRow};
 use crate::tokenizer::{Tokenizer, TokenizerFit, DEFAULT_FIT_CAP};
 
-/// State handed from one stage to the next within one invocation (nothing yet: every stage
-/// reads its inputs from disk, which is what lets `--shard` tasks share a filesystem).
-#[derive(Default)]
-pub struct Context {}
-
-impl Context {
-    pub fn after_stage(&mut self, _project: &Project, _plan: &Plan, _stage: Stage) -> Result<()> {
-        Ok(())
-    }
-}
 
 pub fn preprocess_params(cfg: &ProjectConfig, run: &RunEntry) -> Value {
     let b = BadsParams::default();
@@ -59,7 +49,9 @@ pub fn shards_params(project: &Project) -> Value {
 }
 
 /// Builds one target; returns its output files and messages for the user.
-pub fn build(project: &Project, _plan: &Plan, node: &Node, _ctx: &Context) -> Result<(Vec<PathBuf>, Vec<String>)> {
+/// Every stage reads its inputs from disk (nothing is handed over in memory), which is what
+/// lets `--shard` tasks on other machines share the work through the filesystem.
+pub fn build(project: &Project, node: &Node) -> Result<(Vec<PathBuf>, Vec<String>)> {
     match node.stage {
         Stage::Preprocess => preprocess(project, &project.runs[node.run.expect("per-run")]),
         Stage::Segment => segment(project, &project.runs[node.run.expect("per-run")]),
@@ -247,7 +239,14 @@ fn read_windows(path: &std::path::Path) -> Result<Windows> {
         Value::Null => None,
         b => Some((b[0].as_u64().ok_or_else(bad)? as usize, b[1].as_u64().ok_or_else(bad)? as usize)),
     };
-    Ok(Windows { kept: read_kept(path)?, n_times, baseline })
+    let bad_kept = || Error::format(path, "windows JSON", "`kept` is not a list of [index, start, onset]");
+    let kept = v["kept"]
+        .as_array()
+        .ok_or_else(bad_kept)?
+        .iter()
+        .map(|w| Ok((w[0].as_u64().ok_or_else(bad_kept)? as u32, w[1].as_u64().ok_or_else(bad_kept)? as usize, w[2].as_f64().ok_or_else(bad_kept)?)))
+        .collect::<Result<Kept>>()?;
+    Ok(Windows { kept, n_times, baseline })
 }
 
 /// One window of channels `picks` as f32, baseline-corrected in f64 first when asked (as
@@ -297,18 +296,6 @@ fn segment(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<Strin
         messages.push(format!("{}: no window kept ({} candidates; dropped: {:?})", run.id, plan.segments.len(), plan.drop_counts()));
     }
     Ok((vec![path], messages))
-}
-
-fn read_kept(path: &std::path::Path) -> Result<Kept> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| Error::format(path, "JSON", e.to_string()))?;
-    let bad = || Error::format(path, "windows JSON", "`kept` is not a list of [index, start, onset]");
-    v["kept"]
-        .as_array()
-        .ok_or_else(bad)?
-        .iter()
-        .map(|w| Ok((w[0].as_u64().ok_or_else(bad)? as u32, w[1].as_u64().ok_or_else(bad)? as usize, w[2].as_f64().ok_or_else(bad)?)))
-        .collect()
 }
 
 /// EEG then MEG channel indices of a cleaned run (EEG = `eeg` type after channels.tsv; MEG =
@@ -452,7 +439,7 @@ fn write_shards(project: &Project) -> Result<(Vec<PathBuf>, Vec<String>)> {
         let runs: Vec<&RunEntry> = project.runs.iter().zip(&assignment).filter(|(_, s)| **s == split).map(|(r, _)| r).collect();
         let files: Vec<PathBuf> = runs.iter().map(|r| tokens_path(project, r)).collect();
         let shards = write_split_shards(&out_dir, split, &files, project.config.shards.max_shard_bytes, &meta)?;
-        let rows: u64 = runs.iter().map(|r| read_kept(&windows_path(project, r)).map(|k| k.len() as u64)).sum::<Result<u64>>()?;
+        let rows: u64 = runs.iter().map(|r| read_windows(&windows_path(project, r)).map(|w| w.kept.len() as u64)).sum::<Result<u64>>()?;
         let mut subjects: Vec<&str> = runs.iter().map(|r| r.subject.as_str()).collect();
         subjects.dedup();
         cards.push(SplitCard { name: split.to_string(), rows, description: format!("{} run(s) of subject(s) {}", runs.len(), subjects.join(", ")) });
