@@ -118,6 +118,30 @@ def decode(q, lo, hi, mu=255.0, levels=255):
     return (xs + 1) / 2 * (hi - lo) + lo
 
 
+def eeg_then_meg(info):
+    """EEG then MEG channel indices, the shards' channel order."""
+    return np.concatenate([mne.pick_types(info, meg=False, eeg=True, exclude=[]),
+                           mne.pick_types(info, meg=True, eeg=False, exclude=[])])
+
+
+def assert_tokens_within_roundtrip_bound(tokens, data, meta):
+    """Each row's decoded tokens equal `data` (windows × channels × times, EEG then MEG)
+    clamped to [lo, hi] within the tokenizer's round-trip bound: quantization moves
+    y = µ-law(x) by at most half a level (1/(levels-1)), so x moves by at most
+    (hi-lo)/2 · (g(|y|+δ) - g(|y|)), g the inverse µ-law, plus f32 rounding (1e-6 of the range)."""
+    lo, hi = np.array(meta["lo"])[:, None], np.array(meta["hi"])[:, None]
+    want = np.clip(data, lo[None], hi[None])
+    mu, levels = meta.get("mu", 255.0), meta.get("levels", 255)
+    g = lambda a: ((1 + mu) ** a - 1) / mu
+    assert len(tokens) == len(want) > 0
+    for k, row in enumerate(tokens.iter_rows(named=True)):
+        q = np.vstack([np.array(row["eeg"], dtype=np.uint8), np.array(row["meg"], dtype=np.uint8)])
+        xs = (want[k] - lo) / (hi - lo) * 2 - 1
+        y = np.abs(np.sign(xs) * np.log1p(mu * np.abs(xs)) / np.log1p(mu))
+        bound = (hi - lo) / 2 * (g(np.minimum(y + 1 / (levels - 1), 1.0)) - g(y)) + 1e-6 * (hi - lo)
+        assert np.all(np.abs(decode(q, lo, hi, mu, levels) - want[k]) <= bound), k
+
+
 def test_windows_equal_mne_fixed_length_epochs(project, built):
     """Window starts equal MNE's make_fixed_length_epochs (reject_by_annotation=True) on the
     cleaned FIF, and the decoded tokens equal MNE's epoch data clamped to [lo, hi] within the
@@ -133,23 +157,10 @@ def test_windows_equal_mne_fixed_length_epochs(project, built):
     assert [w[1] for w in windows["kept"]] == starts.tolist()
 
     tokens = pl.read_parquet(next(run_dir.glob("*_desc-tokens_meg.parquet")))
-    picks = np.concatenate([mne.pick_types(raw.info, meg=False, eeg=True, exclude=[]),
-                            mne.pick_types(raw.info, meg=True, eeg=False, exclude=[])])  # EEG then MEG, as the shards
-    names = [raw.ch_names[i] for i in picks]
+    picks = eeg_then_meg(raw.info)
     meta = json.loads(Path(derivatives(project) / "tokenizer.json").read_text())
-    assert meta["channels"] == names
-    lo, hi = np.array(meta["lo"])[:, None], np.array(meta["hi"])[:, None]
-    want = np.clip(epochs.get_data(picks=picks), lo[None], hi[None])
-    mu, levels = meta.get("mu", 255.0), meta.get("levels", 255)
-    delta = 1 / (levels - 1)
-    for k, row in enumerate(tokens.iter_rows(named=True)):
-        q = np.vstack([np.array(row["eeg"], dtype=np.uint8), np.array(row["meg"], dtype=np.uint8)])
-        got = decode(q, lo, hi, mu, levels)
-        xs = (want[k] - lo) / (hi - lo) * 2 - 1
-        y = np.sign(xs) * np.log1p(mu * np.abs(xs)) / np.log1p(mu)
-        g = lambda a: ((1 + mu) ** a - 1) / mu
-        bound = (hi - lo) / 2 * (g(np.minimum(np.abs(y) + delta, 1.0)) - g(np.abs(y))) + 1e-6 * (hi - lo)
-        assert np.all(np.abs(got - want[k]) <= bound), k
+    assert meta["channels"] == [raw.ch_names[i] for i in picks]
+    assert_tokens_within_roundtrip_bound(tokens, epochs.get_data(picks=picks), meta)
 
 
 def test_plan_graph_config_and_bad_project(project, built, tmp_path):
@@ -201,21 +212,9 @@ def test_epochs_mode_equals_mne_epochs_with_baseline(project, built):
     epochs = mne.Epochs(raw, events, tmin=-0.2, tmax=0.8, baseline=(None, 0), reject_by_annotation=True, preload=True)
     windows = json.loads(next(run_dir.glob("*_desc-windows_meg.json")).read_text())
     assert [w[1] for w in windows["kept"]] == (epochs.events[:, 0] - raw.first_samp - 50).tolist()
-    picks = np.concatenate([mne.pick_types(raw.info, meg=False, eeg=True, exclude=[]),
-                            mne.pick_types(raw.info, meg=True, eeg=False, exclude=[])])
     meta = json.loads((derivatives(project) / "tokenizer.json").read_text())
-    lo, hi = np.array(meta["lo"])[:, None], np.array(meta["hi"])[:, None]
-    want = np.clip(epochs.get_data(picks=picks), lo[None], hi[None])
-    mu, levels = meta.get("mu", 255.0), meta.get("levels", 255)
-    g = lambda a: ((1 + mu) ** a - 1) / mu
     tokens = pl.read_parquet(next(run_dir.glob("*_desc-tokens_meg.parquet")))
-    assert len(tokens) == len(want) > 0
-    for k, row in enumerate(tokens.iter_rows(named=True)):
-        q = np.vstack([np.array(row["eeg"], dtype=np.uint8), np.array(row["meg"], dtype=np.uint8)])
-        xs = (want[k] - lo) / (hi - lo) * 2 - 1
-        y = np.abs(np.sign(xs) * np.log1p(mu * np.abs(xs)) / np.log1p(mu))
-        bound = (hi - lo) / 2 * (g(np.minimum(y + 1 / (levels - 1), 1.0)) - g(y)) + 1e-6 * (hi - lo)
-        assert np.all(np.abs(decode(q, lo, hi, mu, levels) - want[k]) <= bound), k
+    assert_tokens_within_roundtrip_bound(tokens, epochs.get_data(picks=eeg_then_meg(raw.info)), meta)
 
 
 def test_continuous_shards_rebuild_only_tokenize_and_shards(project, built):
