@@ -1,0 +1,216 @@
+//! The seed's token model, `EncoderDecoderCrossFormer` (`../shared/seed/token/model/
+//! architectures/crossformer.py`) with the `Seq2SeqCrossFormer` wrapper's sequence handling
+//! (`hf_transformer.py`): BOS prepended to the EEG input, EOS appended to the MEG labels, the
+//! decoder fed the labels shifted right (teacher forcing), cross-entropy over 258 ids.
+//!
+//! Data flow, shapes for B windows of T steps, Ce EEG and Cm MEG channels, D = d_model:
+//! ids [B, T+1, C] → embedding + sinusoidal time position + sinusoidal channel position, all
+//! times √D (the seed scales *after* adding the positions) → encoder TSA layers →
+//! decoder: per layer a TSA with causal time attention, then cross-attention from the Cm MEG
+//! channels to the Ce EEG channels of the same time step, whose output *replaces* the
+//! decoder state (the seed adds no residual there) → linear head → logits [B, T+1, Cm, 258].
+//!
+//! Decoding one step at a time ([`CrossFormer::generate`]) keeps each decoder layer's time
+//! keys/values, so T steps cost T incremental steps (each O(t) attention), not T full passes;
+//! it produces exactly the teacher-forced logits when fed the same tokens (tested).
+
+use tch::nn::Path;
+use tch::{Device, Kind, Reduction, Tensor};
+
+use crate::config::ModelConfig;
+use crate::layers::{key_padding_mask, sinusoidal_table, Embedding, KvCache, Linear, Mask, MultiheadAttention};
+use crate::tsa::{TimeMasks, TwoStageAttention};
+
+/// The token encoder–decoder. Parameter names are the seed's `state_dict()` names.
+#[derive(Debug)]
+pub struct CrossFormer {
+    cfg: ModelConfig,
+    encoder: Vec<TwoStageAttention>,
+    decoder: Vec<TwoStageAttention>,
+    cross: Vec<MultiheadAttention>,
+    src_embedding: Embedding,
+    tgt_embedding: Embedding,
+    output_layer: Linear,
+    positions: Tensor,
+    src_channels: Tensor,
+    tgt_channels: Tensor,
+}
+
+/// Output of a teacher-forced pass.
+pub struct TokenOutput {
+    /// [B, T+1, Cm, vocab]: position t predicts label t (MEG step t, EOS at the end).
+    pub logits: Tensor,
+    /// The labels the logits are scored against, [B, T+1, Cm] (MEG ids then EOS).
+    pub labels: Tensor,
+    /// Mean cross-entropy over non-pad labels (scalar).
+    pub loss: Tensor,
+}
+
+impl CrossFormer {
+    pub fn new(p: &Path, cfg: &ModelConfig) -> CrossFormer {
+        let (d, h, ff, drop) = (cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout);
+        let tsa = |p: Path, i: i64| {
+            TwoStageAttention::new(&(&p / i), cfg.sequence_length, cfg.router_dim, d, h, ff, drop, cfg.channel_attention)
+        };
+        let encoder = (0..cfg.n_layers).map(|i| tsa(p / "encoder", i)).collect();
+        let decoder = (0..cfg.n_layers).map(|i| tsa(p / "decoder", i)).collect();
+        let cross = (0..cfg.n_layers)
+            .map(|i| MultiheadAttention::new(&(p / "decoder_cross_attention_encoder" / i), d, h, true, drop))
+            .collect();
+        let device = p.device();
+        CrossFormer {
+            cfg: cfg.clone(),
+            encoder,
+            decoder,
+            cross,
+            src_embedding: Embedding::new(&(p / "src_embedding"), cfg.vocab_size_src, d),
+            tgt_embedding: Embedding::new(&(p / "tgt_embedding"), cfg.vocab_size_tgt, d),
+            output_layer: Linear::new(&(p / "output_layer"), d, cfg.vocab_size_tgt, true),
+            // Not parameters in the seed either (plain tensors, absent from its state_dict).
+            positions: sinusoidal_table(cfg.sequence_length + 1, d, device),
+            src_channels: sinusoidal_table(cfg.source_sequence_dimension, d, device),
+            tgt_channels: sinusoidal_table(cfg.target_sequence_dimension, d, device),
+        }
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// Token embedding + time position (from `t0`) + channel position, times √D: [B, T, C, D].
+    fn embed(&self, ids: &Tensor, table: &Embedding, channels: &Tensor, t0: i64) -> Tensor {
+        let (_, t, c) = ids.size3().expect("ids are [batch, time, channels]");
+        let d = self.cfg.d_model;
+        let x = table.forward(ids);
+        let pos = self.positions.narrow(0, t0, t).view([1, t, 1, d]);
+        let chan = channels.narrow(0, 0, c).view([1, 1, c, d]);
+        (x + pos + chan) * (d as f64).sqrt()
+    }
+
+    /// Key padding of ids [B, T, C] in the time stage's "(b c) t" order.
+    fn time_padding(&self, ids: &Tensor) -> Option<Tensor> {
+        let (b, t, c) = ids.size3().expect("ids are [batch, time, channels]");
+        key_padding_mask(&ids.permute([0, 2, 1]).reshape([b * c, t]), self.cfg.pad_token_id)
+    }
+
+    fn check_ids(&self, ids: &Tensor, channels: i64, what: &str) {
+        let (_, t, c) = ids.size3().unwrap_or_else(|_| panic!("{what} ids must be [batch, time, channels]"));
+        assert_eq!(c, channels, "{what}: {c} channels, the model has {channels}");
+        assert!(t <= self.cfg.sequence_length + 1, "{what}: {t} steps exceed sequence_length + 1");
+    }
+
+    /// Runs the encoder on EEG ids with BOS already prepended, [B, T+1, Ce] → [B·(T+1), Ce, D].
+    pub fn encode(&self, src: &Tensor, train: bool) -> Tensor {
+        self.check_ids(src, self.cfg.source_sequence_dimension, "EEG");
+        let (b, t, c) = src.size3().unwrap();
+        let padding = self.time_padding(src);
+        let masks = TimeMasks { causal: false, key_padding: padding.as_ref() };
+        let mut x = self.embed(src, &self.src_embedding, &self.src_channels, 0);
+        for layer in &self.encoder {
+            x = layer.forward(&x, &masks, train);
+        }
+        x.reshape([b * t, c, self.cfg.d_model])
+    }
+
+    /// The seed's `EncoderDecoderCrossFormer.forward(src, tgt)`: logits [B, T, Cm, vocab]
+    /// for ids that already carry BOS (src) and the shifted labels (tgt).
+    pub fn forward_ids(&self, src: &Tensor, tgt: &Tensor, train: bool) -> Tensor {
+        assert_eq!(src.size()[1], tgt.size()[1], "source and target must have the same length");
+        self.check_ids(tgt, self.cfg.target_sequence_dimension, "MEG");
+        let memory = self.encode(src, train);
+        let (b, t, c) = tgt.size3().unwrap();
+        let d = self.cfg.d_model;
+        let padding = self.time_padding(tgt);
+        let masks = TimeMasks { causal: true, key_padding: padding.as_ref() };
+        let mut x = self.embed(tgt, &self.tgt_embedding, &self.tgt_channels, 0);
+        for (layer, cross) in self.decoder.iter().zip(&self.cross) {
+            let s = layer.forward(&x, &masks, train).reshape([b * t, c, d]);
+            x = cross.forward(&s, &memory, &memory, Mask::None, train).view([b, t, c, d]);
+        }
+        self.output_layer.forward(&x)
+    }
+
+    /// Teacher-forced pass on shard-shaped ids: `eeg` [B, T, Ce] and `meg` [B, T, Cm] model
+    /// ids (level + 3). Adds BOS/EOS and shifts as the seed's wrapper does.
+    pub fn forward(&self, eeg: &Tensor, meg: &Tensor, train: bool) -> TokenOutput {
+        let src = self.with_bos(eeg);
+        let labels = Tensor::cat(&[meg.shallow_clone(), self.filled(meg, self.cfg.eos_token_id)], 1);
+        let tgt = self.with_bos(meg);
+        let logits = self.forward_ids(&src, &tgt, train);
+        let loss = self.loss(&logits, &labels);
+        TokenOutput { logits, labels, loss }
+    }
+
+    /// Mean cross-entropy of logits [.., vocab] against labels, pad ignored.
+    pub fn loss(&self, logits: &Tensor, labels: &Tensor) -> Tensor {
+        let v = self.cfg.vocab_size_tgt;
+        logits.view([-1, v]).to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
+            &labels.view([-1]),
+            None,
+            Reduction::Mean,
+            self.cfg.pad_token_id,
+            0.0,
+        )
+    }
+
+    /// A [B, 1, C] block of `id` shaped like `x` [B, T, C].
+    fn filled(&self, x: &Tensor, id: i64) -> Tensor {
+        let (b, _, c) = x.size3().expect("ids are [batch, time, channels]");
+        Tensor::full([b, 1, c], id, (Kind::Int64, x.device()))
+    }
+
+    fn with_bos(&self, x: &Tensor) -> Tensor {
+        Tensor::cat(&[self.filled(x, self.cfg.bos_token_id), x.shallow_clone()], 1)
+    }
+
+    /// Free-running decoding of `steps` MEG time steps from EEG ids `eeg` [B, T, Ce]:
+    /// returns the generated ids [B, steps, Cm] and their logits [B, steps, Cm, vocab].
+    /// Greedy when `temperature` is `None`, else sampled from softmax(logits / temperature).
+    /// As the seed's `generate`, step t reads the encoder output at position t.
+    pub fn generate(&self, eeg: &Tensor, steps: i64, temperature: Option<f64>) -> (Tensor, Tensor) {
+        tch::no_grad(|| {
+            let src = self.with_bos(eeg);
+            let t_src = src.size()[1];
+            assert!(steps <= t_src, "cannot generate {steps} steps from {t_src} encoder positions");
+            let memory = self.encode(&src, false);
+            let (b, cm, d) = (eeg.size()[0], self.cfg.target_sequence_dimension, self.cfg.d_model);
+            let memory = memory.view([b, t_src, self.cfg.source_sequence_dimension, d]);
+            let mut caches: Vec<KvCache> = (0..self.decoder.len()).map(|_| KvCache::default()).collect();
+            let mut current = Tensor::full([b, 1, cm], self.cfg.bos_token_id, (Kind::Int64, eeg.device()));
+            let (mut ids, mut all_logits) = (Vec::new(), Vec::new());
+            for t in 0..steps {
+                let logits = self.decode_step(&current, &memory.select(1, t), t, &mut caches); // [B, Cm, V]
+                let next = match temperature {
+                    None => logits.argmax(-1, false),
+                    Some(temp) => (&logits / temp)
+                        .softmax(-1, Kind::Float)
+                        .view([b * cm, -1])
+                        .multinomial(1, true)
+                        .view([b, cm]),
+                };
+                current = next.unsqueeze(1);
+                ids.push(next);
+                all_logits.push(logits);
+            }
+            (Tensor::stack(&ids, 1), Tensor::stack(&all_logits, 1))
+        })
+    }
+
+    /// Decoder at time `t` for ids [B, 1, Cm] with the encoder output of that step
+    /// [B, Ce, D]; returns logits [B, Cm, vocab].
+    fn decode_step(&self, ids: &Tensor, memory_t: &Tensor, t: i64, caches: &mut [KvCache]) -> Tensor {
+        let (b, _, c) = ids.size3().unwrap();
+        let d = self.cfg.d_model;
+        let mut x = self.embed(ids, &self.tgt_embedding, &self.tgt_channels, t);
+        for ((layer, cross), cache) in self.decoder.iter().zip(&self.cross).zip(caches.iter_mut()) {
+            let s = layer.forward_step(&x, t, cache).reshape([b, c, d]);
+            x = cross.forward(&s, memory_t, memory_t, Mask::None, false).view([b, 1, c, d]);
+        }
+        self.output_layer.forward(&x).view([b, c, -1])
+    }
+
+    /// Moves the non-parameter tables (positions) along with a device change of the store.
+    pub fn device(&self) -> Device {
+        self.positions.device()
+    }
+}

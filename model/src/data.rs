@@ -1,0 +1,351 @@
+//! Streams training examples from Brainformer Parquet shards, in a deterministic shuffled
+//! order, with a background thread that reads and batches ahead of the trainer.
+//!
+//! An *example* is one chunk of `sequence_length` time steps of one window (the seed's
+//! `preprocess_dataset` cuts windows the same way; a short last chunk is padded with the pad
+//! id). The order of an epoch: the split's files in a permutation drawn from (seed, epoch),
+//! and inside each file its examples in a permutation drawn from (seed, epoch, file). Memory
+//! holds one file (shards are bounded in size) plus the prefetched batches. A position in
+//! the stream is a single number, the examples consumed so far, so a checkpoint can resume
+//! the stream exactly: whole files before the position are skipped without being read.
+//!
+//! The permutations use SplitMix64 written here rather than a crate's RNG: the stream must
+//! stay the same across dependency updates, or old checkpoints would resume on other data.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::thread::JoinHandle;
+
+use bf_pipeline::shards::{read_rows, ShardKind, ShardMeta, WindowData};
+
+use crate::{Error, Result};
+
+/// SplitMix64: a tiny, well-known, fully specified generator.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in 0..n (n > 0), by rejection so there is no modulo bias.
+    pub fn below(&mut self, n: u64) -> u64 {
+        let zone = u64::MAX - u64::MAX % n;
+        loop {
+            let x = self.next_u64();
+            if x < zone {
+                return x % n;
+            }
+        }
+    }
+}
+
+/// A Fisher–Yates permutation of 0..n drawn from `seed`.
+pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
+    let mut rng = SplitMix64::new(seed);
+    let mut p: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        p.swap(i, j);
+    }
+    p
+}
+
+fn mix(parts: &[u64]) -> u64 {
+    let mut rng = SplitMix64::new(0x6272_6169_6e66_6f72); // "brainfor"
+    let mut h = 0u64;
+    for &p in parts {
+        h = SplitMix64::new(h ^ p ^ rng.next_u64()).next_u64();
+    }
+    h
+}
+
+/// The files of one split and what they share.
+#[derive(Clone, Debug)]
+pub struct ShardSet {
+    pub files: Vec<PathBuf>,
+    pub rows: Vec<usize>,
+    pub meta: ShardMeta,
+}
+
+impl ShardSet {
+    /// `dir` is a shards folder (with `data/`) or its `data/` folder; `split` is `train`,
+    /// `validation` or `test`.
+    pub fn open(dir: &Path, split: &str) -> Result<ShardSet> {
+        let data = if dir.join("data").is_dir() { dir.join("data") } else { dir.to_path_buf() };
+        let entries = std::fs::read_dir(&data).map_err(|e| Error::io(&data, e))?;
+        let prefix = format!("{split}-");
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                name.starts_with(&prefix) && name.ends_with(".parquet")
+            })
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(Error::Data(format!("{}: no `{split}-*.parquet` shards", data.display())));
+        }
+        let meta = ShardMeta::read(&files[0])?;
+        let mut rows = Vec::with_capacity(files.len());
+        for f in &files {
+            let m = ShardMeta::read(f)?;
+            if m.eeg_channels != meta.eeg_channels || m.meg_channels != meta.meg_channels || m.window != meta.window || m.kind != meta.kind {
+                return Err(Error::Format(f.clone(), format!("channels, window or kind differ from {}", files[0].display())));
+            }
+            rows.push(count_rows(f)?);
+        }
+        Ok(ShardSet { files, rows, meta })
+    }
+
+    pub fn total_rows(&self) -> usize {
+        self.rows.iter().sum()
+    }
+}
+
+fn count_rows(path: &Path) -> Result<usize> {
+    use polars::prelude::*;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    ParquetReader::new(file)
+        .num_rows()
+        .map_err(|e| Error::Format(path.to_path_buf(), format!("reading the Parquet footer: {e}")))
+}
+
+/// One batch, time-major like the model wants: `eeg` [batch, time, Ce], `meg` [batch, time, Cm].
+/// Tokens are model ids (level + offset, pad where a chunk ran out); continuous values as is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BatchData {
+    Tokens { eeg: Vec<i64>, meg: Vec<i64> },
+    Continuous { eeg: Vec<f32>, meg: Vec<f32> },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    pub size: usize,
+    pub time: usize,
+    pub data: BatchData,
+    /// Stream position after this batch (examples consumed).
+    pub position: u64,
+}
+
+/// How windows become examples.
+#[derive(Clone, Debug)]
+pub struct ExampleSpec {
+    pub sequence_length: usize,
+    pub token_offset: i64,
+    pub pad_id: i64,
+    /// Regression: per-channel divisors (EEG then MEG) applied before clamping to [−1, 1].
+    pub scale: Option<Vec<f32>>,
+}
+
+impl ExampleSpec {
+    pub fn chunks_per_window(&self, window: usize) -> usize {
+        window.div_ceil(self.sequence_length)
+    }
+}
+
+/// Appends chunk `chunk` of one channel-major window [C × W] to a time-major buffer [L × C].
+fn push_tokens(out: &mut Vec<i64>, w: &[u8], channels: usize, window: usize, spec: &ExampleSpec, chunk: usize) {
+    let l = spec.sequence_length;
+    for t in chunk * l..(chunk + 1) * l {
+        for c in 0..channels {
+            out.push(if t < window { w[c * window + t] as i64 + spec.token_offset } else { spec.pad_id });
+        }
+    }
+}
+
+fn push_values(out: &mut Vec<f32>, w: &[f32], channels: usize, window: usize, spec: &ExampleSpec, chunk: usize, scale: &[f32]) {
+    let l = spec.sequence_length;
+    for t in chunk * l..(chunk + 1) * l {
+        for c in 0..channels {
+            out.push(if t < window { (w[c * window + t] / scale[c]).clamp(-1.0, 1.0) } else { 0.0 });
+        }
+    }
+}
+
+/// The deterministic, endless stream of batches (epoch after epoch).
+pub struct Stream {
+    set: ShardSet,
+    spec: ExampleSpec,
+    batch_size: usize,
+    seed: u64,
+    shuffle: bool,
+}
+
+impl Stream {
+    pub fn new(set: ShardSet, spec: ExampleSpec, batch_size: usize, seed: u64, shuffle: bool) -> Stream {
+        Stream { set, spec, batch_size, seed, shuffle }
+    }
+
+    pub fn examples_per_epoch(&self) -> u64 {
+        (self.set.total_rows() * self.spec.chunks_per_window(self.set.meta.window)) as u64
+    }
+
+    /// Batches from stream position `start`, produced by a background thread, `prefetch`
+    /// batches ahead. The stream ends after `limit` examples (`None`: never).
+    pub fn spawn(self, start: u64, limit: Option<u64>, prefetch: usize) -> (Receiver<Result<Batch>>, JoinHandle<()>) {
+        let (tx, rx) = sync_channel(prefetch.max(1));
+        let handle = std::thread::spawn(move || {
+            let mut producer = Producer::new(&self, start, limit);
+            loop {
+                match producer.next_batch(&self) {
+                    Ok(Some(b)) => {
+                        if tx.send(Ok(b)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        (rx, handle)
+    }
+
+    /// The same batches on the calling thread (tests, evaluation).
+    pub fn batches(&self, start: u64, limit: Option<u64>) -> impl Iterator<Item = Result<Batch>> + '_ {
+        let mut producer = Producer::new(self, start, limit);
+        std::iter::from_fn(move || producer.next_batch(self).transpose())
+    }
+}
+
+/// Walks the order; holds the current file's rows.
+struct Producer {
+    position: u64,
+    end: Option<u64>,
+    /// The file in use: (epoch, file index, its rows, its example order).
+    loaded: Option<(usize, usize, Vec<bf_pipeline::shards::WindowRow>, Vec<usize>)>,
+}
+
+impl Producer {
+    fn new(stream: &Stream, start: u64, limit: Option<u64>) -> Producer {
+        let _ = stream;
+        Producer { position: start, end: limit.map(|l| start + l), loaded: None }
+    }
+
+    /// (epoch, file index, example index inside the file) at stream position `pos`.
+    fn locate(stream: &Stream, pos: u64) -> (usize, usize, usize) {
+        let per_epoch = stream.examples_per_epoch().max(1);
+        let epoch = (pos / per_epoch) as usize;
+        let mut rest = (pos % per_epoch) as usize;
+        let order = Self::file_order(stream, epoch);
+        let chunks = stream.spec.chunks_per_window(stream.set.meta.window);
+        for &f in &order {
+            let n = stream.set.rows[f] * chunks;
+            if rest < n {
+                return (epoch, f, rest);
+            }
+            rest -= n;
+        }
+        unreachable!("a position inside an epoch falls in one of its files")
+    }
+
+    fn file_order(stream: &Stream, epoch: usize) -> Vec<usize> {
+        let n = stream.set.files.len();
+        if stream.shuffle {
+            permutation(n, mix(&[stream.seed, epoch as u64]))
+        } else {
+            (0..n).collect()
+        }
+    }
+
+    fn example_order(stream: &Stream, epoch: usize, file: usize) -> Vec<usize> {
+        let n = stream.set.rows[file] * stream.spec.chunks_per_window(stream.set.meta.window);
+        if stream.shuffle {
+            permutation(n, mix(&[stream.seed, epoch as u64, file as u64]))
+        } else {
+            (0..n).collect()
+        }
+    }
+
+    fn next_batch(&mut self, stream: &Stream) -> Result<Option<Batch>> {
+        let meta = &stream.set.meta;
+        let (ne, nm, w) = (meta.n_eeg(), meta.n_meg(), meta.window);
+        let l = stream.spec.sequence_length;
+        let chunks = stream.spec.chunks_per_window(w);
+        let mut size = 0;
+        let (mut eeg_t, mut meg_t, mut eeg_f, mut meg_f) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        while size < stream.batch_size {
+            if self.end.is_some_and(|e| self.position >= e) || stream.examples_per_epoch() == 0 {
+                break;
+            }
+            let (epoch, file, inner) = Self::locate(stream, self.position);
+            if !matches!(&self.loaded, Some((e, f, _, _)) if *e == epoch && *f == file) {
+                let (m, rows) = read_rows(&stream.set.files[file])?;
+                if rows.len() != stream.set.rows[file] || m.window != w {
+                    return Err(Error::Format(stream.set.files[file].clone(), "changed while training".into()));
+                }
+                self.loaded = Some((epoch, file, rows, Self::example_order(stream, epoch, file)));
+            }
+            let (_, _, rows, order) = self.loaded.as_ref().expect("loaded just above");
+            let example = order[inner];
+            let (row, chunk) = (&rows[example / chunks], example % chunks);
+            match (&row.eeg, &row.meg) {
+                (WindowData::Tokens(e), WindowData::Tokens(m)) => {
+                    push_tokens(&mut eeg_t, e, ne, w, &stream.spec, chunk);
+                    push_tokens(&mut meg_t, m, nm, w, &stream.spec, chunk);
+                }
+                (WindowData::Continuous(e), WindowData::Continuous(m)) => {
+                    let scale = stream.spec.scale.as_ref().ok_or_else(|| Error::Data("continuous shards need a scale".into()))?;
+                    push_values(&mut eeg_f, e, ne, w, &stream.spec, chunk, &scale[..ne]);
+                    push_values(&mut meg_f, m, nm, w, &stream.spec, chunk, &scale[ne..]);
+                }
+                _ => return Err(Error::Format(stream.set.files[file].clone(), "mixed token and continuous columns".into())),
+            }
+            size += 1;
+            self.position += 1;
+        }
+        if size == 0 {
+            return Ok(None);
+        }
+        let data = match meta.kind {
+            ShardKind::Tokens => BatchData::Tokens { eeg: eeg_t, meg: meg_t },
+            ShardKind::Continuous => BatchData::Continuous { eeg: eeg_f, meg: meg_f },
+        };
+        Ok(Some(Batch { size, time: l, data, position: self.position }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permutations_are_deterministic_and_complete() {
+        let a = permutation(100, 7);
+        assert_eq!(a, permutation(100, 7));
+        assert_ne!(a, permutation(100, 8));
+        let mut s = a.clone();
+        s.sort();
+        assert_eq!(s, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn splitmix_matches_the_reference_sequence() {
+        // Reference values of SplitMix64 seeded with 0 (Vigna's splitmix64.c).
+        let mut r = SplitMix64::new(0);
+        assert_eq!(r.next_u64(), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(r.next_u64(), 0x6E78_9E6A_A1B9_65F4);
+    }
+
+    #[test]
+    fn chunks_pad_the_last_one() {
+        let spec = ExampleSpec { sequence_length: 3, token_offset: 3, pad_id: 0, scale: None };
+        // 2 channels × 4 samples, channel-major.
+        let w = [0u8, 1, 2, 3, 10, 11, 12, 13];
+        let mut out = Vec::new();
+        push_tokens(&mut out, &w, 2, 4, &spec, 1);
+        assert_eq!(out, vec![6, 16, 0, 0, 0, 0]);
+        assert_eq!(spec.chunks_per_window(4), 2);
+    }
+}
