@@ -155,6 +155,60 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Push the shards folder (or, with --model, a checkpoint) to a Hugging Face Hub repository.
+    ///
+    /// Dataset (default): the shards folder (README.md dataset card + data/*.parquet) goes to
+    /// the dataset repository REPO_ID. --model CKPT_DIR: config.json, model.safetensors and a
+    /// model card README.md with bf-eval's metrics (CKPT_DIR/metrics.json, or --metrics) go to
+    /// the model repository REPO_ID. As huggingface_hub's upload_folder: the repository is
+    /// created if missing; large files go through LFS (multipart, parts in parallel); files
+    /// already on the Hub with the same content are skipped; everything lands in one commit,
+    /// sent last, so an interrupted upload commits nothing and the same command run again
+    /// sends only what is missing. 429, 5xx and network errors are retried with backoff.
+    ///
+    /// Environment, as huggingface_hub: HF_TOKEN is the access token (needs write access);
+    /// without it the token file written by `hf auth login` is read: $HF_HOME/token, HF_HOME
+    /// defaulting to ~/.cache/huggingface (HF_TOKEN_PATH overrides the file). The token is
+    /// never printed. HF_ENDPOINT is the Hub's address (default https://huggingface.co; set it
+    /// for a mirror or a local stand-in). BF_HUB_BACKOFF_MS: first retry delay (default 1000).
+    #[command(verbatim_doc_comment)]
+    Upload {
+        /// The repository: NAMESPACE/NAME (e.g. your-user/ds000117-shards).
+        repo_id: String,
+        /// The folder to push as a dataset. Default: the shards folder of the project
+        /// (brainformer.toml here), else ./derivatives/brainformer/shards.
+        #[arg(long)]
+        shards: Option<PathBuf>,
+        /// Push this checkpoint directory (config.json + model.safetensors) to a model
+        /// repository instead of the shards.
+        #[arg(long, value_name = "CKPT_DIR")]
+        model: Option<PathBuf>,
+        /// bf-eval's metrics (JSON) for the model card (default: CKPT_DIR/metrics.json if present).
+        #[arg(long, value_name = "FILE")]
+        metrics: Option<PathBuf>,
+        /// Branch to commit to (it must exist).
+        #[arg(long, default_value = "main")]
+        revision: String,
+        /// Create the repository private (when it does not exist yet).
+        #[arg(long)]
+        private: bool,
+        /// Commit title (default: "Upload N files with brainformer").
+        #[arg(long)]
+        commit_message: Option<String>,
+        /// Project file whose shards folder is the default.
+        #[arg(long, default_value = "brainformer.toml")]
+        project: PathBuf,
+        /// Parallel uploads (files and multipart parts).
+        #[arg(long, default_value_t = 8)]
+        jobs: usize,
+        /// Retries of each request after a 429, a 5xx or a network error (backoff doubling
+        /// from BF_HUB_BACKOFF_MS, at most 30 s, or the Hub's Retry-After).
+        #[arg(long, default_value_t = 5)]
+        retries: u32,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Time a full read into memory and random windows of FILE (JSON; used by `make bench`).
     BenchRead {
         file: PathBuf,
@@ -477,6 +531,9 @@ fn run(command: Command, quiet: bool) -> Result<()> {
             commands::bads::find(&input, &params, json)
         }
         Command::Download { .. } => unreachable!("handled in main for its exit codes"),
+        Command::Upload { repo_id, shards, model, metrics, revision, private, commit_message, project, jobs, retries, json } => {
+            commands::upload::run(commands::upload::UploadArgs { repo_id, shards, model, metrics, revision, private, commit_message, project, jobs, retries, json, quiet })
+        }
         Command::BenchRead { file, windows, window_seconds, seed } => {
             commands::bench_read::run(&file, windows, window_seconds, seed)
         }

@@ -12,3 +12,4 @@ pub mod filter_design;
 pub mod ingest;
 pub mod info;
 pub mod resample;
+pub mod upload;
