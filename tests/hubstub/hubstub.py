@@ -94,10 +94,12 @@ class HubStub:
         with self.lock:
             self.counts, self.lfs_bytes = {}, 0
 
-    def fail(self, kind, nth, action):
-        """Make the nth request of `kind` (counted from now) fail: action 'drop' or an HTTP status."""
+    def fail(self, kind, nth, action, times=1):
+        """Make the nth request of `kind` (counted from now) and the `times - 1` after it fail:
+        action 'drop' (connection closed without an answer) or an HTTP status."""
         with self.lock:
-            self.faults.append({"kind": kind, "nth": self.counts.get(kind, 0) + nth, "action": action})
+            first = self.counts.get(kind, 0) + nth
+            self.faults.extend({"kind": kind, "nth": first + i, "action": action} for i in range(times))
 
     def block_after(self, kind, n):
         """Requests of `kind` after the n-th (from now) wait until `release()`; returns an Event set
@@ -256,7 +258,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._body()
             if fault["action"] == "drop":
                 raise _Drop()
-            self._error(fault["action"], f"stand-in: injected {fault['action']}")
+            status = fault["action"]
+            headers = {"X-Error-Message": f"stand-in: injected {status}"}
+            if status == 429:
+                headers["Retry-After"] = "1"
+            self._send(status, {"error": f"stand-in: injected {status}"}, headers)
             return False
         return True
 
