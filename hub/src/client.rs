@@ -296,9 +296,10 @@ impl HubClient {
     }
 }
 
-/// Rewinds the progress of a failed attempt (its bytes will be sent again).
-fn finish<T>(out: std::result::Result<T, ureq::Error>, counter: Counter<'_>) -> std::result::Result<T, ureq::Error> {
-    let ok = matches!(&out, Ok(_));
+/// Rewinds the progress of a failed attempt, network error or non-2xx answer (its bytes will
+/// be sent again, or the upload stops).
+fn finish(out: std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>, counter: Counter<'_>) -> std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+    let ok = matches!(&out, Ok(r) if r.status().is_success());
     if !ok {
         if let Some(p) = counter.progress {
             p.rewind(counter.sent);
