@@ -247,6 +247,8 @@ class _Handler(BaseHTTPRequestHandler):
         with hub.lock:
             n = hub.counts[kind] = hub.counts.get(kind, 0) + 1
             fault = next((f for f in hub.faults if f["kind"] == kind and f["nth"] == n), None)
+            if fault:
+                hub.faults.remove(fault)   # fires once, whatever reset_counts() does later
             block = hub._blocks.get(kind)
         if block and n > block[0]:
             block[1].set()

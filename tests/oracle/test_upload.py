@@ -222,3 +222,18 @@ def test_model_upload_with_card(stub, tmp_path):
     upload(env, "--model", ckpt, "user/bf-small")
     files = stub.files("model", "user/bf-small")
     assert "| loss | 1.25 |" in files["README.md"].decode() and "metrics.json" in files
+
+
+def test_missing_revision_and_too_large_are_named(stub, tmp_path, shards):
+    env = hf_env(stub, tmp_path)
+    proc = upload(env, "user/ds", "--shards", shards, "--revision", "nope", "--private", check=False)
+    assert proc.returncode != 0 and "HTTP 404" in proc.stderr and "user/ds@nope" in proc.stderr, proc.stderr
+    assert stub.repos[("dataset", "user/ds")].private and stub.commit_count("dataset", "user/ds") == 1
+    stub.fail("commit", 1, 413)
+    proc = upload(env, "user/ds", "--shards", shards, check=False)
+    assert proc.returncode != 0 and "HTTP 413" in proc.stderr and "nothing committed" in proc.stderr, proc.stderr
+    assert stub.commit_count("dataset", "user/ds") == 1
+    # The LFS objects of the refused commit are kept: the rerun only commits.
+    stub.reset_counts()
+    report = json.loads(upload(env, "user/ds", "--shards", shards, "--json").stdout)
+    assert report["lfs_bytes_sent"] == 0 and stub.lfs_bytes == 0 and report["files_committed"] == len(tree(shards))
