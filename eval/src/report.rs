@@ -513,7 +513,7 @@ mod tests {
         bytes.starts_with(&[0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n']) && bytes.len() > 5_000
     }
 
-    fn sample_report() -> Report {
+    pub(super) fn sample_report() -> Report {
         let names: Vec<String> = (0..12).map(|i| format!("MEG{:03}{}", 11 + i / 3, 1 + i % 3)).collect();
         let trace = |phase: f32| (0..256).map(|t| 1e-12 * ((t as f32) / 10.0 + phase).sin()).collect::<Vec<f32>>();
         Report {
@@ -608,5 +608,14 @@ mod tests {
         assert_eq!(v["ridge_pearson_r"], 0.3);
         assert!(v["per_channel"][0]["metrics"]["pearson_r"][0].is_null());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temporary file left behind");
+    }
+}
+#[cfg(test)]
+mod preview {
+    #[test]
+    #[ignore]
+    fn write_preview() {
+        let r = super::tests::sample_report();
+        super::write_report(std::path::Path::new("/tmp/evalpreview"), &r).unwrap();
     }
 }

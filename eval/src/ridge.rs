@@ -933,6 +933,37 @@ mod tests {
         assert_eq!(smooth_at_least(7), 8);
     }
 
+    /// Phase timings on 2,000 windows; `-- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn timing_phases_2k_windows() {
+        let (nw, n_eeg, n_meg, nt) = (2_000, 70, 306, 256);
+        let mut rng = Rng(2);
+        let x = Array3::from_shape_fn((nw, n_eeg, nt), |_| (rng.next() - 0.5) as f32);
+        let y = Array3::from_shape_fn((nw, n_meg, nt), |_| (rng.next() - 0.5) as f32);
+        let lags = symmetric_lags(5);
+        let t = std::time::Instant::now();
+        let (xm, xs) = channel_stats(x.view());
+        let (ym, ys) = channel_stats(y.view());
+        let stats_s = t.elapsed().as_secs_f64();
+        let plan = LagPlan::new(&lags, nt);
+        let sc = Standardizer { x_mean: &xm, x_std: &xs, y_mean: &ym, y_std: &ys };
+        let t = std::time::Instant::now();
+        let mo = lagged_moments(x.view(), y.view(), &plan, &sc);
+        let moments_s = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        let (vals, vecs) = eigen(&mo.g).unwrap();
+        let eigen_s = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        let proj = vecs.t().dot(&mo.b);
+        for a in default_alphas() {
+            let w = ridge_weights(&vals, &vecs, &proj, a * 1e3);
+            let _ = validation_r(&w, &mo);
+        }
+        let alphas_s = t.elapsed().as_secs_f64();
+        eprintln!("{nw} windows: stats {stats_s:.2} s, moments {moments_s:.2} s, eigen(770) {eigen_s:.2} s, 17 alphas {alphas_s:.2} s");
+    }
+
     /// Timing on bf-eval's size; `cargo test --release -p brainformer-eval -- --ignored --nocapture`.
     #[test]
     #[ignore]
