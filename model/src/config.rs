@@ -87,6 +87,9 @@ pub struct ModelConfig {
     pub eeg_channels: Vec<String>,
     pub meg_channels: Vec<String>,
     pub sfreq: Option<f64>,
+    /// Regression only: per-channel divisors (EEG then MEG) that bring the shards' physical
+    /// values into tanh's range (values are clamped to ±1 after dividing).
+    pub value_scale: Option<Vec<f32>>,
     /// Informative: `model_type` as the seed's HF config writes it.
     pub model_type: String,
 }
@@ -116,6 +119,7 @@ impl Default for ModelConfig {
             eeg_channels: Vec::new(),
             meg_channels: Vec::new(),
             sfreq: None,
+            value_scale: None,
             model_type: "custom_code".into(),
         }
     }

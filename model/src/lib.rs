@@ -15,6 +15,7 @@ pub mod device;
 pub mod layers;
 pub mod optim;
 pub mod probe;
+pub mod train;
 pub mod regression;
 pub mod tsa;
 
