@@ -2,6 +2,7 @@
 //! `bf-pipeline` (one module per command under [`commands`]).
 
 pub mod commands;
+pub mod evaluate;
 pub mod picks;
 
 /// Logs to stderr with `tracing`; `RUST_LOG` overrides the level.

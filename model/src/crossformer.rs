@@ -166,8 +166,10 @@ impl CrossFormer {
     /// Free-running decoding of `steps` MEG time steps from EEG ids `eeg` [B, T, Ce]:
     /// returns the generated ids [B, steps, Cm] and their logits [B, steps, Cm, vocab].
     /// Greedy when `temperature` is `None`, else sampled from softmax(logits / temperature).
-    /// As the seed's `generate`, step t reads the encoder output at position t.
-    pub fn generate(&self, eeg: &Tensor, steps: i64, temperature: Option<f64>) -> (Tensor, Tensor) {
+    /// As the seed's `generate`, step t reads the encoder output at position t. With
+    /// `data_only`, the special ids (pad, BOS, EOS) are excluded from the choice: inside a
+    /// window every step is a data step, and an undertrained model would otherwise emit them.
+    pub fn generate(&self, eeg: &Tensor, steps: i64, temperature: Option<f64>, data_only: bool) -> (Tensor, Tensor) {
         tch::no_grad(|| {
             let src = self.with_bos(eeg);
             let t_src = src.size()[1];
@@ -180,9 +182,15 @@ impl CrossFormer {
             let (mut ids, mut all_logits) = (Vec::new(), Vec::new());
             for t in 0..steps {
                 let logits = self.decode_step(&current, &memory.select(1, t), t, &mut caches); // [B, Cm, V]
+                let choose = if data_only {
+                    let special = Tensor::arange(self.cfg.vocab_size_tgt, (Kind::Int64, logits.device())).lt(self.cfg.token_offset);
+                    logits.masked_fill(&special, f64::NEG_INFINITY)
+                } else {
+                    logits.shallow_clone()
+                };
                 let next = match temperature {
-                    None => logits.argmax(-1, false),
-                    Some(temp) => (&logits / temp)
+                    None => choose.argmax(-1, false),
+                    Some(temp) => (&choose / temp)
                         .softmax(-1, Kind::Float)
                         .view([b * cm, -1])
                         .multinomial(1, true)

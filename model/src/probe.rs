@@ -48,7 +48,7 @@ pub fn forward_file(vs: &VarStore, model: &Model, inputs: &Path, out: &Path, gen
         }
     }
     if let (Some(steps), Model::Token(m)) = (generate_steps, model) {
-        let (ids, logits) = m.generate(&eeg.to_kind(Kind::Int64), steps, None);
+        let (ids, logits) = m.generate(&eeg.to_kind(Kind::Int64), steps, None, false);
         written.push(("generated".into(), ids));
         written.push(("generated_logits".into(), logits));
     }

@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use brainformer_cli::evaluate::{evaluate, EvalOptions};
 use clap::Parser;
 
 /// Evaluate a Brainformer checkpoint on held-out shards, beside baselines.
@@ -20,9 +21,36 @@ struct Args {
     /// With --forward: also decode this many steps greedily (cached decoding).
     #[arg(long)]
     generate: Option<i64>,
-    /// Output: a folder for the evaluation, or a .safetensors file with --forward.
+    /// Shards folder (from `bf-pipeline tokenize`) holding the split to evaluate.
+    #[arg(long, required_unless_present = "forward")]
+    shards: Option<PathBuf>,
+    /// Split to evaluate: test, validation or train.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Output: a folder for metrics.json, report.md and plots; a .safetensors file with --forward.
     #[arg(long)]
     out: PathBuf,
+    /// Chunks per model batch.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Evaluate at most this many windows of the split (the first, in file order).
+    #[arg(long, default_value_t = 256)]
+    max_windows: usize,
+    /// Training windows for the ridge baseline (validation: a quarter as many).
+    #[arg(long, default_value_t = 1000)]
+    ridge_windows: usize,
+    /// Ridge lags: -N..=N samples of EEG around each MEG sample.
+    #[arg(long, default_value_t = 5)]
+    max_lag: usize,
+    /// Free-running decoding samples at this temperature instead of taking the argmax.
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Seeds sampled decoding.
+    #[arg(long, default_value_t = 0)]
+    seed: i64,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
     /// Where to compute: cpu, cuda, or auto (CUDA when a GPU is visible).
     #[arg(long, default_value = "auto")]
     device: String,
@@ -34,11 +62,35 @@ fn main() {
 
 fn run(args: Args) -> Result<()> {
     let device = bf_model::device::parse_device(&args.device).map_err(anyhow::Error::msg)?;
-    let (vs, model) = bf_model::load_checkpoint(&args.checkpoint, device)
-        .with_context(|| format!("loading the checkpoint {}", args.checkpoint.display()))?;
     if let Some(inputs) = &args.forward {
+        let (vs, model) = bf_model::load_checkpoint(&args.checkpoint, device)
+            .with_context(|| format!("loading the checkpoint {}", args.checkpoint.display()))?;
         bf_model::probe::forward_file(&vs, &model, inputs, &args.out, args.generate)?;
         return Ok(());
     }
-    bail!("evaluation on shards is not built yet in this version; --forward runs a checkpoint on given inputs")
+    let opts = EvalOptions {
+        checkpoint: args.checkpoint.clone(),
+        shards: args.shards.clone().expect("clap requires --shards"),
+        split: args.split.clone(),
+        out: args.out.clone(),
+        device,
+        batch_size: args.batch_size.max(1),
+        max_windows: args.max_windows,
+        ridge_windows: args.ridge_windows.max(1),
+        max_lag: args.max_lag,
+        temperature: args.temperature,
+        seed: args.seed,
+        quiet: args.quiet,
+    };
+    let report = evaluate(&opts)?;
+    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(args.out.join("metrics.json"))?)?;
+    let show = |k: &str| metrics[k].as_f64().map_or("n/a".to_string(), |v| format!("{v:.3}"));
+    println!(
+        "pearson_r {}  (shuffled-EEG control {}, ridge {})",
+        show("pearson_r"),
+        show("pearson_r_shuffled_eeg"),
+        show("ridge_pearson_r")
+    );
+    println!("report: {}", report.display());
+    Ok(())
 }
