@@ -34,6 +34,11 @@ DEMO_DIR ?= demo
 TEMPLATE := $(SHARED)/data/mne-python/tests/data/test-ave.fif.gz
 TEMPLATE_FLAG := $(if $(wildcard $(TEMPLATE)),--template $(TEMPLATE),)
 
+DEMO_SHARDS := $(DEMO_DIR)/ds000117-fixture/derivatives/brainformer/shards
+DEMO_STEPS ?= 150
+DEMO_TRAIN_FLAGS ?= --d_model 32 --n_heads 4 --d_ff 64 --sequence_length 32 --batch_size 8 --max_steps $(DEMO_STEPS) \
+	--lr 3e-3 --warmup_steps 20 --eval_interval 50 --eval_batches 8 --device auto
+
 demo: setup
 	@echo "== 1. a ds000117-shaped BIDS dataset (4 subjects x 2 runs, 404 channels at 1100 Hz)"
 	test -f $(DEMO_DIR)/ds000117-fixture/dataset_description.json || \
@@ -54,6 +59,12 @@ demo: setup
 	@echo "shards and dataset card: $(DEMO_DIR)/ds000117-fixture/derivatives/brainformer/shards (load with datasets.load_dataset(that folder))"
 	@echo "== 6. libtorch check"
 	target/release/bf-train --self-check --device auto
+	@echo "== 7. a short training run (CPU-sized model; see bf-train --help for the seed's sizes)"
+	rm -rf $(DEMO_DIR)/run
+	target/release/bf-train --shards $(DEMO_SHARDS) --out $(DEMO_DIR)/run $(DEMO_TRAIN_FLAGS)
+	@echo "== 8. evaluation beside the baselines"
+	target/release/bf-eval --checkpoint $(DEMO_DIR)/run/best --shards $(DEMO_SHARDS) --out $(DEMO_DIR)/eval --max-windows 32 --ridge-windows 400
+	@echo "report: $(DEMO_DIR)/eval/report.md (metrics: $(DEMO_DIR)/eval/metrics.json)"
 
 test: setup test-rust test-oracle
 

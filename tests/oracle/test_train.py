@@ -1,0 +1,143 @@
+"""bf-train and bf-eval on real (fixture) shards: learning, exact resume, PyTorch loading,
+the evaluation's numbers and its controls, and clear errors.
+
+The fixture dataset's EEG and MEG are mixtures of shared latent sources, so a model that
+reads the EEG predicts the MEG, and one fed another window's EEG cannot.
+"""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from conftest import bin_path
+from test_model_parity import SEED, assert_close, seed_token_modules
+
+# Small enough for two CPU cores, big enough to learn the fixtures' EEG→MEG mapping.
+SMALL = ["--d_model", "16", "--n_heads", "2", "--d_ff", "32", "--sequence_length", "16", "--router_dim", "4",
+         "--batch_size", "8", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """4 subjects x 1 run x 40 s through ingest and tokenize (2 train, 1 validation, 1 test)."""
+    base = tmp_path_factory.mktemp("train")
+    subprocess.run([bin_path("bf-fixtures"), "--out", base / "ds", "--subjects", "4", "--runs", "1", "--seconds", "40"],
+                   check=True, capture_output=True)
+    for cmd in (["ingest", base / "ds"], ["tokenize"]):
+        subprocess.run([bin_path("bf-pipeline"), "--quiet", *cmd], cwd=base, check=True, capture_output=True)
+    return base / "ds" / "derivatives" / "brainformer" / "shards"
+
+
+def bf(tool, *args, check=True):
+    proc = subprocess.run([str(bin_path(tool)), *map(str, args)], capture_output=True, text=True)
+    if check:
+        assert proc.returncode == 0, f"{tool} {' '.join(map(str, args))}:\n{proc.stderr}"
+    return proc
+
+
+def log(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def trained(shards, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    bf("bf-train", "--shards", shards, "--out", out, *SMALL, "--max_steps", "120", "--lr", "3e-3",
+       "--warmup_steps", "10", "--eval_interval", "20", "--eval_batches", "8", "--seed", "1")
+    return out
+
+
+def test_training_lowers_validation_loss(trained):
+    lines = log(trained / "metrics.jsonl")
+    assert [l["step"] for l in lines] == list(range(1, 121))
+    for key in ("loss", "lr", "grad_norm", "samples_per_sec", "tokens_per_sec"):
+        assert all(np.isfinite(l[key]) for l in lines), key
+    val = [l["val_loss"] for l in lines if "val_loss" in l]
+    assert len(val) == 6
+    # Uniform guessing over 255 levels costs ln 255 = 5.54 nats; learning must go well below.
+    assert val[-1] < val[0] - 0.3 and val[-1] < 5.0, val
+    state = json.loads((trained / "best" / "trainer_state.json").read_text())
+    assert state["best_val_loss"] == pytest.approx(min(val))
+
+
+def test_model_beats_the_shuffled_eeg_control_and_writes_the_report(trained, shards, tmp_path):
+    out = tmp_path / "eval"
+    proc = bf("bf-eval", "--checkpoint", trained / "best", "--shards", shards, "--out", out, "--device", "cpu",
+              "--quiet", "--max-windows", "24", "--ridge-windows", "200")
+    assert "report:" in proc.stdout
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ("pearson_r", "pearson_r_shuffled_eeg", "ridge_pearson_r"):
+        assert m[key] is not None and -1 <= m[key] <= 1, (key, m[key])
+    # The model reads the EEG: breaking the pairing must cost most of its correlation.
+    assert m["pearson_r"] > 0.2 and m["pearson_r"] > m["pearson_r_shuffled_eeg"] + 0.15, m
+    rows = {r["name"]: r for r in m["rows"]}
+    tf = rows["model, teacher-forced"]
+    assert 0 < tf["token_accuracy"] <= 1 and tf["perplexity"] == pytest.approx(np.exp(tf["cross_entropy"]))
+    report = (out / "report.md").read_text()
+    for png in ("training_curves.png", "examples.png", "per_channel_r.png"):
+        assert png in report and (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_equals_an_uninterrupted_run(shards, tmp_path):
+    common = ["--shards", shards, *SMALL, "--max_steps", "12", "--eval_interval", "4", "--eval_batches", "2",
+              "--lr", "3e-3", "--grad_accum", "2", "--seed", "3"]
+    bf("bf-train", "--out", tmp_path / "straight", *common)
+    bf("bf-train", "--out", tmp_path / "resumed", *common, "--stop_after", "6")
+    assert len(log(tmp_path / "resumed" / "metrics.jsonl")) == 6
+    proc = bf("bf-train", "--out", tmp_path / "resumed", *common, "--resume")
+    assert "resuming at step 6" in proc.stderr
+    a, b = log(tmp_path / "straight" / "metrics.jsonl"), log(tmp_path / "resumed" / "metrics.jsonl")
+    assert [l["step"] for l in b] == list(range(1, 13))
+    # Same data position, weights, optimizer moments and dropout seeds: the same numbers.
+    for x, y in zip(a, b):
+        for key in ("loss", "lr", "grad_norm", "val_loss", "examples"):
+            assert x.get(key) == y.get(key), (x["step"], key, x.get(key), y.get(key))
+    wa = load_file(str(tmp_path / "straight" / "last" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "resumed" / "last" / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    proc = bf("bf-train", "--out", tmp_path / "resumed", *common, "--lr", "1e-3", "--resume", check=False)
+    assert proc.returncode != 0 and "other arguments" in proc.stderr
+
+
+def test_checkpoint_loads_in_pytorch_with_strict_names(shards, tmp_path):
+    bf("bf-train", "--shards", shards, "--out", tmp_path, *SMALL, "--max_steps", "2", "--eval_interval", "2",
+       "--eval_batches", "1", "--channel_attention", "full")
+    ckpt = tmp_path / "best"
+    cfg = json.loads((ckpt / "config.json").read_text())
+    EncoderDecoderCrossFormer, _ = seed_token_modules()
+    model = EncoderDecoderCrossFormer(
+        source_sequence_dimension=cfg["source_sequence_dimension"], target_sequence_dimension=cfg["target_sequence_dimension"],
+        router_dim=cfg["router_dim"], src_vocab_size=cfg["vocab_size_src"], tgt_vocab_size=cfg["vocab_size_tgt"],
+        embed_dim=cfg["d_model"], num_heads=cfg["n_heads"], ff_dim=cfg["d_ff"], num_encoder_layers=cfg["n_layers"],
+        num_decoder_layers=cfg["n_layers"], max_seq_length=cfg["sequence_length"]).eval()
+    model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=True)
+    # Same weights in both: same logits on the same ids.
+    g = torch.Generator().manual_seed(0)
+    eeg = torch.randint(3, 258, (2, 16, cfg["source_sequence_dimension"]), generator=g)
+    meg = torch.randint(3, 258, (2, 16, cfg["target_sequence_dimension"]), generator=g)
+    save_file({"eeg": eeg, "meg": meg}, str(tmp_path / "in.safetensors"))
+    bf("bf-eval", "--checkpoint", ckpt, "--forward", tmp_path / "in.safetensors", "--out", tmp_path / "o.safetensors",
+       "--device", "cpu")
+    ours = load_file(str(tmp_path / "o.safetensors"))
+    from test_model_parity import seed_token_forward
+    with torch.no_grad():
+        logits, _ = seed_token_forward(model, eeg, meg)
+    assert_close(ours["logits"], logits, 1e-5, "logits of a trained checkpoint")
+
+
+def test_bad_inputs_are_clear_errors(shards, tmp_path):
+    proc = bf("bf-train", "--shards", tmp_path / "nope", "--out", tmp_path / "o", *SMALL, check=False)
+    assert proc.returncode != 0 and "nope" in proc.stderr and "panicked" not in proc.stderr
+    proc = bf("bf-train", "--shards", shards, "--out", tmp_path / "o2", *SMALL, "--resume", check=False)
+    assert proc.returncode != 0 and "no checkpoint" in proc.stderr
+    proc = bf("bf-train", "--shards", shards, "--out", tmp_path / "o3", *SMALL, "--objective", "regression", check=False)
+    assert proc.returncode != 0 and "--objective token" in proc.stderr
+    proc = bf("bf-train", "--shards", shards, "--out", tmp_path / "o4", *SMALL[:2], "--n_heads", "3", "--device", "cpu",
+              check=False)
+    assert proc.returncode != 0 and "divisible" in proc.stderr and "panicked" not in proc.stderr
+    proc = bf("bf-eval", "--checkpoint", tmp_path / "none", "--shards", shards, "--out", tmp_path / "e", check=False)
+    assert proc.returncode != 0 and "config.json" in proc.stderr
