@@ -48,6 +48,8 @@ pub struct EvalOptions {
     pub ridge_windows: usize,
     /// Ridge lags: −max_lag..=max_lag samples.
     pub max_lag: usize,
+    /// Token model: windows also decoded free-running (the first ones; 0 skips it).
+    pub free_windows: usize,
     /// Free-running decoding: `None` greedy, else sampling temperature.
     pub temperature: Option<f64>,
     pub seed: i64,
@@ -144,11 +146,14 @@ fn rows_of(t: &Tensor) -> Vec<Vec<f32>> {
 }
 
 /// Runs the model over every chunk batch: teacher-forced, free-running, shuffled EEG.
-fn predict(model: &Model, batches: &[Batch], shift: usize, opts: &EvalOptions, bar: &ProgressBar) -> Result<Predictions> {
+fn predict(model: &Model, batches: &[Batch], shift: usize, free_chunks: usize, opts: &EvalOptions, bar: &ProgressBar) -> Result<Predictions> {
     let cfg = model.config();
     let mut preds = Predictions::default();
     let all_eeg: Vec<&Batch> = batches.iter().collect();
+    let mut done = 0;
     for (bi, batch) in batches.iter().enumerate() {
+        let free_running = done < free_chunks;
+        done += batch.size;
         let other = all_eeg[(bi + shift) % all_eeg.len()];
         let other = (other.size == batch.size).then_some(other);
         tch::no_grad(|| -> Result<()> {
@@ -172,12 +177,14 @@ fn predict(model: &Model, batches: &[Batch], shift: usize, opts: &EvalOptions, b
                     let tf_sh = tf_sh.narrow(-1, cfg.token_offset, 255).argmax(-1, false) + cfg.token_offset;
                     let tf_sh = ids_to_levels(&tf_sh, cfg.token_offset, &mut preds);
                     preds.teacher_shuffled.extend(tf_sh);
-                    let (free, _) = m.generate(&eeg, l, opts.temperature, true);
-                    let free = ids_to_levels(&free, cfg.token_offset, &mut preds);
-                    preds.free.extend(free);
-                    let (sh, _) = m.generate(&shuffled_eeg, l, opts.temperature, true);
-                    let sh = ids_to_levels(&sh, cfg.token_offset, &mut preds);
-                    preds.shuffled.extend(sh);
+                    if free_running {
+                        let (free, _) = m.generate(&eeg, l, opts.temperature, true);
+                        let free = ids_to_levels(&free, cfg.token_offset, &mut preds);
+                        preds.free.extend(free);
+                        let (sh, _) = m.generate(&shuffled_eeg, l, opts.temperature, true);
+                        let sh = ids_to_levels(&sh, cfg.token_offset, &mut preds);
+                        preds.shuffled.extend(sh);
+                    }
                 }
                 Model::Regression(m) => {
                     let pred = m.forward(&eeg.to_kind(Kind::Float), false);
@@ -270,13 +277,15 @@ pub fn evaluate(opts: &EvalOptions) -> Result<PathBuf> {
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} chunks  model predictions [{elapsed_precise} < {eta}]")?);
     // Pair each batch with the EEG of a batch half the evaluated set away (another window).
     let shift = (batches.len() / 2).max(1);
-    let preds = predict(&model, &batches, shift, opts, &bar)?;
+    // Whole batches of free-running chunks, covering at least `free_windows` windows.
+    let n_free = opts.free_windows.min(n_windows);
+    let preds = predict(&model, &batches, shift, n_free * per, opts, &bar)?;
     bar.finish_and_clear();
     let tok = tokenizer.as_ref();
     let teacher = assemble(&preds.teacher, n_windows, &cfg, window, tok);
     let teacher_shuffled = assemble(&preds.teacher_shuffled, n_windows, &cfg, window, tok);
-    let free = assemble(&preds.free, n_windows, &cfg, window, tok);
-    let shuffled = assemble(&preds.shuffled, n_windows, &cfg, window, tok);
+    let free = assemble(&preds.free, n_free, &cfg, window, tok);
+    let shuffled = assemble(&preds.shuffled, n_free, &cfg, window, tok);
 
     // Baselines on the same windows.
     let train = ShardSet::open(&opts.shards, "train")?;
@@ -315,9 +324,14 @@ pub fn evaluate(opts: &EvalOptions) -> Result<PathBuf> {
     }
     rows.extend([model_row.clone(), control_row.clone()]);
     per_channel.extend([model_m.clone(), control_m.clone()]);
-    if token {
-        let (free_row, free_m) = score("model, free-running", &free)?;
-        let (sh_row, sh_m) = score("model, free-running, shuffled EEG", &shuffled)?;
+    if token && n_free > 0 {
+        let truth_free = truth.meg.slice(s![..n_free, .., ..]);
+        let score_free = |name: &str, pred: &Array3<f32>| -> Result<(MetricsRow, NamedMetrics)> {
+            let m = channel_metrics(truth_free, pred.view())?;
+            Ok((MetricsRow::from_summary(name, &m.summary(names)?), NamedMetrics { name: name.to_string(), metrics: m }))
+        };
+        let (free_row, free_m) = score_free(&format!("model, free-running ({n_free} windows)"), &free)?;
+        let (sh_row, sh_m) = score_free(&format!("model, free-running, shuffled EEG ({n_free} windows)"), &shuffled)?;
         rows.extend([free_row, sh_row]);
         per_channel.extend([free_m, sh_m]);
     }

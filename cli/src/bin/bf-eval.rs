@@ -42,6 +42,10 @@ struct Args {
     /// Ridge lags: -N..=N samples of EEG around each MEG sample.
     #[arg(long, default_value_t = 5)]
     max_lag: usize,
+    /// Token model: also decode this many windows free-running (from the EEG alone; each
+    /// costs a decoding pass per time step). 0 skips it.
+    #[arg(long, default_value_t = 16)]
+    free_windows: usize,
     /// Free-running decoding samples at this temperature instead of taking the argmax.
     #[arg(long)]
     temperature: Option<f64>,
@@ -78,6 +82,7 @@ fn run(args: Args) -> Result<()> {
         max_windows: args.max_windows,
         ridge_windows: args.ridge_windows.max(1),
         max_lag: args.max_lag,
+        free_windows: args.free_windows,
         temperature: args.temperature,
         seed: args.seed,
         quiet: args.quiet,
