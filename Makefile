@@ -78,6 +78,7 @@ bench: setup
 	$(PY) bench/bench_read.py --out-dir $(BENCH_DIR)
 	$(PY) bench/bench_clean.py --out-dir $(BENCH_DIR)
 	$(PY) bench/bench_tokenize.py --out-dir $(BENCH_DIR)
+	$(PY) bench/bench_train.py
 
 fuzz:
 	@echo "see README.md, section Fuzzing (needs cargo-fuzz and a nightly toolchain)"

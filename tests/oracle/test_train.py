@@ -43,21 +43,27 @@ def log(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+# The demo's model size: learns the fixtures' MEG within ~100 steps (measured: teacher-forced
+# r 0.68 at step 100, 0.92 at step 200 on the demo dataset).
+LEARNS = ["--d_model", "32", "--n_heads", "4", "--d_ff", "64", "--sequence_length", "32", "--batch_size", "8",
+          "--device", "cpu", "--quiet"]
+
+
 @pytest.fixture(scope="module")
 def trained(shards, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    bf("bf-train", "--shards", shards, "--out", out, *SMALL, "--max_steps", "120", "--lr", "3e-3",
-       "--warmup_steps", "10", "--eval_interval", "20", "--eval_batches", "8", "--seed", "1")
+    bf("bf-train", "--shards", shards, "--out", out, *LEARNS, "--max_steps", "100", "--lr", "3e-3",
+       "--warmup_steps", "10", "--eval_interval", "20", "--eval_batches", "4", "--seed", "1")
     return out
 
 
 def test_training_lowers_validation_loss(trained):
     lines = log(trained / "metrics.jsonl")
-    assert [l["step"] for l in lines] == list(range(1, 121))
+    assert [l["step"] for l in lines] == list(range(1, 101))
     for key in ("loss", "lr", "grad_norm", "samples_per_sec", "tokens_per_sec"):
         assert all(np.isfinite(l[key]) for l in lines), key
     val = [l["val_loss"] for l in lines if "val_loss" in l]
-    assert len(val) == 6
+    assert len(val) == 5
     # Uniform guessing over 255 levels costs ln 255 = 5.54 nats; learning must go well below.
     assert val[-1] < val[0] - 0.3 and val[-1] < 5.0, val
     state = json.loads((trained / "best" / "trainer_state.json").read_text())
@@ -67,7 +73,7 @@ def test_training_lowers_validation_loss(trained):
 def test_evaluation_numbers_controls_and_report(trained, shards, tmp_path):
     out = tmp_path / "eval"
     proc = bf("bf-eval", "--checkpoint", trained / "best", "--shards", shards, "--out", out, "--device", "cpu",
-              "--quiet", "--max-windows", "24", "--free-windows", "2", "--ridge-windows", "200")
+              "--quiet", "--max-windows", "8", "--free-windows", "1", "--ridge-windows", "100")
     assert "report:" in proc.stdout
     m = json.loads((out / "metrics.json").read_text())
     for key in ("pearson_r", "pearson_r_shuffled_eeg", "ridge_pearson_r"):
@@ -84,7 +90,7 @@ def test_evaluation_numbers_controls_and_report(trained, shards, tmp_path):
     assert m["pearson_r"] >= m["pearson_r_shuffled_eeg"] - 0.02, m
     # The ridge baseline recovers the fixtures' shared sources (their EEG→MEG map is linear).
     assert m["ridge_pearson_r"] > 0.8
-    assert any(name.startswith("model, free-running (2 windows)") for name in rows)
+    assert any(name.startswith("model, free-running (1 windows)") for name in rows)
     report = (out / "report.md").read_text()
     for png in ("training_curves.png", "examples.png", "per_channel_r.png"):
         assert png in report and (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -107,7 +113,7 @@ def test_resume_equals_an_uninterrupted_run(shards, tmp_path):
     wa = load_file(str(tmp_path / "straight" / "last" / "model.safetensors"))
     wb = load_file(str(tmp_path / "resumed" / "last" / "model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    proc = bf("bf-train", "--out", tmp_path / "resumed", *common, "--lr", "1e-3", "--resume", check=False)
+    proc = bf("bf-train", "--out", tmp_path / "resumed", *common, "--weight_decay", "0.2", "--resume", check=False)
     assert proc.returncode != 0 and "other arguments" in proc.stderr
 
 
