@@ -237,3 +237,21 @@ def test_missing_revision_and_too_large_are_named(stub, tmp_path, shards):
     stub.reset_counts()
     report = json.loads(upload(env, "user/ds", "--shards", shards, "--json").stdout)
     assert report["lfs_bytes_sent"] == 0 and stub.lfs_bytes == 0 and report["files_committed"] == len(tree(shards))
+
+
+def test_bf_train_push_to_hub(stub, tmp_path, shards):
+    """`bf-train --push-to-hub` sends the best checkpoint; PyTorch-loadable weights come back."""
+    from safetensors.numpy import load_file
+    env = hf_env(stub, tmp_path)
+    out = tmp_path / "run"
+    proc = subprocess.run([str(bin_path("bf-train")), "--shards", str(shards), "--out", str(out), "--d_model", "16",
+                           "--n_heads", "2", "--d_ff", "32", "--sequence_length", "16", "--batch_size", "2",
+                           "--max_steps", "2", "--eval_interval", "2", "--eval_batches", "1", "--device", "cpu",
+                           "--quiet", "--push-to-hub", "user/bf-trained"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    files = stub.files("model", "user/bf-trained")
+    assert {"README.md", "config.json", "model.safetensors"} <= set(files)
+    official(env, f"snapshot_download('user/bf-trained', local_dir={str(tmp_path / 'down')!r}); print('{{}}')")
+    got, ours = load_file(str(tmp_path / "down" / "model.safetensors")), load_file(str(out / "best" / "model.safetensors"))
+    assert set(got) == set(ours) and all(np.array_equal(got[k], ours[k]) for k in ours)

@@ -123,6 +123,11 @@ struct Args {
     /// Batches the background loader reads ahead.
     #[arg(long, default_value_t = 4)]
     prefetch: usize,
+    /// After training, push OUT/best (config.json, model.safetensors, a model card) to this
+    /// Hugging Face model repository (token from HF_TOKEN or $HF_HOME/token, endpoint from
+    /// HF_ENDPOINT; see `bf-pipeline upload --help`).
+    #[arg(long = "push-to-hub", alias = "push_to_hub", value_name = "REPO_ID")]
+    push_to_hub: Option<String>,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -268,6 +273,21 @@ fn run(args: Args) -> Result<()> {
     let why = if stopped_early { " (early stop)" } else { "" };
     println!("trained {} steps{why}; best validation loss {best}", state.step);
     println!("checkpoints: {}/best (evaluate this one), {}/last (--resume)", out.display(), out.display());
+    if let Some(repo) = &args.push_to_hub {
+        push_to_hub(repo, &out.join("best"))?;
+    }
+    Ok(())
+}
+
+/// Uploads a checkpoint folder as `bf-pipeline upload --model` does (metrics.json included
+/// when bf-eval has put one there).
+fn push_to_hub(repo: &str, ckpt: &Path) -> Result<()> {
+    let client = bf_hub::HubClient::from_env(&bf_hub::HubEnv::from_process());
+    let metrics: Option<serde_json::Value> =
+        std::fs::read(ckpt.join("metrics.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let report = bf_hub::upload_checkpoint(&client, repo, ckpt, metrics.as_ref(), &bf_hub::UploadOptions::default(), &bf_hub::NoProgress)
+        .with_context(|| format!("pushing {} to {repo}", ckpt.display()))?;
+    println!("pushed {} to {} ({} files committed, {} unchanged)", ckpt.display(), report.url, report.files_committed, report.files_unchanged);
     Ok(())
 }
 
@@ -346,7 +366,7 @@ fn example_spec(cfg: &ModelConfig) -> ExampleSpec {
 /// The arguments that must match for `--resume` (not the ones that only stop or print).
 fn run_identity(args: &Args) -> serde_json::Value {
     let mut v = serde_json::to_value(args).expect("arguments serialize");
-    for transient in ["resume", "stop_after", "quiet", "prefetch", "threads", "device", "self_check", "out"] {
+    for transient in ["resume", "stop_after", "quiet", "prefetch", "threads", "device", "self_check", "out", "push_to_hub"] {
         v.as_object_mut().expect("an object").remove(transient);
     }
     v
