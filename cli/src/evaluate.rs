@@ -108,13 +108,15 @@ struct Predictions {
     special_tokens: u64,
 }
 
-/// The batch's ids or values as tensors, with the EEG taken from `eeg_from` when given.
-fn inputs(batch: &Batch, eeg_from: Option<&Batch>, cfg: &ModelConfig, device: Device) -> (Tensor, Tensor) {
-    let (eeg, meg) = batch_tensors(batch, cfg.source_sequence_dimension, cfg.target_sequence_dimension, device);
-    match eeg_from {
-        Some(other) => (batch_tensors(other, cfg.source_sequence_dimension, cfg.target_sequence_dimension, device).0, meg),
-        None => (eeg, meg),
-    }
+/// The batch's ids or values as tensors.
+fn inputs(batch: &Batch, cfg: &ModelConfig, device: Device) -> (Tensor, Tensor) {
+    batch_tensors(batch, cfg.source_sequence_dimension, cfg.target_sequence_dimension, device)
+}
+
+/// The EEG of every chunk, [N, L, Ce], to draw the shuffled-EEG control from.
+fn all_eeg(batches: &[Batch], cfg: &ModelConfig, device: Device) -> Tensor {
+    let parts: Vec<Tensor> = batches.iter().map(|b| inputs(b, cfg, device).0).collect();
+    Tensor::cat(&parts, 0)
 }
 
 /// Greedy or sampled ids → levels (decoding is restricted to data ids, so a special id here
@@ -146,18 +148,21 @@ fn rows_of(t: &Tensor) -> Vec<Vec<f32>> {
 }
 
 /// Runs the model over every chunk batch: teacher-forced, free-running, shuffled EEG.
-fn predict(model: &Model, batches: &[Batch], shift: usize, free_chunks: usize, opts: &EvalOptions, bar: &ProgressBar) -> Result<Predictions> {
+/// Chunk j's MEG is paired with chunk (j + `offset`) mod N's EEG in the control.
+fn predict(model: &Model, batches: &[Batch], offset: usize, free_chunks: usize, opts: &EvalOptions, bar: &ProgressBar) -> Result<Predictions> {
     let cfg = model.config();
     let mut preds = Predictions::default();
-    let all_eeg: Vec<&Batch> = batches.iter().collect();
+    let pool = all_eeg(batches, cfg, opts.device);
+    let n = pool.size()[0];
     let mut done = 0;
-    for (bi, batch) in batches.iter().enumerate() {
+    for batch in batches {
         let free_running = done < free_chunks;
+        let first = done as i64;
         done += batch.size;
-        let other = all_eeg[(bi + shift) % all_eeg.len()];
-        let other = (other.size == batch.size).then_some(other);
+        let idx = (Tensor::arange(batch.size as i64, (Kind::Int64, opts.device)) + first + offset as i64).remainder(n);
+        let shuffled_eeg = pool.index_select(0, &idx);
         tch::no_grad(|| -> Result<()> {
-            let (eeg, meg) = inputs(batch, None, cfg, opts.device);
+            let (eeg, meg) = inputs(batch, cfg, opts.device);
             match model {
                 Model::Token(m) => {
                     let l = meg.size()[1];
@@ -172,7 +177,6 @@ fn predict(model: &Model, batches: &[Batch], shift: usize, free_chunks: usize, o
                     preds.scored += f64::try_from(valid.sum(Kind::Double))?;
                     let teacher = ids_to_levels(&data, cfg.token_offset, &mut preds);
                     preds.teacher.extend(teacher);
-                    let shuffled_eeg = inputs(batch, other, cfg, opts.device).0;
                     let tf_sh = m.forward(&shuffled_eeg, &meg, false).logits.narrow(1, 0, l);
                     let tf_sh = tf_sh.narrow(-1, cfg.token_offset, 255).argmax(-1, false) + cfg.token_offset;
                     let tf_sh = ids_to_levels(&tf_sh, cfg.token_offset, &mut preds);
@@ -190,7 +194,6 @@ fn predict(model: &Model, batches: &[Batch], shift: usize, free_chunks: usize, o
                     let pred = m.forward(&eeg.to_kind(Kind::Float), false);
                     preds.teacher.extend(rows_of(&pred));
                     preds.free.extend(rows_of(&pred));
-                    let shuffled_eeg = inputs(batch, other, cfg, opts.device).0;
                     let shuffled = rows_of(&m.forward(&shuffled_eeg.to_kind(Kind::Float), false));
                     preds.teacher_shuffled.extend(shuffled.clone());
                     preds.shuffled.extend(shuffled);
@@ -275,11 +278,12 @@ pub fn evaluate(opts: &EvalOptions) -> Result<PathBuf> {
     let batches: Vec<Batch> = stream.batches(0, Some((n_windows * per) as u64)).collect::<Result<_, _>>()?;
     let bar = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new((n_windows * per) as u64) };
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} chunks  model predictions [{elapsed_precise} < {eta}]")?);
-    // Pair each batch with the EEG of a batch half the evaluated set away (another window).
-    let shift = (batches.len() / 2).max(1);
+    // Pair each chunk with the EEG of the chunk half the evaluated windows away: another
+    // window (one window only: half a window away in time).
+    let offset = if n_windows >= 2 { per * (n_windows / 2) } else { (per / 2).max(1) };
     // Whole batches of free-running chunks, covering at least `free_windows` windows.
     let n_free = opts.free_windows.min(n_windows);
-    let preds = predict(&model, &batches, shift, n_free * per, opts, &bar)?;
+    let preds = predict(&model, &batches, offset, n_free * per, opts, &bar)?;
     bar.finish_and_clear();
     let tok = tokenizer.as_ref();
     let teacher = assemble(&preds.teacher, n_windows, &cfg, window, tok);
@@ -367,7 +371,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<PathBuf> {
         .collect();
     let mut notes = vec![
         format!("Ridge: {} training and {} validation windows, relative α {:.3e} chosen on validation.", train_w.eeg.dim().0, val_w.eeg.dim().0, ridge.alpha),
-        format!("The shuffled-EEG control pairs each chunk's MEG with the EEG of a chunk {shift} batches away."),
+        format!("The shuffled-EEG control pairs each chunk's MEG with the EEG of the chunk {offset} chunks later (mod the evaluated set): the same time in another window."),
     ];
     if preds.special_tokens > 0 {
         notes.push(format!("{} generated special tokens (pad/BOS/EOS) were scored as the middle level.", preds.special_tokens));
