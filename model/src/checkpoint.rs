@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use safetensors::tensor::{Dtype, View};
 use tch::nn::VarStore;
@@ -62,17 +62,12 @@ fn to_host(name: &str, t: &Tensor) -> Result<HostTensor> {
     Ok(HostTensor { dtype, shape: t.size().iter().map(|&d| d as usize).collect(), bytes })
 }
 
-/// A temporary sibling of `path` for an atomic write.
-pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
+/// Atomic writes are the pipeline's (temporary sibling, sync, rename).
+pub use bf_pipeline::fsutil::temp_path;
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
+/// Writes `bytes` to `path` through a temporary file and a rename (the pipeline's helper).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_path(path);
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    Ok(bf_pipeline::fsutil::write_atomic(path, bytes)?)
 }
 
 /// Writes named tensors (sorted by name) as safetensors, atomically.

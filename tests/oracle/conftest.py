@@ -82,3 +82,13 @@ def assert_data_matches_mne(ours, mne_data):
     scale = np.maximum(np.abs(mne_data).max(axis=1, keepdims=True), np.finfo(float).tiny)
     err = np.abs(ours - mne_data) / scale
     assert err.max() <= 2.0 ** -23, f"max relative error {err.max():.3g}"
+
+
+def make_shards(base, subjects, seconds):
+    """A small real shards folder under `base`: bf-fixtures (`subjects` x 1 run x `seconds`)
+    through `bf-pipeline ingest` and `tokenize`; returns the shards folder."""
+    subprocess.run([bin_path("bf-fixtures"), "--out", base / "ds", "--subjects", str(subjects), "--runs", "1",
+                    "--seconds", str(seconds)], check=True, capture_output=True)
+    for cmd in (["ingest", base / "ds"], ["tokenize"]):
+        subprocess.run([bin_path("bf-pipeline"), "--quiet", *cmd], cwd=base, check=True, capture_output=True)
+    return base / "ds" / "derivatives" / "brainformer" / "shards"

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import bin_path
+from conftest import bin_path, make_shards
 from test_model_parity import SEED, assert_close, seed_token_modules
 
 # Small enough for two CPU cores, big enough to learn the fixtures' EEG→MEG mapping.
@@ -24,12 +24,7 @@ SMALL = ["--d_model", "16", "--n_heads", "2", "--d_ff", "32", "--sequence_length
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     """4 subjects x 1 run x 40 s through ingest and tokenize (2 train, 1 validation, 1 test)."""
-    base = tmp_path_factory.mktemp("train")
-    subprocess.run([bin_path("bf-fixtures"), "--out", base / "ds", "--subjects", "4", "--runs", "1", "--seconds", "40"],
-                   check=True, capture_output=True)
-    for cmd in (["ingest", base / "ds"], ["tokenize"]):
-        subprocess.run([bin_path("bf-pipeline"), "--quiet", *cmd], cwd=base, check=True, capture_output=True)
-    return base / "ds" / "derivatives" / "brainformer" / "shards"
+    return make_shards(tmp_path_factory.mktemp("train"), subjects=4, seconds=40)
 
 
 def bf(tool, *args, check=True):

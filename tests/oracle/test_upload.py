@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, bin_path
+from conftest import ROOT, bin_path, make_shards
 
 sys.path.insert(0, str(ROOT / "tests" / "hubstub"))
 import hubstub  # noqa: E402
@@ -69,12 +69,7 @@ def tree(folder):
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     """A small real shards folder: 3 subjects x 1 run x 20 s through ingest and tokenize."""
-    base = tmp_path_factory.mktemp("upload")
-    subprocess.run([bin_path("bf-fixtures"), "--out", base / "ds", "--subjects", "3", "--runs", "1", "--seconds", "20"],
-                   check=True, capture_output=True)
-    for cmd in (["ingest", base / "ds"], ["tokenize"]):
-        subprocess.run([bin_path("bf-pipeline"), "--quiet", *cmd], cwd=base, check=True, capture_output=True)
-    folder = base / "ds" / "derivatives" / "brainformer" / "shards"
+    folder = make_shards(tmp_path_factory.mktemp("upload"), subjects=3, seconds=20)
     assert (folder / "README.md").is_file() and list((folder / "data").glob("*.parquet"))
     return folder
 
