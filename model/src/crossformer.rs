@@ -133,9 +133,26 @@ impl CrossFormer {
     /// Teacher-forced pass on shard-shaped ids: `eeg` [B, T, Ce] and `meg` [B, T, Cm] model
     /// ids (level + 3). Adds BOS/EOS and shifts as the seed's wrapper does.
     pub fn forward(&self, eeg: &Tensor, meg: &Tensor, train: bool) -> TokenOutput {
+        self.forward_hiding_history(eeg, meg, None, train)
+    }
+
+    /// [`forward`](Self::forward) with the MEG history of some examples hidden: where
+    /// `hide` [B] (bool) is true, every decoder input after BOS becomes pad, which the time
+    /// stage masks out, so those examples are predicted from the EEG alone. Labels are kept.
+    /// Training with a share of hidden histories (`bf-train --history_dropout`) keeps the
+    /// decoder from leaning only on the MEG's own past, which predicts a smooth signal's next
+    /// sample well enough to drown the EEG's gradient.
+    pub fn forward_hiding_history(&self, eeg: &Tensor, meg: &Tensor, hide: Option<&Tensor>, train: bool) -> TokenOutput {
         let src = self.with_bos(eeg);
         let labels = Tensor::cat(&[meg.shallow_clone(), self.filled(meg, self.cfg.eos_token_id)], 1);
-        let tgt = self.with_bos(meg);
+        let history = match hide {
+            Some(hide) => {
+                let pad = Tensor::full_like(meg, self.cfg.pad_token_id);
+                pad.where_self(&hide.view([-1, 1, 1]), meg)
+            }
+            None => meg.shallow_clone(),
+        };
+        let tgt = self.with_bos(&history);
         let logits = self.forward_ids(&src, &tgt, train);
         let loss = self.loss(&logits, &labels);
         TokenOutput { logits, labels, loss }

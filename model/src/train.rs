@@ -111,8 +111,15 @@ pub fn batch_tensors(batch: &Batch, n_eeg: i64, n_meg: i64, device: Device) -> (
 
 /// Loss of one batch (token: cross-entropy; regression: MSE).
 pub fn batch_loss(model: &Model, eeg: &Tensor, meg: &Tensor, train: bool) -> Tensor {
+    batch_loss_hiding_history(model, eeg, meg, None, train)
+}
+
+/// [`batch_loss`] with the MEG history of the examples flagged in `hide` [B] hidden from
+/// the token model's decoder (see `EncoderDecoderCrossFormer::forward_hiding_history`).
+/// The regression model reads no MEG history, so `hide` does not apply to it.
+pub fn batch_loss_hiding_history(model: &Model, eeg: &Tensor, meg: &Tensor, hide: Option<&Tensor>, train: bool) -> Tensor {
     match model {
-        Model::Token(m) => m.forward(eeg, meg, train).loss,
+        Model::Token(m) => m.forward_hiding_history(eeg, meg, hide, train).loss,
         Model::Regression(m) => {
             let pred = m.forward(&eeg.to_kind(Kind::Float), train);
             m.loss(&pred, &meg.to_kind(Kind::Float))
@@ -137,8 +144,68 @@ pub fn mean_loss(model: &Model, batches: impl Iterator<Item = Result<Batch>>, de
     Ok((n > 0).then(|| total / n as f64))
 }
 
+/// Which examples of a batch of `batch` get their MEG history hidden, each with probability
+/// `p`: [batch] bool on `device`, or `None` when `p` is 0. Drawn from (seed, step, micro)
+/// alone, so a resumed run hides the same examples as one that never stopped.
+pub fn history_mask(p: f64, batch: usize, seed: u64, step: i64, micro: i64, device: Device) -> Option<Tensor> {
+    if p <= 0.0 {
+        return None;
+    }
+    let mut r = crate::data::SplitMix64::new(!(dropout_seed(seed, step, micro) as u64));
+    let hide: Vec<bool> = (0..batch).map(|_| ((r.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p).collect();
+    Some(Tensor::from_slice(&hide).to_device(device))
+}
+
 /// The seed for dropout before micro-step `micro` of step `step`.
 pub fn dropout_seed(seed: u64, step: i64, micro: i64) -> i64 {
     let mut r = crate::data::SplitMix64::new(seed ^ (step as u64).wrapping_mul(0x1000_0000_01B3) ^ (micro as u64).rotate_left(32));
     (r.next_u64() >> 1) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crossformer::CrossFormer;
+
+    #[test]
+    fn history_mask_is_none_at_zero_and_repeatable_otherwise() {
+        assert!(history_mask(0.0, 8, 1, 3, 0, Device::Cpu).is_none());
+        let draw = |step| Vec::<bool>::try_from(history_mask(0.5, 4000, 1, step, 0, Device::Cpu).unwrap()).unwrap();
+        let (a, b, c) = (draw(3), draw(3), draw(4));
+        assert_eq!(a, b, "the same (seed, step, micro) hides the same examples");
+        assert_ne!(a, c, "another step draws anew");
+        // 4000 Bernoulli(0.5) draws: the share is within 5 standard deviations (0.04) of 0.5.
+        let share = a.iter().filter(|&&h| h).count() as f64 / a.len() as f64;
+        assert!((share - 0.5).abs() < 0.04, "{share}");
+    }
+
+    #[test]
+    fn hidden_history_reads_as_pad_and_keeps_the_labels() {
+        tch::manual_seed(0);
+        let cfg = ModelConfig {
+            source_sequence_dimension: 3,
+            target_sequence_dimension: 5,
+            d_model: 8,
+            n_heads: 2,
+            d_ff: 16,
+            sequence_length: 6,
+            ..ModelConfig::default()
+        };
+        let vs = VarStore::new(Device::Cpu);
+        let model = CrossFormer::new(&vs.root(), &cfg);
+        let eeg = Tensor::randint_low(3, 258, [2, 6, 3], (Kind::Int64, Device::Cpu));
+        let meg = Tensor::randint_low(3, 258, [2, 6, 5], (Kind::Int64, Device::Cpu));
+        let none = Tensor::from_slice(&[false, false]);
+        let plain = model.forward(&eeg, &meg, false);
+        let kept = model.forward_hiding_history(&eeg, &meg, Some(&none), false);
+        assert!(plain.logits.allclose(&kept.logits, 0.0, 0.0, false), "hiding nothing changes nothing");
+
+        let second = Tensor::from_slice(&[false, true]);
+        let hidden = model.forward_hiding_history(&eeg, &meg, Some(&second), false);
+        assert!(hidden.labels.equal(&plain.labels), "labels are the real MEG");
+        let pad = Tensor::full_like(&meg.get(1), cfg.pad_token_id).unsqueeze(0);
+        let alone = model.forward(&eeg.get(1).unsqueeze(0), &pad, false);
+        assert!(hidden.logits.get(1).allclose(&alone.logits.get(0), 1e-5, 1e-6, false), "the hidden example sees only pad");
+        assert!(hidden.logits.get(0).allclose(&plain.logits.get(0), 1e-5, 1e-6, false), "the other example is untouched");
+    }
 }

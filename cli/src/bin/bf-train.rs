@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use bf_model::data::{ExampleSpec, ShardSet, Stream};
 use bf_model::optim::{cosine_with_warmup, AdamW};
 use bf_model::train::{
-    batch_loss, batch_tensors, dropout_seed, load_training_checkpoint, mean_loss, resolve_checkpoint, save_training_checkpoint,
+    batch_loss_hiding_history, batch_tensors, dropout_seed, history_mask, load_training_checkpoint, mean_loss, resolve_checkpoint, save_training_checkpoint,
     trainable, TrainerState,
 };
 use bf_model::{ChannelAttention, Model, ModelConfig, Objective};
@@ -55,6 +55,13 @@ struct Args {
     d_ff: i64,
     #[arg(long, default_value_t = 0.1)]
     dropout: f64,
+    /// Token objective: the share of training examples whose MEG history is hidden from
+    /// the decoder (all inputs after BOS become pad), so they must be predicted from the
+    /// EEG alone. 0 trains as the seed does; the MEG's own past then predicts the next
+    /// sample of a smooth signal so well that the model may learn to ignore the EEG
+    /// (bf-eval's shuffled-EEG control shows it). Validation always sees the history.
+    #[arg(long = "history_dropout", alias = "history-dropout", default_value_t = 0.0, value_parser = unit_interval)]
+    history_dropout: f64,
     /// Time steps per example; windows are cut into chunks of this length (the last one
     /// padded), as the seed's preprocess_dataset does.
     #[arg(long = "sequence_length", alias = "sequence-length", default_value_t = 64)]
@@ -137,6 +144,16 @@ fn main() {
     brainformer_cli::exit_on_error(run(Args::parse()));
 }
 
+/// A probability in [0, 1).
+fn unit_interval(s: &str) -> std::result::Result<f64, String> {
+    let p: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("{p} is not in [0, 1)"))
+    }
+}
+
 fn run(args: Args) -> Result<()> {
     let device = bf_model::device::parse_device(&args.device).map_err(anyhow::Error::msg)?;
     if args.self_check {
@@ -212,7 +229,8 @@ fn run(args: Args) -> Result<()> {
             let batch = batches.recv().context("the data loader stopped")??;
             tch::manual_seed(dropout_seed(args.seed, state.step, micro));
             let (eeg, meg) = batch_tensors(&batch, cfg.source_sequence_dimension, cfg.target_sequence_dimension, device);
-            let loss = batch_loss(&model, &eeg, &meg, true);
+            let hide = history_mask(args.history_dropout, batch.size, args.seed, state.step, micro, device);
+            let loss = batch_loss_hiding_history(&model, &eeg, &meg, hide.as_ref(), true);
             (&loss / args.grad_accum as f64).backward();
             loss_sum += f64::try_from(&loss)?;
             examples += batch.size;
