@@ -49,6 +49,7 @@ from test_model_parity import build_seed_token, seed_token_forward
 L = {args.seq}
 dev = torch.device({args.device!r})
 sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
+torch.set_default_device(dev)  # the seed's wrapper makes its BOS/EOS blocks with torch.full
 cfg = dict(source_sequence_dimension=70, target_sequence_dimension=306, router_dim=10, d_model=64, n_heads=4,
            n_layers=1, d_ff=512, sequence_length=L)
 files = sorted(glob.glob({args.shards!r} + '/data/train-*.parquet'))

@@ -43,6 +43,7 @@ echo "== speed"
 timeout "${BENCH_SECONDS:-150}" python3 bench/bench_train.py --device cuda --bin $B --shards $S --seq 256 \
   --batch 1,8,32 --steps 10 | tee "$OUT/bench.txt"
 
+[ -n "${SKIP_TRAIN:-}" ] && exit 0
 echo "== training runs"
 TRAIN="--d_model 64 --n_heads 4 --n_layers 1 --d_ff 256 --sequence_length 64 --batch_size 32 --lr 1e-3 \
   --warmup_steps 100 --max_steps ${TRAIN_STEPS:-3000} --eval_interval 250 --eval_batches 16 --device cuda --quiet"

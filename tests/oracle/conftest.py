@@ -84,11 +84,13 @@ def assert_data_matches_mne(ours, mne_data):
     assert err.max() <= 2.0 ** -23, f"max relative error {err.max():.3g}"
 
 
-def make_shards(base, subjects, seconds):
+def make_shards(base, subjects, seconds, continuous=False):
     """A small real shards folder under `base`: bf-fixtures (`subjects` x 1 run x `seconds`)
-    through `bf-pipeline ingest` and `tokenize`; returns the shards folder."""
+    through `bf-pipeline ingest` and `tokenize` (`--continuous`: f32 values for the
+    regression model); returns the shards folder."""
     subprocess.run([bin_path("bf-fixtures"), "--out", base / "ds", "--subjects", str(subjects), "--runs", "1",
                     "--seconds", str(seconds)], check=True, capture_output=True)
-    for cmd in (["ingest", base / "ds"], ["tokenize"]):
+    tokenize = ["tokenize", "--continuous"] if continuous else ["tokenize"]
+    for cmd in (["ingest", base / "ds"], tokenize):
         subprocess.run([bin_path("bf-pipeline"), "--quiet", *cmd], cwd=base, check=True, capture_output=True)
     return base / "ds" / "derivatives" / "brainformer" / "shards"
