@@ -39,6 +39,9 @@ DEMO_STEPS ?= 150
 DEMO_TRAIN_FLAGS ?= --d_model 32 --n_heads 4 --d_ff 64 --sequence_length 32 --batch_size 8 --max_steps $(DEMO_STEPS) \
 	--lr 3e-3 --warmup_steps 20 --eval_interval 50 --eval_batches 8 --device auto
 
+DEMO_REGRESSION_FLAGS ?= --objective regression --n_heads 2 --sequence_length 64 --patch_size 4 --batch_size 16 \
+	--max_steps 300 --lr 1e-3 --warmup_steps 20 --eval_interval 50 --eval_batches 8 --device auto
+
 demo: setup
 	@echo "== 1. a ds000117-shaped BIDS dataset (4 subjects x 2 runs, 404 channels at 1100 Hz)"
 	test -f $(DEMO_DIR)/ds000117-fixture/dataset_description.json || \
@@ -65,6 +68,15 @@ demo: setup
 	@echo "== 8. evaluation beside the baselines"
 	target/release/bf-eval --checkpoint $(DEMO_DIR)/run/best --shards $(DEMO_SHARDS) --out $(DEMO_DIR)/eval --max-windows 32 --ridge-windows 400
 	@echo "report: $(DEMO_DIR)/eval/report.md (metrics: $(DEMO_DIR)/eval/metrics.json)"
+	@echo "== 9. the seed's regression model on continuous shards (it sees no MEG, only the EEG)"
+	cd $(DEMO_DIR) && ../target/release/bf-pipeline --quiet tokenize --continuous
+	rm -rf $(DEMO_DIR)/shards-continuous && cp -r $(DEMO_SHARDS) $(DEMO_DIR)/shards-continuous
+	cd $(DEMO_DIR) && ../target/release/bf-pipeline --quiet tokenize
+	rm -rf $(DEMO_DIR)/run-regression
+	target/release/bf-train --shards $(DEMO_DIR)/shards-continuous --out $(DEMO_DIR)/run-regression $(DEMO_REGRESSION_FLAGS)
+	target/release/bf-eval --checkpoint $(DEMO_DIR)/run-regression/best --shards $(DEMO_DIR)/shards-continuous \
+	  --out $(DEMO_DIR)/eval-regression --max-windows 32 --ridge-windows 400
+	@echo "reports: $(DEMO_DIR)/eval/report.md (token model), $(DEMO_DIR)/eval-regression/report.md (regression model)"
 
 test: setup test-rust test-oracle
 

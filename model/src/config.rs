@@ -33,6 +33,31 @@ impl ChannelAttention {
     }
 }
 
+/// How the token decoder takes in the EEG encoding at each time step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecoderEeg {
+    /// The seed's: cross-attention from MEG to EEG channels, whose output *replaces* the
+    /// decoder state. The logits are then a function of a convex mix of EEG-encoder vectors.
+    Seed,
+    /// Ours, not the seed's: the state keeps a residual (`s + cross(s)`), and a learned
+    /// linear map over channels (`Linear(Ce → Cm)`, no bias, names
+    /// `decoder_eeg_mix.{layer}.weight`) adds, for each MEG channel, a signed mix of the EEG
+    /// channels' encodings at the step being predicted, as MEG and EEG are linear mixtures
+    /// of the same sources at the same instant (the regression model has such a map too).
+    Mixed,
+}
+
+impl DecoderEeg {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "seed" => Some(Self::Seed),
+            "mixed" => Some(Self::Mixed),
+            _ => None,
+        }
+    }
+}
+
 /// What the model predicts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -76,6 +101,9 @@ pub struct ModelConfig {
     /// Time steps per training sequence (windows are cut into chunks of this length).
     pub sequence_length: i64,
     pub channel_attention: ChannelAttention,
+    /// Token model: how the decoder reads the EEG (`seed` unless set; configs written
+    /// before this key existed read as `seed`).
+    pub decoder_eeg: DecoderEeg,
     pub objective: Objective,
     /// Regression only: time steps merged into one patch.
     pub patch_size: i64,
@@ -112,6 +140,7 @@ impl Default for ModelConfig {
             eos_token_id: 2,
             sequence_length: 64,
             channel_attention: ChannelAttention::Router,
+            decoder_eeg: DecoderEeg::Seed,
             objective: Objective::Token,
             patch_size: 4,
             token_offset: 3,

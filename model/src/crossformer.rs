@@ -14,10 +14,10 @@
 //! keys/values, so T steps cost T incremental steps (each O(t) attention), not T full passes;
 //! it produces exactly the teacher-forced logits when fed the same tokens (tested).
 
-use tch::nn::Path;
+use tch::nn::{Init, Path};
 use tch::{Device, Kind, Reduction, Tensor};
 
-use crate::config::ModelConfig;
+use crate::config::{DecoderEeg, ModelConfig};
 use crate::layers::{key_padding_mask, sinusoidal_table, Embedding, KvCache, Linear, Mask, MultiheadAttention};
 use crate::tsa::{TimeMasks, TwoStageAttention};
 
@@ -28,6 +28,8 @@ pub struct CrossFormer {
     encoder: Vec<TwoStageAttention>,
     decoder: Vec<TwoStageAttention>,
     cross: Vec<MultiheadAttention>,
+    /// `decoder_eeg = mixed` only: per layer a [Cm, Ce] map over channels.
+    eeg_mix: Vec<Tensor>,
     src_embedding: Embedding,
     tgt_embedding: Embedding,
     output_layer: Linear,
@@ -57,12 +59,29 @@ impl CrossFormer {
         let cross = (0..cfg.n_layers)
             .map(|i| MultiheadAttention::new(&(p / "decoder_cross_attention_encoder" / i), d, h, true, drop))
             .collect();
+        let eeg_mix = match cfg.decoder_eeg {
+            DecoderEeg::Seed => Vec::new(),
+            DecoderEeg::Mixed => {
+                // nn.Linear's default init: U(−1/√fan_in, 1/√fan_in).
+                let bound = 1.0 / (cfg.source_sequence_dimension as f64).sqrt();
+                (0..cfg.n_layers)
+                    .map(|i| {
+                        (p / "decoder_eeg_mix" / i).var(
+                            "weight",
+                            &[cfg.target_sequence_dimension, cfg.source_sequence_dimension],
+                            Init::Uniform { lo: -bound, up: bound },
+                        )
+                    })
+                    .collect()
+            }
+        };
         let device = p.device();
         CrossFormer {
             cfg: cfg.clone(),
             encoder,
             decoder,
             cross,
+            eeg_mix,
             src_embedding: Embedding::new(&(p / "src_embedding"), cfg.vocab_size_src, d),
             tgt_embedding: Embedding::new(&(p / "tgt_embedding"), cfg.vocab_size_tgt, d),
             output_layer: Linear::new(&(p / "output_layer"), d, cfg.vocab_size_tgt, true),
@@ -123,11 +142,29 @@ impl CrossFormer {
         let padding = self.time_padding(tgt);
         let masks = TimeMasks { causal: true, key_padding: padding.as_ref() };
         let mut x = self.embed(tgt, &self.tgt_embedding, &self.tgt_channels, 0);
-        for (layer, cross) in self.decoder.iter().zip(&self.cross) {
+        // Mixed: position i predicts MEG step i, and the encoder's position i + 1 holds EEG
+        // step i (both sequences start with BOS); the last position (EOS) gets zeros.
+        let next_eeg = match self.cfg.decoder_eeg {
+            DecoderEeg::Seed => None,
+            DecoderEeg::Mixed => {
+                let m = memory.view([b, t, -1, d]);
+                Some(Tensor::cat(&[m.narrow(1, 1, t - 1), m.narrow(1, 0, 1).zeros_like()], 1))
+            }
+        };
+        for (i, (layer, cross)) in self.decoder.iter().zip(&self.cross).enumerate() {
             let s = layer.forward(&x, &masks, train).reshape([b * t, c, d]);
-            x = cross.forward(&s, &memory, &memory, Mask::None, train).view([b, t, c, d]);
+            let attended = cross.forward(&s, &memory, &memory, Mask::None, train);
+            x = match &next_eeg {
+                None => attended.view([b, t, c, d]),
+                Some(eeg) => (s + attended).view([b, t, c, d]) + self.mix(i, eeg),
+            };
         }
         self.output_layer.forward(&x)
+    }
+
+    /// Layer `i`'s signed mix of EEG-channel encodings [.., Ce, D] into MEG channels [.., Cm, D].
+    fn mix(&self, i: usize, eeg: &Tensor) -> Tensor {
+        Tensor::einsum("...jd,cj->...cd", &[eeg, &self.eeg_mix[i]], None::<&[i64]>)
     }
 
     /// Teacher-forced pass on shard-shaped ids: `eeg` [B, T, Ce] and `meg` [B, T, Cm] model
@@ -198,7 +235,8 @@ impl CrossFormer {
             let mut current = Tensor::full([b, 1, cm], self.cfg.bos_token_id, (Kind::Int64, eeg.device()));
             let (mut ids, mut all_logits) = (Vec::new(), Vec::new());
             for t in 0..steps {
-                let logits = self.decode_step(&current, &memory.select(1, t), t, &mut caches); // [B, Cm, V]
+                let next_eeg = if t + 1 < t_src { memory.select(1, t + 1) } else { memory.select(1, 0).zeros_like() };
+                let logits = self.decode_step(&current, &memory.select(1, t), &next_eeg, t, &mut caches); // [B, Cm, V]
                 let choose = if data_only {
                     let special = Tensor::arange(self.cfg.vocab_size_tgt, (Kind::Int64, logits.device())).lt(self.cfg.token_offset);
                     logits.masked_fill(&special, f64::NEG_INFINITY)
@@ -222,14 +260,18 @@ impl CrossFormer {
     }
 
     /// Decoder at time `t` for ids [B, 1, Cm] with the encoder output of that step
-    /// [B, Ce, D]; returns logits [B, Cm, vocab].
-    fn decode_step(&self, ids: &Tensor, memory_t: &Tensor, t: i64, caches: &mut [KvCache]) -> Tensor {
+    /// [B, Ce, D] (and of the next, for `decoder_eeg = mixed`); returns logits [B, Cm, vocab].
+    fn decode_step(&self, ids: &Tensor, memory_t: &Tensor, next_eeg: &Tensor, t: i64, caches: &mut [KvCache]) -> Tensor {
         let (b, _, c) = ids.size3().unwrap();
         let d = self.cfg.d_model;
         let mut x = self.embed(ids, &self.tgt_embedding, &self.tgt_channels, t);
-        for ((layer, cross), cache) in self.decoder.iter().zip(&self.cross).zip(caches.iter_mut()) {
+        for (i, ((layer, cross), cache)) in self.decoder.iter().zip(&self.cross).zip(caches.iter_mut()).enumerate() {
             let s = layer.forward_step(&x, t, cache).reshape([b, c, d]);
-            x = cross.forward(&s, memory_t, memory_t, Mask::None, false).view([b, 1, c, d]);
+            let attended = cross.forward(&s, memory_t, memory_t, Mask::None, false);
+            x = match self.cfg.decoder_eeg {
+                DecoderEeg::Seed => attended.view([b, 1, c, d]),
+                DecoderEeg::Mixed => (s + attended + self.mix(i, next_eeg)).view([b, 1, c, d]),
+            };
         }
         self.output_layer.forward(&x).view([b, c, -1])
     }

@@ -21,7 +21,7 @@ pub mod tsa;
 
 use std::path::{Path, PathBuf};
 
-pub use config::{ChannelAttention, ModelConfig, Objective};
+pub use config::{ChannelAttention, DecoderEeg, ModelConfig, Objective};
 
 /// Errors of the model library; each names the file or the setting at fault.
 #[derive(Debug, thiserror::Error)]

@@ -209,3 +209,51 @@ mod tests {
         assert!(hidden.logits.get(0).allclose(&plain.logits.get(0), 1e-5, 1e-6, false), "the other example is untouched");
     }
 }
+
+#[cfg(test)]
+mod decoder_eeg_tests {
+    use super::*;
+    use crate::config::DecoderEeg;
+    use crate::crossformer::CrossFormer;
+
+    fn tiny(decoder_eeg: DecoderEeg) -> (VarStore, CrossFormer) {
+        tch::manual_seed(1);
+        let cfg = ModelConfig {
+            source_sequence_dimension: 3,
+            target_sequence_dimension: 4,
+            d_model: 8,
+            n_heads: 2,
+            d_ff: 16,
+            sequence_length: 5,
+            decoder_eeg,
+            ..ModelConfig::default()
+        };
+        let vs = VarStore::new(Device::Cpu);
+        let model = CrossFormer::new(&vs.root(), &cfg);
+        (vs, model)
+    }
+
+    #[test]
+    fn mixed_cached_decoding_equals_the_teacher_forced_pass() {
+        let (_vs, model) = tiny(DecoderEeg::Mixed);
+        let eeg = Tensor::randint_low(3, 258, [2, 5, 3], (Kind::Int64, Device::Cpu));
+        let (ids, logits) = model.generate(&eeg, 5, None, true);
+        let forced = model.forward(&eeg, &ids, false).logits.narrow(1, 0, 5);
+        assert!(logits.allclose(&forced, 1e-5, 1e-5, false), "cached steps and the full pass disagree");
+    }
+
+    #[test]
+    fn mixed_reads_the_eeg_of_the_predicted_step_and_adds_its_weights() {
+        let (vs, model) = tiny(DecoderEeg::Mixed);
+        assert!(vs.variables().contains_key("decoder_eeg_mix.0.weight"));
+        assert!(!tiny(DecoderEeg::Seed).0.variables().contains_key("decoder_eeg_mix.0.weight"));
+        // Changing EEG step 2 changes the prediction of MEG step 2 through the mix.
+        let eeg = Tensor::randint_low(3, 258, [1, 5, 3], (Kind::Int64, Device::Cpu));
+        let meg = Tensor::randint_low(3, 258, [1, 5, 4], (Kind::Int64, Device::Cpu));
+        let other = eeg.copy();
+        let _ = other.narrow(1, 2, 1).fill_(7);
+        let a = model.forward(&eeg, &meg, false).logits;
+        let b = model.forward(&other, &meg, false).logits;
+        assert!(!a.get(0).get(2).allclose(&b.get(0).get(2), 1e-6, 1e-6, false));
+    }
+}

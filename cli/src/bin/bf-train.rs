@@ -18,7 +18,7 @@ use bf_model::train::{
     batch_loss_hiding_history, batch_tensors, dropout_seed, history_mask, load_training_checkpoint, mean_loss, resolve_checkpoint, save_training_checkpoint,
     trainable, TrainerState,
 };
-use bf_model::{ChannelAttention, Model, ModelConfig, Objective};
+use bf_model::{ChannelAttention, DecoderEeg, Model, ModelConfig, Objective};
 use bf_pipeline::shards::{ShardKind, WindowData};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -73,6 +73,13 @@ struct Args {
     /// (attention across all channels, what the seed's code runs).
     #[arg(long = "channel_attention", alias = "channel-attention", default_value = "router", value_parser = ["router", "full"])]
     channel_attention: String,
+    /// Token model: how the decoder reads the EEG. `seed`: the seed's cross-attention, whose
+    /// output replaces the decoder state (PyTorch users can load these weights into the
+    /// seed's module). `mixed` (ours): a residual around that cross-attention plus a learned
+    /// linear map from EEG to MEG channels at the predicted step; its checkpoints carry
+    /// `decoder_eeg_mix.*` weights the seed's module lacks.
+    #[arg(long = "decoder_eeg", alias = "decoder-eeg", default_value = "seed", value_parser = ["seed", "mixed"])]
+    decoder_eeg: String,
     /// `token` (µ-law tokens, cross-entropy) or `regression` (continuous shards, MSE).
     #[arg(long, default_value = "token", value_parser = ["token", "regression"])]
     objective: String,
@@ -323,6 +330,7 @@ fn model_config(args: &Args, set: &ShardSet) -> Result<ModelConfig> {
         dropout: args.dropout,
         sequence_length: args.sequence_length,
         channel_attention: ChannelAttention::parse(&args.channel_attention).expect("clap checked it"),
+        decoder_eeg: DecoderEeg::parse(&args.decoder_eeg).expect("clap checked it"),
         objective: Objective::parse(&args.objective).expect("clap checked it"),
         patch_size: args.patch_size,
         tokenizer: meta.tokenizer.as_ref().map(|t| serde_json::from_str(&t.to_json()).expect("tokenizer JSON parses")),
