@@ -17,6 +17,8 @@
 #   3. two longer token-model runs at the seed's sizes on the demo's fixture dataset, without
 #      and with --history_dropout, each evaluated by bf-eval (teacher-forced and free-running
 #      r, their shuffled-EEG controls, ridge): the question the CPU runs could not settle.
+# Knobs: SKIP_BENCH=1, SKIP_TRAIN=1, BENCH_SECONDS, TRAIN_SECONDS, TRAIN_STEPS,
+# HISTORY_DROPOUTS ("0 0.5"), EXTRA_TRAIN (more bf-train flags, e.g. "--decoder_eeg mixed").
 set -uo pipefail
 OUT=${OUT:-/tmp/bf-gpu-out}
 mkdir -p "$OUT"
@@ -40,14 +42,15 @@ mkdir -p $D
 S=$D/ds000117-fixture/derivatives/brainformer/shards
 
 echo "== speed"
-timeout "${BENCH_SECONDS:-150}" python3 bench/bench_train.py --device cuda --bin $B --shards $S --seq 256 \
+[ -z "${SKIP_BENCH:-}" ] && timeout "${BENCH_SECONDS:-150}" python3 bench/bench_train.py --device cuda --bin $B --shards $S --seq 256 \
   --batch 1,8,32 --steps 10 | tee "$OUT/bench.txt"
 
 [ -n "${SKIP_TRAIN:-}" ] && exit 0
 echo "== training runs"
 TRAIN="--d_model 64 --n_heads 4 --n_layers 1 --d_ff 256 --sequence_length 64 --batch_size 32 --lr 1e-3 \
-  --warmup_steps 100 --max_steps ${TRAIN_STEPS:-3000} --eval_interval 250 --eval_batches 16 --device cuda --quiet"
-for hd in 0 0.5; do
+  --warmup_steps 100 --max_steps ${TRAIN_STEPS:-3000} --eval_interval 250 --eval_batches 16 --device cuda --quiet \
+  ${EXTRA_TRAIN:-}"
+for hd in ${HISTORY_DROPOUTS:-0 0.5}; do
   timeout "${TRAIN_SECONDS:-100}" $B/bf-train --shards $S --out /tmp/run-hd$hd $TRAIN --history_dropout $hd
   echo "bf-train history_dropout $hd exit $?"
   tail -n 1 /tmp/run-hd$hd/metrics.jsonl
@@ -55,5 +58,5 @@ for hd in 0 0.5; do
     --max-windows 64 --free-windows 16 --ridge-windows 400
   cp /tmp/eval-hd$hd/metrics.json "$OUT/metrics-hd$hd.json"
 done
-tar czf "$OUT/runs.tgz" -C /tmp run-hd0/best run-hd0/metrics.jsonl run-hd0.5/best run-hd0.5/metrics.jsonl 2> /dev/null
+(cd /tmp && tar czf "$OUT/runs.tgz" run-hd*/best run-hd*/metrics.jsonl 2> /dev/null)
 ls -la "$OUT"

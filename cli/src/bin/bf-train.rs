@@ -77,7 +77,8 @@ struct Args {
     /// output replaces the decoder state (PyTorch users can load these weights into the
     /// seed's module). `mixed` (ours): a residual around that cross-attention plus a learned
     /// linear map from EEG to MEG channels at the predicted step; its checkpoints carry
-    /// `decoder_eeg_mix.*` weights the seed's module lacks.
+    /// `decoder_eeg_mix.*` weights the seed's module lacks. With `--history_dropout 0.5`,
+    /// `mixed` is what made the token model read the EEG on the fixtures (docs/STATUS.md).
     #[arg(long = "decoder_eeg", alias = "decoder-eeg", default_value = "seed", value_parser = ["seed", "mixed"])]
     decoder_eeg: String,
     /// `token` (µ-law tokens, cross-entropy) or `regression` (continuous shards, MSE).
