@@ -142,15 +142,7 @@ impl CrossFormer {
         let padding = self.time_padding(tgt);
         let masks = TimeMasks { causal: true, key_padding: padding.as_ref() };
         let mut x = self.embed(tgt, &self.tgt_embedding, &self.tgt_channels, 0);
-        // Mixed: position i predicts MEG step i, and the encoder's position i + 1 holds EEG
-        // step i (both sequences start with BOS); the last position (EOS) gets zeros.
-        let next_eeg = match self.cfg.decoder_eeg {
-            DecoderEeg::Seed => None,
-            DecoderEeg::Mixed => {
-                let m = memory.view([b, t, -1, d]);
-                Some(Tensor::cat(&[m.narrow(1, 1, t - 1), m.narrow(1, 0, 1).zeros_like()], 1))
-            }
-        };
+        let next_eeg = self.eeg_at_predicted_step(&memory.view([b, t, -1, d]));
         for (i, (layer, cross)) in self.decoder.iter().zip(&self.cross).enumerate() {
             let s = layer.forward(&x, &masks, train).reshape([b * t, c, d]);
             let attended = cross.forward(&s, &memory, &memory, Mask::None, train);
@@ -160,6 +152,20 @@ impl CrossFormer {
             };
         }
         self.output_layer.forward(&x)
+    }
+
+    /// `decoder_eeg = mixed`: the encoder output [B, T+1, Ce, D] realigned so that position
+    /// i holds EEG step i, the step decoder position i predicts (both sequences start with
+    /// BOS, so that is encoder position i + 1); the last position (EOS) gets zeros. `None`
+    /// for the seed's decoder, which does not read it.
+    fn eeg_at_predicted_step(&self, memory: &Tensor) -> Option<Tensor> {
+        match self.cfg.decoder_eeg {
+            DecoderEeg::Seed => None,
+            DecoderEeg::Mixed => {
+                let t = memory.size()[1];
+                Some(Tensor::cat(&[memory.narrow(1, 1, t - 1), memory.narrow(1, 0, 1).zeros_like()], 1))
+            }
+        }
     }
 
     /// Layer `i`'s signed mix of EEG-channel encodings [.., Ce, D] into MEG channels [.., Cm, D].
@@ -234,9 +240,10 @@ impl CrossFormer {
             let mut caches: Vec<KvCache> = (0..self.decoder.len()).map(|_| KvCache::default()).collect();
             let mut current = Tensor::full([b, 1, cm], self.cfg.bos_token_id, (Kind::Int64, eeg.device()));
             let (mut ids, mut all_logits) = (Vec::new(), Vec::new());
+            let next_eeg = self.eeg_at_predicted_step(&memory);
             for t in 0..steps {
-                let next_eeg = if t + 1 < t_src { memory.select(1, t + 1) } else { memory.select(1, 0).zeros_like() };
-                let logits = self.decode_step(&current, &memory.select(1, t), &next_eeg, t, &mut caches); // [B, Cm, V]
+                let next_eeg_t = next_eeg.as_ref().map(|m| m.select(1, t));
+                let logits = self.decode_step(&current, &memory.select(1, t), next_eeg_t.as_ref(), t, &mut caches); // [B, Cm, V]
                 let choose = if data_only {
                     let special = Tensor::arange(self.cfg.vocab_size_tgt, (Kind::Int64, logits.device())).lt(self.cfg.token_offset);
                     logits.masked_fill(&special, f64::NEG_INFINITY)
@@ -261,16 +268,16 @@ impl CrossFormer {
 
     /// Decoder at time `t` for ids [B, 1, Cm] with the encoder output of that step
     /// [B, Ce, D] (and of the next, for `decoder_eeg = mixed`); returns logits [B, Cm, vocab].
-    fn decode_step(&self, ids: &Tensor, memory_t: &Tensor, next_eeg: &Tensor, t: i64, caches: &mut [KvCache]) -> Tensor {
+    fn decode_step(&self, ids: &Tensor, memory_t: &Tensor, next_eeg: Option<&Tensor>, t: i64, caches: &mut [KvCache]) -> Tensor {
         let (b, _, c) = ids.size3().unwrap();
         let d = self.cfg.d_model;
         let mut x = self.embed(ids, &self.tgt_embedding, &self.tgt_channels, t);
         for (i, ((layer, cross), cache)) in self.decoder.iter().zip(&self.cross).zip(caches.iter_mut()).enumerate() {
             let s = layer.forward_step(&x, t, cache).reshape([b, c, d]);
             let attended = cross.forward(&s, memory_t, memory_t, Mask::None, false);
-            x = match self.cfg.decoder_eeg {
-                DecoderEeg::Seed => attended.view([b, 1, c, d]),
-                DecoderEeg::Mixed => (s + attended + self.mix(i, next_eeg)).view([b, 1, c, d]),
+            x = match next_eeg {
+                None => attended.view([b, 1, c, d]),
+                Some(eeg) => (s + attended + self.mix(i, eeg)).view([b, 1, c, d]),
             };
         }
         self.output_layer.forward(&x).view([b, c, -1])
@@ -279,5 +286,74 @@ impl CrossFormer {
     /// Moves the non-parameter tables (positions) along with a device change of the store.
     pub fn device(&self) -> Device {
         self.positions.device()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::nn::VarStore;
+
+    /// A model small enough for a unit test: 3 EEG and 4 MEG channels, 5 steps.
+    fn tiny(decoder_eeg: DecoderEeg) -> (VarStore, CrossFormer, ModelConfig) {
+        tch::manual_seed(1);
+        let cfg = ModelConfig {
+            source_sequence_dimension: 3,
+            target_sequence_dimension: 4,
+            d_model: 8,
+            n_heads: 2,
+            d_ff: 16,
+            sequence_length: 5,
+            decoder_eeg,
+            ..ModelConfig::default()
+        };
+        let vs = VarStore::new(Device::Cpu);
+        let model = CrossFormer::new(&vs.root(), &cfg);
+        (vs, model, cfg)
+    }
+
+    fn ids(shape: [i64; 3]) -> Tensor {
+        Tensor::randint_low(3, 258, shape, (Kind::Int64, Device::Cpu))
+    }
+
+    #[test]
+    fn hidden_history_reads_as_pad_and_keeps_the_labels() {
+        let (_vs, model, cfg) = tiny(DecoderEeg::Seed);
+        let (eeg, meg) = (ids([2, 5, 3]), ids([2, 5, 4]));
+        let none = Tensor::from_slice(&[false, false]);
+        let plain = model.forward(&eeg, &meg, false);
+        let kept = model.forward_hiding_history(&eeg, &meg, Some(&none), false);
+        assert!(plain.logits.allclose(&kept.logits, 0.0, 0.0, false), "hiding nothing changes nothing");
+
+        let second = Tensor::from_slice(&[false, true]);
+        let hidden = model.forward_hiding_history(&eeg, &meg, Some(&second), false);
+        assert!(hidden.labels.equal(&plain.labels), "labels are the real MEG");
+        let pad = Tensor::full_like(&meg.get(1), cfg.pad_token_id).unsqueeze(0);
+        let alone = model.forward(&eeg.get(1).unsqueeze(0), &pad, false);
+        assert!(hidden.logits.get(1).allclose(&alone.logits.get(0), 1e-5, 1e-6, false), "the hidden example sees only pad");
+        assert!(hidden.logits.get(0).allclose(&plain.logits.get(0), 1e-5, 1e-6, false), "the other example is untouched");
+    }
+
+    #[test]
+    fn mixed_cached_decoding_equals_the_teacher_forced_pass() {
+        let (_vs, model, _) = tiny(DecoderEeg::Mixed);
+        let eeg = ids([2, 5, 3]);
+        let (generated, logits) = model.generate(&eeg, 5, None, true);
+        let forced = model.forward(&eeg, &generated, false).logits.narrow(1, 0, 5);
+        assert!(logits.allclose(&forced, 1e-5, 1e-5, false), "cached steps and the full pass disagree");
+    }
+
+    #[test]
+    fn mixed_reads_the_eeg_of_the_predicted_step_and_adds_its_weights() {
+        let (vs, model, _) = tiny(DecoderEeg::Mixed);
+        assert!(vs.variables().contains_key("decoder_eeg_mix.0.weight"));
+        assert!(!tiny(DecoderEeg::Seed).0.variables().contains_key("decoder_eeg_mix.0.weight"));
+        // Changing EEG step 2 changes the prediction of MEG step 2 through the mix.
+        let (eeg, meg) = (ids([1, 5, 3]), ids([1, 5, 4]));
+        let other = eeg.copy();
+        let _ = other.narrow(1, 2, 1).fill_(7);
+        let a = model.forward(&eeg, &meg, false).logits;
+        let b = model.forward(&other, &meg, false).logits;
+        assert!(!a.get(0).get(2).allclose(&b.get(0).get(2), 1e-6, 1e-6, false));
     }
 }

@@ -165,7 +165,6 @@ pub fn dropout_seed(seed: u64, step: i64, micro: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crossformer::CrossFormer;
 
     #[test]
     fn history_mask_is_none_at_zero_and_repeatable_otherwise() {
@@ -177,83 +176,5 @@ mod tests {
         // 4000 Bernoulli(0.5) draws: the share is within 5 standard deviations (0.04) of 0.5.
         let share = a.iter().filter(|&&h| h).count() as f64 / a.len() as f64;
         assert!((share - 0.5).abs() < 0.04, "{share}");
-    }
-
-    #[test]
-    fn hidden_history_reads_as_pad_and_keeps_the_labels() {
-        tch::manual_seed(0);
-        let cfg = ModelConfig {
-            source_sequence_dimension: 3,
-            target_sequence_dimension: 5,
-            d_model: 8,
-            n_heads: 2,
-            d_ff: 16,
-            sequence_length: 6,
-            ..ModelConfig::default()
-        };
-        let vs = VarStore::new(Device::Cpu);
-        let model = CrossFormer::new(&vs.root(), &cfg);
-        let eeg = Tensor::randint_low(3, 258, [2, 6, 3], (Kind::Int64, Device::Cpu));
-        let meg = Tensor::randint_low(3, 258, [2, 6, 5], (Kind::Int64, Device::Cpu));
-        let none = Tensor::from_slice(&[false, false]);
-        let plain = model.forward(&eeg, &meg, false);
-        let kept = model.forward_hiding_history(&eeg, &meg, Some(&none), false);
-        assert!(plain.logits.allclose(&kept.logits, 0.0, 0.0, false), "hiding nothing changes nothing");
-
-        let second = Tensor::from_slice(&[false, true]);
-        let hidden = model.forward_hiding_history(&eeg, &meg, Some(&second), false);
-        assert!(hidden.labels.equal(&plain.labels), "labels are the real MEG");
-        let pad = Tensor::full_like(&meg.get(1), cfg.pad_token_id).unsqueeze(0);
-        let alone = model.forward(&eeg.get(1).unsqueeze(0), &pad, false);
-        assert!(hidden.logits.get(1).allclose(&alone.logits.get(0), 1e-5, 1e-6, false), "the hidden example sees only pad");
-        assert!(hidden.logits.get(0).allclose(&plain.logits.get(0), 1e-5, 1e-6, false), "the other example is untouched");
-    }
-}
-
-#[cfg(test)]
-mod decoder_eeg_tests {
-    use super::*;
-    use crate::config::DecoderEeg;
-    use crate::crossformer::CrossFormer;
-
-    fn tiny(decoder_eeg: DecoderEeg) -> (VarStore, CrossFormer) {
-        tch::manual_seed(1);
-        let cfg = ModelConfig {
-            source_sequence_dimension: 3,
-            target_sequence_dimension: 4,
-            d_model: 8,
-            n_heads: 2,
-            d_ff: 16,
-            sequence_length: 5,
-            decoder_eeg,
-            ..ModelConfig::default()
-        };
-        let vs = VarStore::new(Device::Cpu);
-        let model = CrossFormer::new(&vs.root(), &cfg);
-        (vs, model)
-    }
-
-    #[test]
-    fn mixed_cached_decoding_equals_the_teacher_forced_pass() {
-        let (_vs, model) = tiny(DecoderEeg::Mixed);
-        let eeg = Tensor::randint_low(3, 258, [2, 5, 3], (Kind::Int64, Device::Cpu));
-        let (ids, logits) = model.generate(&eeg, 5, None, true);
-        let forced = model.forward(&eeg, &ids, false).logits.narrow(1, 0, 5);
-        assert!(logits.allclose(&forced, 1e-5, 1e-5, false), "cached steps and the full pass disagree");
-    }
-
-    #[test]
-    fn mixed_reads_the_eeg_of_the_predicted_step_and_adds_its_weights() {
-        let (vs, model) = tiny(DecoderEeg::Mixed);
-        assert!(vs.variables().contains_key("decoder_eeg_mix.0.weight"));
-        assert!(!tiny(DecoderEeg::Seed).0.variables().contains_key("decoder_eeg_mix.0.weight"));
-        // Changing EEG step 2 changes the prediction of MEG step 2 through the mix.
-        let eeg = Tensor::randint_low(3, 258, [1, 5, 3], (Kind::Int64, Device::Cpu));
-        let meg = Tensor::randint_low(3, 258, [1, 5, 4], (Kind::Int64, Device::Cpu));
-        let other = eeg.copy();
-        let _ = other.narrow(1, 2, 1).fill_(7);
-        let a = model.forward(&eeg, &meg, false).logits;
-        let b = model.forward(&other, &meg, false).logits;
-        assert!(!a.get(0).get(2).allclose(&b.get(0).get(2), 1e-6, 1e-6, false));
     }
 }
