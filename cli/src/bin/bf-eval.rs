@@ -61,6 +61,7 @@ struct Args {
 }
 
 fn main() {
+    bf_model::device::keep_freed_memory_for_reuse();
     brainformer_cli::exit_on_error(run(Args::parse()));
 }
 
