@@ -4,7 +4,8 @@
 //! We write them on raw tensors instead of using `tch::nn`'s layers because the names must be
 //! PyTorch's exactly (`in_proj_weight`, `out_proj.weight`, …) and because attention needs
 //! masks and a key/value cache that `tch::nn` does not offer. Attention runs through libtorch's
-//! fused `scaled_dot_product_attention` (flash / memory-efficient kernels on CUDA).
+//! fused `scaled_dot_product_attention` (flash / memory-efficient kernels on CUDA, flash on
+//! CPU without gradients) or, for CPU training, through our [`crate::fused_attention`].
 
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
@@ -148,9 +149,23 @@ impl MultiheadAttention {
     }
 
     /// Projected q [N, L, E], k and v [N, S, E] → output projection of the attention.
+    ///
+    /// On the CPU, whenever gradients flow (training, or a gradient check), our fused kernel
+    /// runs instead of libtorch's: libtorch's CPU flash kernel refuses dropout and its
+    /// fallback materializes every weight tensor (see [`crate::fused_attention`]). Without
+    /// gradients (evaluation, decoding) libtorch's flash kernel serves.
     fn attend(&self, l: i64, q: &Tensor, k: &Tensor, v: &Tensor, mask: Mask, train: bool) -> Tensor {
-        let (q, k, v) = (self.split_heads(q), self.split_heads(k), self.split_heads(v));
         let p = if train { self.dropout } else { 0.0 };
+        if crate::fused_attention::supports(q) && (train || q.requires_grad()) {
+            let (additive, causal) = match mask {
+                Mask::None => (None, false),
+                Mask::Causal => (None, true),
+                Mask::Additive(m) => (Some(m), false),
+            };
+            let out = crate::fused_attention::attention(q, k, v, additive, self.heads, causal, p);
+            return self.out_proj.forward(&out);
+        }
+        let (q, k, v) = (self.split_heads(q), self.split_heads(k), self.split_heads(v));
         let out = match mask {
             Mask::None => Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, p, false, None, false),
             Mask::Causal => Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, p, true, None, false),

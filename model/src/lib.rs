@@ -12,6 +12,7 @@ pub mod config;
 pub mod crossformer;
 pub mod data;
 pub mod device;
+pub mod fused_attention;
 pub mod layers;
 pub mod optim;
 pub mod probe;

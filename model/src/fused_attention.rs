@@ -1,0 +1,593 @@
+//! Fused multi-head attention for CPU training, with dropout on the attention weights.
+//!
+//! Why our own kernel: on CPU, libtorch's fused attention (`scaled_dot_product_attention`'s
+//! flash kernel) refuses dropout, so training (dropout 0.1 on the attention weights, as the
+//! seed's `nn.MultiheadAttention`) falls back to the unfused path. That path writes the score
+//! tensor, its softmax, a Bernoulli mask drawn element by element on one thread, and the
+//! dropped weights, each [rows·heads, L, S] (385 MB apiece for the decoder's channel stage at
+//! sequence_length 256), and reads them all again in the backward pass. The profile of a step
+//! was dominated by exactly that traffic and by the serial `bernoulli_`.
+//!
+//! Here one (row, head) pair is handled at a time, and its whole score matrix (at most a few
+//! hundred keys by a few hundred queries) stays in the core's cache: scores by one small
+//! matrix product, then softmax, then dropout, then the product with the values. Only the
+//! output and one log-sum-exp per query are kept; the backward pass recomputes the weights.
+//! Dropout decisions come from a counter-based hash of (seed, pair, query, key), so the
+//! backward pass regenerates the same mask without storing it, and the result does not depend
+//! on how pairs are spread over threads. The seed of each call is drawn from libtorch's
+//! default CPU generator, so `tch::manual_seed` governs it as it governs `Tensor::dropout`
+//! (and exact resume, which re-seeds it, keeps working).
+//!
+//! The autograd wiring lives in `csrc/fused_attention.cpp` (tch cannot define autograd
+//! functions); the arithmetic is here. Matrix products use `matrixmultiply` (a well-kept pure
+//! Rust GEMM with AVX2/FMA kernels); pairs run in parallel on a rayon pool sized like
+//! libtorch's intra-op pool.
+
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+use tch::{Kind, Tensor};
+
+/// Arguments of both kernels, shared with the C++ glue (`BfAttnArgs`), field for field.
+/// q, out, dout, dq: [n, l, heads·dh]; k, v, dk, dv: [n, s, heads·dh]; last strides 1.
+/// mask: additive, expanded to [n, heads, l, s] (strides may be 0), or null. lse: [n, heads, l].
+#[repr(C)]
+pub struct AttnArgs {
+    n: i64,
+    heads: i64,
+    l: i64,
+    s: i64,
+    dh: i64,
+    q: *const f32,
+    q_s0: i64,
+    q_s1: i64,
+    k: *const f32,
+    k_s0: i64,
+    k_s1: i64,
+    v: *const f32,
+    v_s0: i64,
+    v_s1: i64,
+    mask: *const f32,
+    m_s0: i64,
+    m_s1: i64,
+    m_s2: i64,
+    m_s3: i64,
+    causal: i32,
+    scale: f32,
+    dropout: f32,
+    seed: u64,
+    out: *mut f32,
+    o_s0: i64,
+    o_s1: i64,
+    lse: *mut f32,
+    dout: *const f32,
+    do_s0: i64,
+    do_s1: i64,
+    dq: *mut f32,
+    dq_s0: i64,
+    dq_s1: i64,
+    dk: *mut f32,
+    dk_s0: i64,
+    dk_s1: i64,
+    dv: *mut f32,
+    dv_s0: i64,
+    dv_s1: i64,
+}
+
+// SAFETY: the pointers address libtorch tensors that outlive the kernel call, and every
+// (row, head) pair writes only its own output columns, so pairs may run on any thread.
+unsafe impl Sync for AttnArgs {}
+
+type Kernel = unsafe extern "C" fn(*const AttnArgs);
+
+extern "C" {
+    fn bf_fused_attention(
+        out: *mut *mut torch_sys::C_tensor,
+        q: *const torch_sys::C_tensor,
+        k: *const torch_sys::C_tensor,
+        v: *const torch_sys::C_tensor,
+        mask: *const torch_sys::C_tensor,
+        heads: i64,
+        causal: i32,
+        dropout: f64,
+        seed: u64,
+        fwd: Kernel,
+        bwd: Kernel,
+        err: *mut libc::c_char,
+        err_len: usize,
+    ) -> i32;
+}
+
+/// Whether [`attention`] serves these inputs: float32 on the CPU.
+pub fn supports(q: &Tensor) -> bool {
+    q.device() == tch::Device::Cpu && q.kind() == Kind::Float
+}
+
+/// Multi-head attention of projected `q` [N, L, E] over `k`, `v` [N, S, E] with `heads`
+/// heads: softmax(q·kᵀ/√(E/heads) + mask) (causal: query i sees keys 0..=i), dropout `p` on
+/// the weights, times v; heads concatenated back to [N, L, E]. Differentiable in q, k, v.
+/// A query whose keys are all masked gets zeros (as libtorch's current softmax does).
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, heads: i64, causal: bool, p: f64) -> Tensor {
+    let seed = if p > 0.0 { Tensor::randint(i64::MAX, [1], (Kind::Int64, tch::Device::Cpu)).int64_value(&[0]) as u64 } else { 0 };
+    attention_seeded(q, k, v, mask, heads, causal, p, seed)
+}
+
+/// [`attention`] with the dropout seed given.
+#[allow(clippy::too_many_arguments)]
+fn attention_seeded(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, heads: i64, causal: bool, p: f64, seed: u64) -> Tensor {
+    let mut out: *mut torch_sys::C_tensor = std::ptr::null_mut();
+    let mut err = [0 as libc::c_char; 512];
+    let mask_ptr = mask.map_or(std::ptr::null(), |m| m.as_ptr());
+    // SAFETY: the tensors are live for the call; the glue returns a new owned tensor or an
+    // error message, never both.
+    let rc = unsafe {
+        bf_fused_attention(
+            &mut out,
+            q.as_ptr(),
+            k.as_ptr(),
+            v.as_ptr(),
+            mask_ptr,
+            heads,
+            causal as i32,
+            p,
+            seed,
+            forward_kernel,
+            backward_kernel,
+            err.as_mut_ptr(),
+            err.len(),
+        )
+    };
+    if rc != 0 {
+        // SAFETY: the glue wrote a NUL-terminated message into `err`.
+        let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+        panic!("fused attention on {:?}/{:?}/{:?}: {msg}", q.size(), k.size(), v.size());
+    }
+    // SAFETY: `out` is a fresh at::Tensor* that we now own.
+    unsafe { Tensor::from_ptr(out) }
+}
+
+/// The pool the kernels run on, sized like libtorch's intra-op pool at first use.
+fn pool() -> &'static rayon::ThreadPool {
+    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = tch::get_num_threads().max(1) as usize;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("bf-attention-{i}"))
+            .build()
+            .expect("a rayon pool can be built")
+    })
+}
+
+/// Runs `per_pair(args, pair, scratch)` for every (row, head) pair, in parallel, with one
+/// scratch buffer of `2·L·S` floats per worker chunk.
+fn for_each_pair(a: &AttnArgs, per_pair: impl Fn(&AttnArgs, usize, &mut [f32]) + Sync) {
+    let pairs = (a.n * a.heads) as usize;
+    let scratch_len = 2 * (a.l * a.s) as usize;
+    let chunks = (pool().current_num_threads() * 4).min(pairs.max(1));
+    pool().install(|| {
+        (0..chunks).into_par_iter().for_each(|c| {
+            let (lo, hi) = (pairs * c / chunks, pairs * (c + 1) / chunks);
+            let mut scratch = vec![0f32; scratch_len];
+            for pair in lo..hi {
+                per_pair(a, pair, &mut scratch);
+            }
+        })
+    });
+}
+
+unsafe extern "C" fn forward_kernel(a: *const AttnArgs) {
+    let a = &*a;
+    if has_avx2_fma() {
+        for_each_pair(a, |a, pair, scratch| unsafe { forward_pair_avx2(a, pair, scratch) });
+    } else {
+        for_each_pair(a, |a, pair, scratch| unsafe { forward_pair(a, pair, scratch) });
+    }
+}
+
+unsafe extern "C" fn backward_kernel(a: *const AttnArgs) {
+    let a = &*a;
+    if has_avx2_fma() {
+        for_each_pair(a, |a, pair, scratch| unsafe { backward_pair_avx2(a, pair, scratch) });
+    } else {
+        for_each_pair(a, |a, pair, scratch| unsafe { backward_pair(a, pair, scratch) });
+    }
+}
+
+/// The row loops (exp, dropout hash, softmax) vectorize 8-wide when compiled for AVX2+FMA;
+/// the same code compiled plainly serves other CPUs. Results agree up to the rounding of
+/// fused multiply-adds.
+fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
+unsafe fn forward_pair_avx2(a: &AttnArgs, pair: usize, scratch: &mut [f32]) {
+    forward_pair(a, pair, scratch)
+}
+
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
+unsafe fn backward_pair_avx2(a: &AttnArgs, pair: usize, scratch: &mut [f32]) {
+    backward_pair(a, pair, scratch)
+}
+
+/// Pointers and strides of one (row, head) pair.
+struct Pair {
+    n: i64,
+    h: i64,
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+}
+
+#[inline(always)]
+fn pair_of(a: &AttnArgs, pair: usize) -> Pair {
+    let (n, h) = (pair as i64 / a.heads, pair as i64 % a.heads);
+    let col = h * a.dh;
+    // SAFETY (of the offsets): n < a.n and col + dh <= E, inside the tensors.
+    unsafe {
+        Pair {
+            n,
+            h,
+            q: a.q.offset((n * a.q_s0 + col) as isize),
+            k: a.k.offset((n * a.k_s0 + col) as isize),
+            v: a.v.offset((n * a.v_s0 + col) as isize),
+        }
+    }
+}
+
+/// scores [L, S] = scale · Q_h · K_hᵀ, then the mask: additive, and −∞ above the diagonal
+/// when causal. Returns nothing; `scores` is row-major with row length S.
+#[inline(always)]
+unsafe fn masked_scores(a: &AttnArgs, p: &Pair, scores: &mut [f32]) {
+    let (l, s, dh) = (a.l as usize, a.s as usize, a.dh as usize);
+    matrixmultiply::sgemm(
+        l, dh, s, a.scale, p.q, a.q_s1 as isize, 1, p.k, 1, a.k_s1 as isize, 0.0,
+        scores.as_mut_ptr(), s as isize, 1,
+    );
+    if !a.mask.is_null() {
+        let base = a.mask.offset((p.n * a.m_s0 + p.h * a.m_s1) as isize);
+        for i in 0..l {
+            let row = &mut scores[i * s..(i + 1) * s];
+            let m = base.offset((i as i64 * a.m_s2) as isize);
+            if a.m_s3 == 1 {
+                let m = std::slice::from_raw_parts(m, s);
+                for (x, y) in row.iter_mut().zip(m) {
+                    *x += *y;
+                }
+            } else {
+                for (j, x) in row.iter_mut().enumerate() {
+                    *x += *m.offset((j as i64 * a.m_s3) as isize);
+                }
+            }
+        }
+    }
+    if a.causal != 0 {
+        for i in 0..l {
+            for x in &mut scores[i * s + (i + 1).min(s)..(i + 1) * s] {
+                *x = f32::NEG_INFINITY;
+            }
+        }
+    }
+}
+
+/// Dropout mask of one pair as a hash of (seed, pair, index): two rounds of murmur3's
+/// 32-bit finalizer, keyed per pair by SplitMix64. Independent of threads and call order.
+struct DropMask {
+    k1: u32,
+    k2: u32,
+    threshold: u32,
+    keep_scale: f32,
+}
+
+impl DropMask {
+    fn new(a: &AttnArgs, pair: usize) -> DropMask {
+        let key = splitmix64(a.seed ^ (pair as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let threshold = ((a.dropout as f64) * 4_294_967_296.0).round().min(u32::MAX as f64) as u32;
+        DropMask { k1: key as u32, k2: (key >> 32) as u32, threshold, keep_scale: 1.0 / (1.0 - a.dropout) }
+    }
+
+    /// 1/(1−p) where element `idx` is kept, 0 where dropped.
+    #[inline(always)]
+    fn factor(&self, idx: u32) -> f32 {
+        let x = fmix32(fmix32(idx ^ self.k1) ^ self.k2);
+        if x >= self.threshold {
+            self.keep_scale
+        } else {
+            0.0
+        }
+    }
+}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[inline(always)]
+fn fmix32(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85EB_CA6B);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xC2B2_AE35);
+    h ^ (h >> 16)
+}
+
+/// e^x for x ≤ 0, 0 below −87 (and for −∞): Cephes' single-precision polynomial after the
+/// reduction x = k·ln2 + r, about 1 ulp. Written branch-free so the row loops vectorize
+/// (libm's `expf` would not).
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let xc = x.max(-87.0);
+    let k = (xc * std::f32::consts::LOG2_E + 0.5).floor();
+    let r = xc - k * LN2_HI - k * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p.mul_add(r, 1.398_199_9e-3);
+    p = p.mul_add(r, 8.333_452e-3);
+    p = p.mul_add(r, 4.166_579_6e-2);
+    p = p.mul_add(r, 1.666_666_5e-1);
+    p = p.mul_add(r, 5.000_000_1e-1);
+    let y = (p * r).mul_add(r, r) + 1.0;
+    let scale = f32::from_bits(((k as i32 + 127) << 23) as u32);
+    if x < -87.0 {
+        0.0
+    } else {
+        y * scale
+    }
+}
+
+/// Maximum of a row, in eight lanes so that it vectorizes (a plain fold is sequential).
+#[inline(always)]
+fn row_max(row: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = row.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (m, &x) in lanes.iter_mut().zip(c) {
+            *m = if x > *m { x } else { *m };
+        }
+    }
+    lanes.iter().chain(rest).fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
+}
+
+/// Sum of a row in eight lanes (vectorizes; the order is fixed, so results are reproducible).
+#[inline(always)]
+fn row_sum(row: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let chunks = row.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (m, &x) in lanes.iter_mut().zip(c) {
+            *m += x;
+        }
+    }
+    lanes.iter().sum::<f32>() + rest.iter().sum::<f32>()
+}
+
+#[inline(always)]
+unsafe fn forward_pair(a: &AttnArgs, pair: usize, scratch: &mut [f32]) {
+    let p = pair_of(a, pair);
+    let (l, s, dh) = (a.l as usize, a.s as usize, a.dh as usize);
+    let weights = &mut scratch[..l * s];
+    masked_scores(a, &p, weights);
+    let drop = (a.dropout > 0.0).then(|| DropMask::new(a, pair));
+    let lse = std::slice::from_raw_parts_mut(a.lse.offset((pair * l) as isize), l);
+    for i in 0..l {
+        let row = &mut weights[i * s..(i + 1) * s];
+        let max = row_max(row);
+        if max == f32::NEG_INFINITY {
+            row.fill(0.0);
+            lse[i] = f32::INFINITY;
+            continue;
+        }
+        row.iter_mut().for_each(|x| *x = exp_nonpositive(*x - max));
+        let sum = row_sum(row);
+        lse[i] = max + sum.ln();
+        let inv = 1.0 / sum;
+        match &drop {
+            None => row.iter_mut().for_each(|x| *x *= inv),
+            Some(d) => {
+                let base = (i * s) as u32;
+                for (j, x) in row.iter_mut().enumerate() {
+                    *x *= inv * d.factor(base.wrapping_add(j as u32));
+                }
+            }
+        }
+    }
+    // out_h [L, dh] = weights [L, S] · V_h [S, dh]
+    let out = a.out.offset((p.n * a.o_s0 + p.h * a.dh) as isize);
+    matrixmultiply::sgemm(l, s, dh, 1.0, weights.as_ptr(), s as isize, 1, p.v, a.v_s1 as isize, 1, 0.0, out, a.o_s1 as isize, 1);
+}
+
+#[inline(always)]
+unsafe fn backward_pair(a: &AttnArgs, pair: usize, scratch: &mut [f32]) {
+    let p = pair_of(a, pair);
+    let (l, s, dh) = (a.l as usize, a.s as usize, a.dh as usize);
+    let (weights, dscores) = scratch.split_at_mut(l * s);
+    let dscores = &mut dscores[..l * s];
+    masked_scores(a, &p, weights);
+    let col = p.h * a.dh;
+    let dout = a.dout.offset((p.n * a.do_s0 + col) as isize);
+    let out = a.out.offset((p.n * a.o_s0 + col) as isize);
+    // d(dropped weights) [L, S] = dO_h [L, dh] · V_hᵀ
+    matrixmultiply::sgemm(l, dh, s, 1.0, dout, a.do_s1 as isize, 1, p.v, 1, a.v_s1 as isize, 0.0, dscores.as_mut_ptr(), s as isize, 1);
+    let drop = (a.dropout > 0.0).then(|| DropMask::new(a, pair));
+    let lse = std::slice::from_raw_parts(a.lse.offset((pair * l) as isize), l);
+    for i in 0..l {
+        // D_i = Σ_j P_ij · dP_ij = dO_i · O_i (the softmax backward's row term)
+        let (dout_i, out_i) = (dout.offset((i as i64 * a.do_s1) as isize), out.offset((i as i64 * a.o_s1) as isize));
+        let d_i: f32 = (0..dh).map(|c| *dout_i.add(c) * *out_i.add(c)).sum();
+        let (w, ds) = (&mut weights[i * s..(i + 1) * s], &mut dscores[i * s..(i + 1) * s]);
+        let lse_i = lse[i];
+        match &drop {
+            None => {
+                for (x, g) in w.iter_mut().zip(ds.iter_mut()) {
+                    let prob = exp_nonpositive(*x - lse_i);
+                    *x = prob;
+                    *g = prob * (*g - d_i);
+                }
+            }
+            Some(d) => {
+                let base = (i * s) as u32;
+                for (j, (x, g)) in w.iter_mut().zip(ds.iter_mut()).enumerate() {
+                    let prob = exp_nonpositive(*x - lse_i);
+                    let f = d.factor(base.wrapping_add(j as u32));
+                    *x = prob * f;
+                    *g = prob * (*g * f - d_i);
+                }
+            }
+        }
+    }
+    let scale = a.scale;
+    // dV_h [S, dh] = dropped weightsᵀ · dO_h
+    let dv = a.dv.offset((p.n * a.dv_s0 + col) as isize);
+    matrixmultiply::sgemm(s, l, dh, 1.0, weights.as_ptr(), 1, s as isize, dout, a.do_s1 as isize, 1, 0.0, dv, a.dv_s1 as isize, 1);
+    // dQ_h [L, dh] = scale · dS · K_h
+    let dq = a.dq.offset((p.n * a.dq_s0 + col) as isize);
+    matrixmultiply::sgemm(l, s, dh, scale, dscores.as_ptr(), s as isize, 1, p.k, a.k_s1 as isize, 1, 0.0, dq, a.dq_s1 as isize, 1);
+    // dK_h [S, dh] = scale · dSᵀ · Q_h
+    let dk = a.dk.offset((p.n * a.dk_s0 + col) as isize);
+    matrixmultiply::sgemm(s, l, dh, scale, dscores.as_ptr(), 1, s as isize, p.q, a.q_s1 as isize, 1, 0.0, dk, a.dk_s1 as isize, 1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_matches_libm_to_two_ulp_and_is_zero_far_below() {
+        for i in 0..20_000 {
+            let x = -(i as f32) * 0.0043;
+            let (ours, libm) = (exp_nonpositive(x), x.exp());
+            assert!((ours - libm).abs() <= 2.5e-7 * libm.max(1e-30), "exp({x}): {ours} vs {libm}");
+        }
+        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_nonpositive(-100.0), 0.0);
+    }
+
+    #[test]
+    fn dropout_hash_drops_the_asked_share() {
+        let a = AttnArgs { dropout: 0.1, seed: 42, ..zero_args() };
+        let d = DropMask::new(&a, 3);
+        let dropped = (0..1_000_000u32).filter(|&i| d.factor(i) == 0.0).count();
+        // Binomial(1e6, 0.1): sd 300, so ±1500 is 5 sd.
+        assert!((dropped as i64 - 100_000).abs() < 1_500, "{dropped}");
+    }
+
+    /// The unfused formula on [N, L, E] inputs, with the kernel's own dropout factors.
+    fn reference(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, heads: i64, causal: bool, p: f64, seed: u64) -> Tensor {
+        let (n, l, e) = q.size3().unwrap();
+        let s = k.size()[1];
+        let dh = e / heads;
+        let split = |x: &Tensor, len: i64| x.view([n, len, heads, dh]).transpose(1, 2);
+        let scores = split(q, l).matmul(&split(k, s).transpose(-2, -1)) / (dh as f64).sqrt();
+        let mut scores = match mask {
+            Some(m) => scores + m,
+            None => scores,
+        };
+        if causal {
+            scores = scores + crate::layers::causal_additive(l, tch::Device::Cpu);
+        }
+        let mut weights = scores.softmax(-1, Kind::Float);
+        if p > 0.0 {
+            let a = AttnArgs { dropout: p as f32, seed, ..zero_args() };
+            let mut f = vec![0f32; (n * heads * l * s) as usize];
+            for pair in 0..(n * heads) as usize {
+                let d = DropMask::new(&a, pair);
+                for idx in 0..(l * s) as usize {
+                    f[pair * (l * s) as usize + idx] = d.factor(idx as u32);
+                }
+            }
+            weights = weights * Tensor::from_slice(&f).view([n, heads, l, s]);
+        }
+        weights.matmul(&split(v, s)).transpose(1, 2).reshape([n, l, e])
+    }
+
+    /// Output and the gradients of Σ out·g with respect to q, k and v.
+    fn run(f: impl Fn(&Tensor, &Tensor, &Tensor) -> Tensor, q: &Tensor, k: &Tensor, v: &Tensor, g: &Tensor) -> Vec<Tensor> {
+        let (q, k, v) = (q.copy().set_requires_grad(true), k.copy().set_requires_grad(true), v.copy().set_requires_grad(true));
+        let out = f(&q, &k, &v);
+        (&out * g).sum(Kind::Float).backward();
+        vec![out.detach(), q.grad(), k.grad(), v.grad()]
+    }
+
+    fn assert_close(ours: &[Tensor], reference: &[Tensor], what: &str) {
+        for (name, (a, b)) in ["out", "dq", "dk", "dv"].iter().zip(ours.iter().zip(reference)) {
+            let scale = f64::try_from(b.abs().max()).unwrap().max(1e-6);
+            let diff = f64::try_from((a - b).abs().max()).unwrap();
+            // float32 sums of a few dozen terms, in a different order than libtorch's: 1e-5
+            // of the largest magnitude is ~100 ulp of headroom and far below any real error.
+            assert!(diff <= 1e-5 * scale, "{what}: {name} differs by {diff} (scale {scale})");
+        }
+    }
+
+    #[test]
+    fn matches_the_unfused_formula_with_masks_causality_and_dropout() {
+        tch::manual_seed(7);
+        let (n, l, s, e, heads) = (3, 7, 9, 8, 2);
+        let q = Tensor::randn([n, l, e], (Kind::Float, tch::Device::Cpu));
+        let k = Tensor::randn([n, s, e], (Kind::Float, tch::Device::Cpu));
+        let v = Tensor::randn([n, s, e], (Kind::Float, tch::Device::Cpu));
+        let g = Tensor::randn([n, l, e], (Kind::Float, tch::Device::Cpu));
+        // Key padding: the last two keys of row 1 are masked, as `key_padding_mask` builds it.
+        let ids = Tensor::from_slice(&[1i64; 27]).view([n, s]);
+        let _ = ids.get(1).narrow(0, s - 2, 2).fill_(0);
+        let pad = crate::layers::key_padding_mask(&ids, 0).unwrap();
+        for (mask, p) in [(None, 0.0), (Some(&pad), 0.0), (None, 0.3), (Some(&pad), 0.3)] {
+            let ours = run(|q, k, v| attention_seeded(q, k, v, mask, heads, false, p, 99), &q, &k, &v, &g);
+            let reference = run(|q, k, v| reference(q, k, v, mask, heads, false, p, 99), &q, &k, &v, &g);
+            assert_close(&ours, &reference, &format!("mask {}, dropout {p}", mask.is_some()));
+        }
+        // Causal self-attention (queries and keys of the same length), with dropout.
+        let k7 = k.narrow(1, 0, l);
+        let v7 = v.narrow(1, 0, l);
+        let ours = run(|q, k, v| attention_seeded(q, k, v, None, heads, true, 0.2, 5), &q, &k7, &v7, &g);
+        let reference = run(|q, k, v| reference(q, k, v, None, heads, true, 0.2, 5), &q, &k7, &v7, &g);
+        assert_close(&ours, &reference, "causal, dropout 0.2");
+    }
+
+    #[test]
+    fn non_contiguous_inputs_and_fully_masked_queries() {
+        tch::manual_seed(3);
+        // q, k, v as chunks of one fused projection, the way self-attention produces them.
+        let qkv = Tensor::randn([2, 5, 12], (Kind::Float, tch::Device::Cpu));
+        let parts = qkv.chunk(3, -1);
+        let g = Tensor::randn([2, 5, 4], (Kind::Float, tch::Device::Cpu));
+        let ours = run(|q, k, v| attention_seeded(q, k, v, None, 2, false, 0.0, 0), &parts[0], &parts[1], &parts[2], &g);
+        let reference = run(|q, k, v| reference(q, k, v, None, 2, false, 0.0, 0), &parts[0], &parts[1], &parts[2], &g);
+        assert_close(&ours, &reference, "chunked inputs");
+        // Every key of batch row 0 masked: that row's output is zeros, not NaN.
+        let mask = Tensor::zeros([2, 1, 1, 5], (Kind::Float, tch::Device::Cpu));
+        let _ = mask.get(0).fill_(f64::NEG_INFINITY);
+        let out = attention_seeded(&parts[0], &parts[1], &parts[2], Some(&mask), 2, false, 0.0, 0);
+        assert_eq!(f64::try_from(out.get(0).abs().sum(Kind::Float)).unwrap(), 0.0);
+        assert!(bool::try_from(out.get(1).isfinite().all()).unwrap());
+    }
+
+    #[test]
+    fn dropout_follows_the_torch_seed() {
+        let x = Tensor::randn([4, 6, 8], (Kind::Float, tch::Device::Cpu));
+        let run_with = |seed| {
+            tch::manual_seed(seed);
+            attention(&x, &x, &x, None, 2, false, 0.5)
+        };
+        assert!(run_with(1).equal(&run_with(1)), "same torch seed, same dropout");
+        assert!(!run_with(1).equal(&run_with(2)), "another torch seed, another dropout");
+    }
+
+    fn zero_args() -> AttnArgs {
+        // SAFETY: all-zero is a valid AttnArgs (integers and null pointers).
+        unsafe { std::mem::zeroed() }
+    }
+}
