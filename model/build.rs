@@ -39,6 +39,9 @@ fn compile_fused_attention_glue() {
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .flag("-DGLOG_USE_GLOG_EXPORT")
+        // at::parallel_for is inline OpenMP; libgomp is already linked by torch-sys and
+        // resolves to the copy libtorch ships (same soname), so there is one thread pool.
+        .flag("-fopenmp")
         .file("csrc/fused_attention.cpp")
         .compile("bf_fused_attention");
 }

@@ -6,10 +6,13 @@
 // no arithmetic of its own: shapes are checked, outputs allocated, the dropout seed (drawn by
 // the Rust side) kept for the backward pass, and the Rust kernel fills the outputs.
 //
+// Compiled with -fopenmp: at::parallel_for is inline OpenMP in libtorch's headers.
+//
 // The kernels receive raw pointers and element strides of [batch, length, embed] tensors
 // whose last stride is 1; head h occupies columns h*dh .. (h+1)*dh.
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cstdio>
@@ -35,7 +38,8 @@ struct BfAttnArgs {
   float* dv; int64_t dv_s0, dv_s1;
 };
 
-typedef void (*bf_attn_kernel)(const BfAttnArgs*);
+// Computes (row, head) pairs lo..hi (pair = row * heads + head).
+typedef void (*bf_attn_kernel)(const BfAttnArgs*, int64_t lo, int64_t hi);
 
 }  // extern "C"
 
@@ -46,6 +50,14 @@ using torch::autograd::variable_list;
 
 at::Tensor last_dim_contiguous(const at::Tensor& t) {
   return t.stride(2) == 1 ? t : t.contiguous();
+}
+
+// Spreads the pairs over libtorch's own intra-op threads (OpenMP, the same libgomp that
+// libtorch loads), so the kernel neither competes with a second pool nor ignores
+// `set_num_threads`. Each pair is computed by one thread, so results do not depend on the
+// thread count.
+void run_pairs(bf_attn_kernel kernel, const BfAttnArgs& a) {
+  at::parallel_for(0, a.n * a.heads, 1, [&](int64_t lo, int64_t hi) { kernel(&a, lo, hi); });
 }
 
 BfAttnArgs make_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -98,7 +110,7 @@ struct FusedAttention : public torch::autograd::Function<FusedAttention> {
     BfAttnArgs a = make_args(q, k, v, m, heads, causal, dropout, seed);
     a.out = out.data_ptr<float>(); a.o_s0 = out.stride(0); a.o_s1 = out.stride(1);
     a.lse = lse.data_ptr<float>();
-    reinterpret_cast<bf_attn_kernel>(fwd_fn)(&a);
+    run_pairs(reinterpret_cast<bf_attn_kernel>(fwd_fn), a);
 
     ctx->save_for_backward({q, k, v, out, lse});
     ctx->saved_data["has_mask"] = m.defined();
@@ -132,7 +144,7 @@ struct FusedAttention : public torch::autograd::Function<FusedAttention> {
     a.dq = dq.data_ptr<float>(); a.dq_s0 = dq.stride(0); a.dq_s1 = dq.stride(1);
     a.dk = dk.data_ptr<float>(); a.dk_s0 = dk.stride(0); a.dk_s1 = dk.stride(1);
     a.dv = dv.data_ptr<float>(); a.dv_s0 = dv.stride(0); a.dv_s1 = dv.stride(1);
-    reinterpret_cast<bf_attn_kernel>(bwd_fn)(&a);
+    run_pairs(reinterpret_cast<bf_attn_kernel>(bwd_fn), a);
     // One gradient per forward input: q, k, v, then none for mask and the settings.
     return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }

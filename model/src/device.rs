@@ -72,7 +72,7 @@ pub fn keep_freed_memory_for_reuse() {
     // threads allocate and takes plain integers.
     unsafe {
         let ok = libc::mallopt(libc::M_MMAP_THRESHOLD, i32::MAX) == 1
-            && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1
+            && libc::mallopt(libc::M_TRIM_THRESHOLD, -1) == 1
             && libc::mallopt(libc::M_TOP_PAD, 256 << 20) == 1;
         if !ok {
             tracing::debug!("glibc refused a larger mmap threshold; large tensors stay mmapped");

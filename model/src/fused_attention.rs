@@ -20,12 +20,8 @@
 //!
 //! The autograd wiring lives in `csrc/fused_attention.cpp` (tch cannot define autograd
 //! functions); the arithmetic is here. Matrix products use `matrixmultiply` (a well-kept pure
-//! Rust GEMM with AVX2/FMA kernels); pairs run in parallel on a rayon pool sized like
-//! libtorch's intra-op pool.
+//! Rust GEMM with AVX2/FMA kernels); pairs run in parallel on libtorch's own threads.
 
-use std::sync::OnceLock;
-
-use rayon::prelude::*;
 use tch::{Kind, Tensor};
 
 /// Arguments of both kernels, shared with the C++ glue (`BfAttnArgs`), field for field.
@@ -74,11 +70,7 @@ pub struct AttnArgs {
     dv_s1: i64,
 }
 
-// SAFETY: the pointers address libtorch tensors that outlive the kernel call, and every
-// (row, head) pair writes only its own output columns, so pairs may run on any thread.
-unsafe impl Sync for AttnArgs {}
-
-type Kernel = unsafe extern "C" fn(*const AttnArgs);
+type Kernel = unsafe extern "C" fn(*const AttnArgs, i64, i64);
 
 extern "C" {
     fn bf_fused_attention(
@@ -146,51 +138,42 @@ fn attention_seeded(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, h
     unsafe { Tensor::from_ptr(out) }
 }
 
-/// The pool the kernels run on, sized like libtorch's intra-op pool at first use.
-fn pool() -> &'static rayon::ThreadPool {
-    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let threads = tch::get_num_threads().max(1) as usize;
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("bf-attention-{i}"))
-            .build()
-            .expect("a rayon pool can be built")
+thread_local! {
+    /// Scratch of 2·L·S floats for the pair being computed, kept between calls so that the
+    /// worker threads do not fault fresh pages in every call.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `per_pair(args, pair, scratch)` for pairs `lo..hi` on this thread (the C++ glue
+/// spreads ranges over libtorch's threads).
+fn for_pairs(a: &AttnArgs, lo: i64, hi: i64, per_pair: impl Fn(&AttnArgs, usize, &mut [f32])) {
+    let len = 2 * (a.l * a.s) as usize;
+    SCRATCH.with(|cell| {
+        let mut scratch = cell.borrow_mut();
+        if scratch.len() < len {
+            scratch.resize(len, 0.0);
+        }
+        for pair in lo as usize..hi as usize {
+            per_pair(a, pair, &mut scratch[..len]);
+        }
     })
 }
 
-/// Runs `per_pair(args, pair, scratch)` for every (row, head) pair, in parallel, with one
-/// scratch buffer of `2·L·S` floats per worker chunk.
-fn for_each_pair(a: &AttnArgs, per_pair: impl Fn(&AttnArgs, usize, &mut [f32]) + Sync) {
-    let pairs = (a.n * a.heads) as usize;
-    let scratch_len = 2 * (a.l * a.s) as usize;
-    let chunks = (pool().current_num_threads() * 4).min(pairs.max(1));
-    pool().install(|| {
-        (0..chunks).into_par_iter().for_each(|c| {
-            let (lo, hi) = (pairs * c / chunks, pairs * (c + 1) / chunks);
-            let mut scratch = vec![0f32; scratch_len];
-            for pair in lo..hi {
-                per_pair(a, pair, &mut scratch);
-            }
-        })
-    });
-}
-
-unsafe extern "C" fn forward_kernel(a: *const AttnArgs) {
+unsafe extern "C" fn forward_kernel(a: *const AttnArgs, lo: i64, hi: i64) {
     let a = &*a;
     if has_avx2_fma() {
-        for_each_pair(a, |a, pair, scratch| unsafe { forward_pair_avx2(a, pair, scratch) });
+        for_pairs(a, lo, hi, |a, pair, scratch| unsafe { forward_pair_avx2(a, pair, scratch) });
     } else {
-        for_each_pair(a, |a, pair, scratch| unsafe { forward_pair(a, pair, scratch) });
+        for_pairs(a, lo, hi, |a, pair, scratch| unsafe { forward_pair(a, pair, scratch) });
     }
 }
 
-unsafe extern "C" fn backward_kernel(a: *const AttnArgs) {
+unsafe extern "C" fn backward_kernel(a: *const AttnArgs, lo: i64, hi: i64) {
     let a = &*a;
     if has_avx2_fma() {
-        for_each_pair(a, |a, pair, scratch| unsafe { backward_pair_avx2(a, pair, scratch) });
+        for_pairs(a, lo, hi, |a, pair, scratch| unsafe { backward_pair_avx2(a, pair, scratch) });
     } else {
-        for_each_pair(a, |a, pair, scratch| unsafe { backward_pair(a, pair, scratch) });
+        for_pairs(a, lo, hi, |a, pair, scratch| unsafe { backward_pair(a, pair, scratch) });
     }
 }
 
