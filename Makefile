@@ -90,7 +90,8 @@ bench: setup
 	$(PY) bench/bench_read.py --out-dir $(BENCH_DIR)
 	$(PY) bench/bench_clean.py --out-dir $(BENCH_DIR)
 	$(PY) bench/bench_tokenize.py --out-dir $(BENCH_DIR)
-	$(PY) bench/bench_train.py
+	$(PY) bench/bench_train.py --seed_heap_like_ours
+	$(PY) bench/bench_train.py --seq 64 --batch 8 --steps 3
 
 fuzz:
 	@echo "see README.md, section Fuzzing (needs cargo-fuzz and a nightly toolchain)"

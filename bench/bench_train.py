@@ -7,11 +7,13 @@ PyTorch side runs the seed's `EncoderDecoderCrossFormer` with its wrapper's sequ
 (as tests/oracle/test_model_parity.py does), fed by an in-memory copy of the shards (its
 loading is not timed, which favours it). Reported: steps/s, samples/s, the ratio, peak RSS.
 
-    .venv/bin/python bench/bench_train.py --shards demo/ds000117-fixture/derivatives/brainformer/shards
+    .venv/bin/python bench/bench_train.py                        # the issue's configuration: sequence_length 256, batch 1
+    .venv/bin/python bench/bench_train.py --seq 64 --batch 8 --steps 3
     python3 bench/bench_train.py --device cuda --bin DIR --seq 256 --batch 1,8,32   # on a GPU machine
 """
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -25,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def ours(args, mode, batch):
     with tempfile.TemporaryDirectory() as out:
         cmd = [str(Path(args.bin) / "bf-train"), "--shards", args.shards, "--out", out,
-               "--max_steps", str(args.steps + 1), "--eval_interval", "100000", "--batch_size", str(batch),
+               "--max_steps", str(args.warmup + args.steps), "--eval_interval", "100000", "--batch_size", str(batch),
                "--sequence_length", str(args.seq), "--channel_attention", mode, "--device", args.device,
                "--quiet", "--patience", "0"]
         if Path("/usr/bin/time").exists():
@@ -36,12 +38,18 @@ def ours(args, mode, batch):
         last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
         rss_mib = int(last) / 1024 if last.isdigit() else float("nan")
         lines = [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-    # The first step pays one-time costs (allocator warm-up); time the rest.
-    secs = sum(batch / l["samples_per_sec"] for l in lines[1:])
+    # The first steps pay one-time costs (the heap grows to a step's working set); both sides
+    # leave the same number of warm-up steps untimed.
+    secs = sum(batch / l["samples_per_sec"] for l in lines[args.warmup:])
     return args.steps / secs, rss_mib
 
 
-def seed_torch(args, mode, batch):
+# glibc settings equal to bf-train's `keep_freed_memory_for_reuse` (mmap threshold 2 GiB,
+# never trim, 256 MiB top pad), for the seed's process when --seed_heap_like_ours is given.
+HEAP_LIKE_OURS = "glibc.malloc.mmap_threshold=2147483647:glibc.malloc.trim_threshold=18446744073709551615:glibc.malloc.top_pad=268435456"
+
+
+def seed_torch(args, mode, batch, heap_like_ours=False):
     code = f"""
 import sys, time, resource, torch, numpy as np, pyarrow.parquet as pq, glob
 sys.path.insert(0, {str(ROOT / 'tests/oracle')!r})
@@ -68,13 +76,15 @@ def step(i):
     _, loss = seed_token_forward(m, eeg[idx], meg[idx]); loss.backward()
     torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0); opt.step(); opt.zero_grad()
     loss.item()  # the loss is read every step, as bf-train reads it for its log
-step(0); sync()
+for i in range({args.warmup}): step(i)
+sync()
 t0 = time.time()
-for i in range({args.steps}): step(i + 1)
+for i in range({args.steps}): step({args.warmup} + i)
 sync()
 print({args.steps} / (time.time() - t0), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    env = dict(os.environ, GLIBC_TUNABLES=HEAP_LIKE_OURS) if heap_like_ours else None
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"the seed's PyTorch loop failed:\n{proc.stderr[-3000:]}")
     sps, rss = proc.stdout.split()
@@ -84,10 +94,14 @@ print({args.steps} / (time.time() - t0), resource.getrusage(resource.RUSAGE_SELF
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--shards", default=str(ROOT / "demo/ds000117-fixture/derivatives/brainformer/shards"))
-    p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--batch", default="8", help="batch sizes, comma-separated")
-    p.add_argument("--seq", type=int, default=64, help="sequence_length (the issue's seed configuration: 256)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first, on both sides")
+    p.add_argument("--batch", default="1", help="batch sizes, comma-separated")
+    p.add_argument("--seq", type=int, default=256, help="sequence_length (the issue's seed configuration: 256)")
     p.add_argument("--modes", default="full,router")
+    p.add_argument("--seed_heap_like_ours", action="store_true",
+                   help="also time the seed with bf-train's heap settings (glibc tunables), to show how much of "
+                        "the ratio they explain")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--bin", default=str(ROOT / "target/release"), help="folder holding bf-train, bf-fixtures, bf-pipeline")
     args = p.parse_args()
@@ -100,13 +114,17 @@ def main():
                             "--runs", "1", "--seconds", "60"], check=True, capture_output=True)
             for cmd in (["ingest", str(base / "ds")], ["tokenize"]):
                 subprocess.run([str(Path(args.bin) / "bf-pipeline"), "--quiet", *cmd], cwd=base, check=True)
-    print(f"device {args.device}, sequence_length {args.seq}, {args.steps} timed steps after one warm-up step", flush=True)
+    print(f"device {args.device}, sequence_length {args.seq}, {args.steps} timed steps after {args.warmup} warm-up steps", flush=True)
     for batch in [int(b) for b in args.batch.split(",")]:
         for mode in args.modes.split(","):
             o, o_rss = ours(args, mode, batch)
             s, s_rss = seed_torch(args, mode, batch)
             print(f"{mode:6s} batch {batch:3d}  bf-train {o:.3f} steps/s ({o * batch:.2f} samples/s, {o_rss:.0f} MiB)   "
                   f"seed PyTorch {s:.3f} steps/s ({s * batch:.2f} samples/s, {s_rss:.0f} MiB)   ratio {o / s:.2f}x", flush=True)
+            if args.seed_heap_like_ours and args.device == "cpu":
+                h, h_rss = seed_torch(args, mode, batch, heap_like_ours=True)
+                print(f"{'':6s}           seed PyTorch with bf-train's heap settings {h:.3f} steps/s ({h_rss:.0f} MiB)   "
+                      f"ratio {o / h:.2f}x", flush=True)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ impl ContinuousTsa {
 
     fn drop(&self, x: Tensor, train: bool) -> Tensor {
         if train && self.dropout > 0.0 {
-            x.dropout(self.dropout, true)
+            crate::fused_attention::dropout_any(&x, self.dropout)
         } else {
             x
         }

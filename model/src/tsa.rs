@@ -84,7 +84,7 @@ impl TwoStageAttention {
 
     fn drop(&self, x: Tensor, train: bool) -> Tensor {
         if train && self.dropout > 0.0 {
-            x.dropout(self.dropout, true)
+            crate::fused_attention::dropout_any(&x, self.dropout)
         } else {
             x
         }
