@@ -95,7 +95,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--shards", default=str(ROOT / "demo/ds000117-fixture/derivatives/brainformer/shards"))
     p.add_argument("--steps", type=int, default=5, help="timed steps")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps first, on both sides")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first, on both sides")
     p.add_argument("--batch", default="1", help="batch sizes, comma-separated")
     p.add_argument("--seq", type=int, default=256, help="sequence_length (the issue's seed configuration: 256)")
     p.add_argument("--modes", default="full,router")

@@ -297,6 +297,7 @@ type BlasSgemm = unsafe extern "C" fn(
 fn blas_sgemm() -> Option<BlasSgemm> {
     static BLAS: std::sync::OnceLock<Option<BlasSgemm>> = std::sync::OnceLock::new();
     *BLAS.get_or_init(|| {
+        if std::env::var_os("BF_NO_BLAS").is_some() { return None; }
         // SAFETY: dlsym on the global namespace with a valid C string; the symbol, when
         // present, has the standard Fortran BLAS signature.
         unsafe {
@@ -341,6 +342,105 @@ unsafe fn gemm(
     sgemm(
         &(tb as libc::c_char), &(ta as libc::c_char), &n, &m, &k, &alpha, b, &ldb, a, &lda, &beta, c, &ldc,
     );
+}
+
+/// C [m, dh] = alpha · op(A) · B for a wide A (the weights or their gradient, row-major with
+/// row length `lda`) and a narrow B [k, dh] (row stride `ldb`): op(A) = A [m, k], or Aᵀ with
+/// A stored [k, m] when `transposed`. C has row stride `ldc` and is overwritten.
+///
+/// A general GEMM copies (packs) all of A before multiplying; here A is the big operand
+/// (L·S floats) and B only dh wide, so for the usual head sizes a direct loop that streams A
+/// once and keeps 4 rows of C in registers is faster. Other head sizes use [`gemm`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn times_narrow(
+    transposed: bool,
+    m: usize,
+    k: usize,
+    dh: usize,
+    alpha: f32,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: i64,
+    c: *mut f32,
+    ldc: i64,
+) {
+    let (ldb, ldc) = (ldb as usize, ldc as usize);
+    match (dh, transposed) {
+        (8, false) => narrow_rows::<8>(m, k, alpha, a, lda, b, ldb, c, ldc),
+        (16, false) => narrow_rows::<16>(m, k, alpha, a, lda, b, ldb, c, ldc),
+        (32, false) => narrow_rows::<32>(m, k, alpha, a, lda, b, ldb, c, ldc),
+        (8, true) => narrow_cols::<8>(m, k, alpha, a, lda, b, ldb, c, ldc),
+        (16, true) => narrow_cols::<16>(m, k, alpha, a, lda, b, ldb, c, ldc),
+        (32, true) => narrow_cols::<32>(m, k, alpha, a, lda, b, ldb, c, ldc),
+        (_, false) => gemm(m, k, dh, alpha, a, lda as isize, 1, b, ldb as isize, 1, 0.0, c, ldc as isize, 1),
+        (_, true) => gemm(m, k, dh, alpha, a, 1, lda as isize, b, ldb as isize, 1, 0.0, c, ldc as isize, 1),
+    }
+}
+
+/// Rows of C four at a time: C[i] = alpha · Σ_j A[i, j] · B[j].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn narrow_rows<const D: usize>(m: usize, k: usize, alpha: f32, a: *const f32, lda: usize, b: *const f32, ldb: usize, c: *mut f32, ldc: usize) {
+    let mut i = 0;
+    while i + 4 <= m {
+        let acc = block::<D, 4>(k, |j| b.add(j * ldb), |j, r| *a.add((i + r) * lda + j));
+        store_rows(&acc, alpha, c.add(i * ldc), ldc);
+        i += 4;
+    }
+    while i < m {
+        let acc = block::<D, 1>(k, |j| b.add(j * ldb), |j, _| *a.add(i * lda + j));
+        store_rows(&acc, alpha, c.add(i * ldc), ldc);
+        i += 1;
+    }
+}
+
+/// Rows of C four at a time from columns of A: C[j] = alpha · Σ_i A[i, j] · B[i].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn narrow_cols<const D: usize>(m: usize, k: usize, alpha: f32, a: *const f32, lda: usize, b: *const f32, ldb: usize, c: *mut f32, ldc: usize) {
+    let mut j = 0;
+    while j + 4 <= m {
+        let acc = block::<D, 4>(k, |i| b.add(i * ldb), |i, r| *a.add(i * lda + j + r));
+        store_rows(&acc, alpha, c.add(j * ldc), ldc);
+        j += 4;
+    }
+    while j < m {
+        let acc = block::<D, 1>(k, |i| b.add(i * ldb), |i, _| *a.add(i * lda + j));
+        store_rows(&acc, alpha, c.add(j * ldc), ldc);
+        j += 1;
+    }
+}
+
+/// R accumulator rows of D floats (R·D/8 vector registers): Σ_t coef(t, r) · B_t over t < k.
+#[inline(always)]
+unsafe fn block<const D: usize, const R: usize>(
+    k: usize,
+    b_row: impl Fn(usize) -> *const f32,
+    coef: impl Fn(usize, usize) -> f32,
+) -> [[f32; D]; R] {
+    let mut acc = [[0f32; D]; R];
+    for t in 0..k {
+        let bt = *(b_row(t) as *const [f32; D]);
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let x = coef(t, r);
+            for (acc_rd, b_d) in acc_r.iter_mut().zip(bt) {
+                *acc_rd = x.mul_add(b_d, *acc_rd);
+            }
+        }
+    }
+    acc
+}
+
+#[inline(always)]
+unsafe fn store_rows<const D: usize, const R: usize>(acc: &[[f32; D]; R], alpha: f32, c: *mut f32, ldc: usize) {
+    for (r, acc_r) in acc.iter().enumerate() {
+        let out = &mut *(c.add(r * ldc) as *mut [f32; D]);
+        for (o, x) in out.iter_mut().zip(acc_r) {
+            *o = alpha * x;
+        }
+    }
 }
 
 /// scores [L, S] = scale · Q_h · K_hᵀ, then the mask: additive, and −∞ above the diagonal
@@ -510,7 +610,7 @@ unsafe fn forward_pair(a: &AttnArgs, pair: usize, scratch: &mut [f32]) {
     }
     // out_h [L, dh] = weights [L, S] · V_h [S, dh]
     let out = a.out.offset((p.n * a.o_s0 + p.h * a.dh) as isize);
-    gemm(l, s, dh, 1.0, weights.as_ptr(), s as isize, 1, p.v, a.v_s1 as isize, 1, 0.0, out, a.o_s1 as isize, 1);
+    times_narrow(false, l, s, dh, 1.0, weights.as_ptr(), s, p.v, a.v_s1, out, a.o_s1);
 }
 
 #[inline(always)]
@@ -555,13 +655,13 @@ unsafe fn backward_pair(a: &AttnArgs, pair: usize, scratch: &mut [f32]) {
     let scale = a.scale;
     // dV_h [S, dh] = dropped weightsᵀ · dO_h
     let dv = a.dv.offset((p.n * a.dv_s0 + col) as isize);
-    gemm(s, l, dh, 1.0, weights.as_ptr(), 1, s as isize, dout, a.do_s1 as isize, 1, 0.0, dv, a.dv_s1 as isize, 1);
+    times_narrow(true, s, l, dh, 1.0, weights.as_ptr(), s, dout, a.do_s1, dv, a.dv_s1);
     // dQ_h [L, dh] = scale · dS · K_h
     let dq = a.dq.offset((p.n * a.dq_s0 + col) as isize);
-    gemm(l, s, dh, scale, dscores.as_ptr(), s as isize, 1, p.k, a.k_s1 as isize, 1, 0.0, dq, a.dq_s1 as isize, 1);
+    times_narrow(false, l, s, dh, scale, dscores.as_ptr(), s, p.k, a.k_s1, dq, a.dq_s1);
     // dK_h [S, dh] = scale · dSᵀ · Q_h
     let dk = a.dk.offset((p.n * a.dk_s0 + col) as isize);
-    gemm(s, l, dh, scale, dscores.as_ptr(), 1, s as isize, p.q, a.q_s1 as isize, 1, 0.0, dk, a.dk_s1 as isize, 1);
+    times_narrow(true, s, l, dh, scale, dscores.as_ptr(), s, p.q, a.q_s1, dk, a.dk_s1);
 }
 
 #[cfg(test)]
