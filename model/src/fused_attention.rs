@@ -367,49 +367,41 @@ unsafe fn times_narrow(
     ldc: i64,
 ) {
     let (ldb, ldc) = (ldb as usize, ldc as usize);
-    match (dh, transposed) {
-        (8, false) => narrow_rows::<8>(m, k, alpha, a, lda, b, ldb, c, ldc),
-        (16, false) => narrow_rows::<16>(m, k, alpha, a, lda, b, ldb, c, ldc),
-        (32, false) => narrow_rows::<32>(m, k, alpha, a, lda, b, ldb, c, ldc),
-        (8, true) => narrow_cols::<8>(m, k, alpha, a, lda, b, ldb, c, ldc),
-        (16, true) => narrow_cols::<16>(m, k, alpha, a, lda, b, ldb, c, ldc),
-        (32, true) => narrow_cols::<32>(m, k, alpha, a, lda, b, ldb, c, ldc),
-        (_, false) => gemm(m, k, dh, alpha, a, lda as isize, 1, b, ldb as isize, 1, 0.0, c, ldc as isize, 1),
-        (_, true) => gemm(m, k, dh, alpha, a, 1, lda as isize, b, ldb as isize, 1, 0.0, c, ldc as isize, 1),
+    let (so, st) = if transposed { (1, lda) } else { (lda, 1) };
+    match dh {
+        8 => narrow::<8>(m, k, alpha, a, so, st, b, ldb, c, ldc),
+        16 => narrow::<16>(m, k, alpha, a, so, st, b, ldb, c, ldc),
+        32 => narrow::<32>(m, k, alpha, a, so, st, b, ldb, c, ldc),
+        _ => gemm(m, k, dh, alpha, a, so as isize, st as isize, b, ldb as isize, 1, 0.0, c, ldc as isize, 1),
     }
 }
 
-/// Rows of C four at a time: C[i] = alpha · Σ_j A[i, j] · B[j].
+/// C [m, D] = alpha · Σ_t A(o, t) · B[t] over t < k, where A(o, t) = a[o·so + t·st]: with
+/// (so, st) = (lda, 1) that is A·B, with (1, lda) it is Aᵀ·B. Four rows of C at a time.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn narrow_rows<const D: usize>(m: usize, k: usize, alpha: f32, a: *const f32, lda: usize, b: *const f32, ldb: usize, c: *mut f32, ldc: usize) {
-    let mut i = 0;
-    while i + 4 <= m {
-        let acc = block::<D, 4>(k, |j| b.add(j * ldb), |j, r| *a.add((i + r) * lda + j));
-        store_rows(&acc, alpha, c.add(i * ldc), ldc);
-        i += 4;
+unsafe fn narrow<const D: usize>(
+    m: usize,
+    k: usize,
+    alpha: f32,
+    a: *const f32,
+    so: usize,
+    st: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    let mut o = 0;
+    while o + 4 <= m {
+        let acc = block::<D, 4>(k, |t| b.add(t * ldb), |t, r| *a.add((o + r) * so + t * st));
+        store_rows(&acc, alpha, c.add(o * ldc), ldc);
+        o += 4;
     }
-    while i < m {
-        let acc = block::<D, 1>(k, |j| b.add(j * ldb), |j, _| *a.add(i * lda + j));
-        store_rows(&acc, alpha, c.add(i * ldc), ldc);
-        i += 1;
-    }
-}
-
-/// Rows of C four at a time from columns of A: C[j] = alpha · Σ_i A[i, j] · B[i].
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-unsafe fn narrow_cols<const D: usize>(m: usize, k: usize, alpha: f32, a: *const f32, lda: usize, b: *const f32, ldb: usize, c: *mut f32, ldc: usize) {
-    let mut j = 0;
-    while j + 4 <= m {
-        let acc = block::<D, 4>(k, |i| b.add(i * ldb), |i, r| *a.add(i * lda + j + r));
-        store_rows(&acc, alpha, c.add(j * ldc), ldc);
-        j += 4;
-    }
-    while j < m {
-        let acc = block::<D, 1>(k, |i| b.add(i * ldb), |i, _| *a.add(i * lda + j));
-        store_rows(&acc, alpha, c.add(j * ldc), ldc);
-        j += 1;
+    while o < m {
+        let acc = block::<D, 1>(k, |t| b.add(t * ldb), |t, _| *a.add(o * so + t * st));
+        store_rows(&acc, alpha, c.add(o * ldc), ldc);
+        o += 1;
     }
 }
 
@@ -737,8 +729,16 @@ mod tests {
 
     #[test]
     fn matches_the_unfused_formula_with_masks_causality_and_dropout() {
+        // Head sizes 4 (the GEMM path), 8, 16 and 32 (the direct loops); 7 queries and 9 keys
+        // exercise the loops' remainder rows.
+        for e in [8, 16, 32, 64] {
+            check_against_reference(e, 2);
+        }
+    }
+
+    fn check_against_reference(e: i64, heads: i64) {
         tch::manual_seed(7);
-        let (n, l, s, e, heads) = (3, 7, 9, 8, 2);
+        let (n, l, s) = (3, 7, 9);
         let q = Tensor::randn([n, l, e], (Kind::Float, tch::Device::Cpu));
         let k = Tensor::randn([n, s, e], (Kind::Float, tch::Device::Cpu));
         let v = Tensor::randn([n, s, e], (Kind::Float, tch::Device::Cpu));
@@ -750,14 +750,14 @@ mod tests {
         for (mask, p) in [(None, 0.0), (Some(&pad), 0.0), (None, 0.3), (Some(&pad), 0.3)] {
             let ours = run(|q, k, v| attention_seeded(q, k, v, mask, heads, false, p, 99), &q, &k, &v, &g);
             let reference = run(|q, k, v| reference(q, k, v, mask, heads, false, p, 99), &q, &k, &v, &g);
-            assert_close(&ours, &reference, &format!("mask {}, dropout {p}", mask.is_some()));
+            assert_close(&ours, &reference, &format!("head size {}, mask {}, dropout {p}", e / heads, mask.is_some()));
         }
         // Causal self-attention (queries and keys of the same length), with dropout.
         let k7 = k.narrow(1, 0, l);
         let v7 = v.narrow(1, 0, l);
         let ours = run(|q, k, v| attention_seeded(q, k, v, None, heads, true, 0.2, 5), &q, &k7, &v7, &g);
         let reference = run(|q, k, v| reference(q, k, v, None, heads, true, 0.2, 5), &q, &k7, &v7, &g);
-        assert_close(&ours, &reference, "causal, dropout 0.2");
+        assert_close(&ours, &reference, &format!("head size {}, causal, dropout 0.2", e / heads));
     }
 
     #[test]
