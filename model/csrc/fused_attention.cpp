@@ -1,4 +1,5 @@
-// Autograd glue for the fused CPU attention of `model/src/fused_attention.rs`.
+// Autograd glue for the fused CPU attention of `model/src/fused_attention.rs`, and the bfloat16
+// autocast switch of `bf-train --precision bf16` (model/src/precision.rs).
 //
 // tch exposes no way to define a custom autograd function from Rust, so this file does that
 // one job in C++: it declares `FusedAttention` (a torch::autograd::Function) whose forward and
@@ -13,6 +14,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cstdio>
@@ -165,6 +167,27 @@ int bf_fused_attention(at::Tensor** out, const at::Tensor* q, const at::Tensor* 
     at::Tensor result = FusedAttention::apply(*q, *k, *v, m, mask != nullptr, heads, causal != 0, dropout,
                                               static_cast<int64_t>(seed), reinterpret_cast<int64_t>(fwd), reinterpret_cast<int64_t>(bwd));
     *out = new at::Tensor(std::move(result));
+    return 0;
+  } catch (const std::exception& e) {
+    std::snprintf(err, err_len, "%s", e.what());
+    return 1;
+  }
+}
+
+// Turns libtorch's autocast to bfloat16 on or off for the CPU or CUDA (what `torch.autocast(
+// device_type, dtype=torch.bfloat16)` does on entry and exit). tch only wraps the deprecated
+// CUDA-only switch, which cannot choose bfloat16 or the CPU.
+int bf_autocast_bf16(int cuda, int enabled, char* err, size_t err_len) {
+  try {
+    const at::DeviceType device = cuda ? at::kCUDA : at::kCPU;
+    if (enabled) {
+      at::autocast::set_autocast_dtype(device, at::kBFloat16);
+      at::autocast::set_autocast_enabled(device, true);
+      at::autocast::increment_nesting();
+    } else {
+      at::autocast::set_autocast_enabled(device, false);
+      if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    }
     return 0;
   } catch (const std::exception& e) {
     std::snprintf(err, err_len, "%s", e.what());

@@ -92,7 +92,13 @@ extern "C" {
 
 /// Whether [`attention`] serves these inputs: float32 on the CPU.
 pub fn supports(q: &Tensor) -> bool {
-    q.device() == tch::Device::Cpu && q.kind() == Kind::Float
+    supports_device(q) && q.kind() == Kind::Float
+}
+
+/// Whether the inputs are on the CPU in a float type that converts to float32 exactly
+/// enough for training (float32, bfloat16 or float16 under autocast).
+pub fn supports_device(q: &Tensor) -> bool {
+    q.device() == tch::Device::Cpu && matches!(q.kind(), Kind::Float | Kind::BFloat16 | Kind::Half)
 }
 
 /// Multi-head attention of projected `q` [N, L, E] over `k`, `v` [N, S, E] with `heads`

@@ -156,13 +156,16 @@ impl MultiheadAttention {
     /// gradients (evaluation, decoding) libtorch's flash kernel serves.
     fn attend(&self, l: i64, q: &Tensor, k: &Tensor, v: &Tensor, mask: Mask, train: bool) -> Tensor {
         let p = if train { self.dropout } else { 0.0 };
-        if crate::fused_attention::supports(q) && (train || q.requires_grad()) {
+        if crate::fused_attention::supports_device(q) && (train || q.requires_grad()) {
             let (additive, causal) = match mask {
                 Mask::None => (None, false),
                 Mask::Causal => (None, true),
                 Mask::Additive(m) => (Some(m), false),
             };
-            let out = crate::fused_attention::attention(q, k, v, additive, self.heads, causal, p);
+            // Under bf16 autocast the projections arrive in bfloat16; the kernel computes in
+            // float32 (as autocast does for softmax), and the output projection casts back.
+            let f32 = |t: &Tensor| t.to_kind(tch::Kind::Float);
+            let out = crate::fused_attention::attention(&f32(q), &f32(k), &f32(v), additive, self.heads, causal, p);
             return self.out_proj.forward(&out);
         }
         let (q, k, v) = (self.split_heads(q), self.split_heads(k), self.split_heads(v));

@@ -15,6 +15,7 @@ pub mod device;
 pub mod fused_attention;
 pub mod layers;
 pub mod optim;
+pub mod precision;
 pub mod probe;
 pub mod train;
 pub mod regression;

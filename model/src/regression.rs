@@ -171,8 +171,8 @@ impl RegressionCrossFormer {
         patch(&self.depatcher, &x).tanh()
     }
 
-    /// Mean squared error (the seed's `nn.MSELoss()`).
+    /// Mean squared error (the seed's `nn.MSELoss()`), in float32 also under bf16 autocast.
     pub fn loss(&self, pred: &Tensor, target: &Tensor) -> Tensor {
-        pred.mse_loss(target, Reduction::Mean)
+        pred.to_kind(tch::Kind::Float).mse_loss(target, Reduction::Mean)
     }
 }
