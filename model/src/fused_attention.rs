@@ -106,7 +106,7 @@ pub fn supports_device(q: &Tensor) -> bool {
 /// the weights, times v; heads concatenated back to [N, L, E]. Differentiable in q, k, v.
 /// A query whose keys are all masked gets zeros (as libtorch's current softmax does).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, heads: i64, causal: bool, p: f64) -> Tensor {
-    let seed = if p > 0.0 { Tensor::randint(i64::MAX, [1], (Kind::Int64, tch::Device::Cpu)).int64_value(&[0]) as u64 } else { 0 };
+    let seed = if p > 0.0 { draw_seed() } else { 0 };
     attention_seeded(q, k, v, mask, heads, causal, p, seed)
 }
 
@@ -232,6 +232,11 @@ fn pair_of(a: &AttnArgs, pair: usize) -> Pair {
     }
 }
 
+/// A dropout seed from libtorch's default CPU generator, so that `tch::manual_seed` decides it.
+fn draw_seed() -> u64 {
+    Tensor::randint(i64::MAX, [1], (Kind::Int64, tch::Device::Cpu)).int64_value(&[0]) as u64
+}
+
 /// Dropout on activations, `x · mask / (1 − p)`, with the mask from the same counter hash as
 /// the attention's (seeded from libtorch's default generator). libtorch's CPU dropout draws
 /// its Bernoulli mask element by element on one thread (`bernoulli_`), which cost more than
@@ -240,15 +245,14 @@ pub fn dropout(x: &Tensor, p: f64) -> Tensor {
     if p <= 0.0 {
         return x.shallow_clone();
     }
-    let seed = Tensor::randint(i64::MAX, [1], (Kind::Int64, tch::Device::Cpu)).int64_value(&[0]) as u64;
+    let seed = draw_seed();
     let mask = Tensor::empty(x.size(), (Kind::Float, tch::Device::Cpu));
     let numel = mask.numel();
     // SAFETY: `mask` is a fresh contiguous float tensor of `numel` elements.
     let factors = unsafe { std::slice::from_raw_parts_mut(mask.data_ptr() as *mut f32, numel) };
-    let args = AttnArgs { dropout: p as f32, seed, ..unsafe { std::mem::zeroed() } };
     // One hash key per 2^32 elements, so that indices stay 32-bit.
     for (block, chunk) in factors.chunks_mut(1 << 32).enumerate() {
-        let d = DropMask::new(&args, block);
+        let d = DropMask::new(seed, p as f32, block);
         if has_avx2_fma() {
             // SAFETY: the features were detected.
             unsafe { fill_factors_avx2(&d, chunk) }
@@ -486,10 +490,10 @@ struct DropMask {
 }
 
 impl DropMask {
-    fn new(a: &AttnArgs, pair: usize) -> DropMask {
-        let key = splitmix64(a.seed ^ (pair as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let threshold = ((a.dropout as f64) * 4_294_967_296.0).round().min(u32::MAX as f64) as u32;
-        DropMask { k1: key as u32, k2: (key >> 32) as u32, threshold, keep_scale: 1.0 / (1.0 - a.dropout) }
+    fn new(seed: u64, dropout: f32, pair: usize) -> DropMask {
+        let key = splitmix64(seed ^ (pair as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let threshold = ((dropout as f64) * 4_294_967_296.0).round().min(u32::MAX as f64) as u32;
+        DropMask { k1: key as u32, k2: (key >> 32) as u32, threshold, keep_scale: 1.0 / (1.0 - dropout) }
     }
 
     /// 1/(1−p) where element `idx` is kept, 0 where dropped.
@@ -582,7 +586,7 @@ unsafe fn forward_pair(a: &AttnArgs, pair: usize, scratch: &mut [f32]) {
     let (l, s, dh) = (a.l as usize, a.s as usize, a.dh as usize);
     let weights = &mut scratch[..l * s];
     masked_scores(a, &p, weights);
-    let drop = (a.dropout > 0.0).then(|| DropMask::new(a, pair));
+    let drop = (a.dropout > 0.0).then(|| DropMask::new(a.seed, a.dropout, pair));
     let lse = std::slice::from_raw_parts_mut(a.lse.offset((pair * l) as isize), l);
     for i in 0..l {
         let row = &mut weights[i * s..(i + 1) * s];
@@ -623,7 +627,7 @@ unsafe fn backward_pair(a: &AttnArgs, pair: usize, scratch: &mut [f32]) {
     let out = a.out.offset((p.n * a.o_s0 + col) as isize);
     // d(dropped weights) [L, S] = dO_h [L, dh] · V_hᵀ
     gemm(l, dh, s, 1.0, dout, a.do_s1 as isize, 1, p.v, 1, a.v_s1 as isize, 0.0, dscores.as_mut_ptr(), s as isize, 1);
-    let drop = (a.dropout > 0.0).then(|| DropMask::new(a, pair));
+    let drop = (a.dropout > 0.0).then(|| DropMask::new(a.seed, a.dropout, pair));
     let lse = std::slice::from_raw_parts(a.lse.offset((pair * l) as isize), l);
     for i in 0..l {
         // D_i = Σ_j P_ij · dP_ij = dO_i · O_i (the softmax backward's row term)
@@ -679,8 +683,7 @@ mod tests {
 
     #[test]
     fn dropout_hash_drops_the_asked_share() {
-        let a = AttnArgs { dropout: 0.1, seed: 42, ..zero_args() };
-        let d = DropMask::new(&a, 3);
+        let d = DropMask::new(42, 0.1, 3);
         let dropped = (0..1_000_000u32).filter(|&i| d.factor(i) == 0.0).count();
         // Binomial(1e6, 0.1): sd 300, so ±1500 is 5 sd.
         assert!((dropped as i64 - 100_000).abs() < 1_500, "{dropped}");
@@ -702,10 +705,9 @@ mod tests {
         }
         let mut weights = scores.softmax(-1, Kind::Float);
         if p > 0.0 {
-            let a = AttnArgs { dropout: p as f32, seed, ..zero_args() };
             let mut f = vec![0f32; (n * heads * l * s) as usize];
             for pair in 0..(n * heads) as usize {
-                let d = DropMask::new(&a, pair);
+                let d = DropMask::new(seed, p as f32, pair);
                 for idx in 0..(l * s) as usize {
                     f[pair * (l * s) as usize + idx] = d.factor(idx as u32);
                 }
@@ -793,10 +795,5 @@ mod tests {
         assert!((kept - 0.75).abs() < 0.007, "{kept}");
         let values = y.masked_select(&y.ne(0.0));
         assert!(bool::try_from((values - 1.0 / 0.75).abs().max().le(1e-6)).unwrap());
-    }
-
-    fn zero_args() -> AttnArgs {
-        // SAFETY: all-zero is a valid AttnArgs (integers and null pointers).
-        unsafe { std::mem::zeroed() }
     }
 }
