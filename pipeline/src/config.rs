@@ -41,6 +41,18 @@ pub struct DatasetConfig {
     pub root: PathBuf,
     /// Where it came from: an OpenNeuro id (`ds000117`) or `local`.
     pub source: String,
+    /// `raw` (the recordings under `sub-*`) or `proc-sss` (the MaxFilter output under
+    /// `derivatives/*/`, EEG included, where the dataset has it; `ingest --meg-source`).
+    #[serde(default = "default_meg_source")]
+    pub meg_source: String,
+    /// Take MaxShield (IAS) recordings as they are (MNE's `allow_maxshield`); they are
+    /// distorted until Maxwell-filtered, so by default they are refused.
+    #[serde(default)]
+    pub allow_maxshield: bool,
+}
+
+fn default_meg_source() -> String {
+    "raw".into()
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -111,7 +123,7 @@ impl ProjectConfig {
     /// design.md's defaults for a dataset at `root`.
     pub fn with_defaults(root: PathBuf, source: String) -> Self {
         ProjectConfig {
-            dataset: DatasetConfig { root, source },
+            dataset: DatasetConfig { root, source, meg_source: default_meg_source(), allow_maxshield: false },
             preprocess: PreprocessConfig { l_freq: 0.1, h_freq: 100.0, notch: vec![50.0, 100.0, 150.0], sfreq: 250.0 },
             segment: SegmentConfig { window: 256, stride: 256, mode: default_mode(), tmin: default_tmin(), tmax: default_tmax(), baseline: default_baseline() },
             tokenize: TokenizeConfig { clamp_percentiles: [0.5, 99.5], mu: 255.0, levels: 255 },

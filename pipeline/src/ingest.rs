@@ -20,6 +20,57 @@ pub fn manifest_path(root: &Path) -> PathBuf {
     derivatives_dir(root).join("manifest.parquet")
 }
 
+/// Where a run's MEG (and, in ds000117, EEG) recording comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MegSource {
+    /// The recordings under `sub-*` as acquired.
+    Raw,
+    /// Elekta MaxFilter output (`*_proc-sss_meg.fif`) under `derivatives/*/`, at the same
+    /// relative path as the raw run (ds000117: `derivatives/meg_derivatives/`).
+    ProcSss,
+}
+
+impl MegSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MegSource::Raw => "raw",
+            MegSource::ProcSss => "proc-sss",
+        }
+    }
+}
+
+impl std::str::FromStr for MegSource {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "raw" => Ok(MegSource::Raw),
+            "proc-sss" => Ok(MegSource::ProcSss),
+            other => Err(format!("unknown MEG source {other:?} (expected raw or proc-sss)")),
+        }
+    }
+}
+
+/// How ingest (and later the DAG) chooses and opens the runs.
+#[derive(Clone, Debug)]
+pub struct IngestOptions {
+    pub meg_source: MegSource,
+    /// Take MaxShield recordings as they are (MNE's `allow_maxshield`).
+    pub allow_maxshield: bool,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions { meg_source: MegSource::Raw, allow_maxshield: false }
+    }
+}
+
+impl IngestOptions {
+    pub fn from_config(cfg: &crate::config::DatasetConfig) -> Result<IngestOptions> {
+        let meg_source = cfg.meg_source.parse().map_err(|e: String| Error::request(&cfg.root, format!("brainformer.toml: dataset.meg_source: {e}")))?;
+        Ok(IngestOptions { meg_source, allow_maxshield: cfg.allow_maxshield })
+    }
+}
+
 /// What the manifest records about one run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunRecord {
@@ -32,6 +83,8 @@ pub struct RunRecord {
     /// Paths relative to the dataset root.
     pub meg_path: Option<String>,
     pub eeg_path: Option<String>,
+    /// `raw` or `proc-sss` ([`MegSource`]).
+    pub meg_source: String,
     pub format: String,
     pub sfreq: f64,
     pub n_samples: u64,
@@ -41,14 +94,120 @@ pub struct RunRecord {
     pub eeg_channels: Vec<String>,
     pub meg_channels: Vec<String>,
     pub bads: Vec<String>,
+    /// events.tsv rows inside the recording (mne-bids keeps the same ones).
     pub n_events: u32,
+    /// events.tsv rows outside the recording, dropped as mne-bids drops them.
+    pub n_events_dropped: u32,
+    /// The run's empty-room recording (`AssociatedEmptyRoom`), relative to the root.
+    pub empty_room: Option<String>,
+    /// Whether that recording's content is on disk.
+    pub empty_room_present: bool,
     /// BLAKE3 of the run's data files (all split parts), hex.
     pub content_hash: String,
 }
 
-/// Opens one file of a run, makes its `channels.tsv` win, checks its sidecar's rate.
-pub fn open_with_bids(ds: &Dataset, file: &Path, datatype: &str) -> Result<(Box<dyn crate::RawReader>, RecordingInfo)> {
-    let sidecar = ds.sidecar_json(file, datatype)?;
+/// Why a run found in the dataset is not ingested.
+#[derive(Debug)]
+pub enum SkipReason {
+    /// Data files are dangling links or absent (git-annex content not fetched).
+    NotDownloaded(Vec<PathBuf>),
+    /// A `sub-emptyroom` noise recording: no subject, nothing to learn from; recorded in the
+    /// manifest's `empty_room` column of the runs that name it.
+    EmptyRoom,
+    /// No EEG (or no MEG) channel after channels.tsv: the model maps EEG to MEG.
+    MissingModality(&'static str),
+    /// `--meg-source proc-sss` and no MaxFilter output for this run.
+    NoProcSss(PathBuf),
+    /// MaxShield data without Maxwell filtering or `allow_maxshield`.
+    MaxShield(PathBuf),
+    /// Open or check failed.
+    Unreadable(Error),
+}
+
+/// One run not taken, with the reason.
+#[derive(Debug)]
+pub struct Skipped {
+    pub run_id: String,
+    pub path: PathBuf,
+    pub reason: SkipReason,
+}
+
+impl Skipped {
+    /// An unreadable run is a failure; the others are choices ingest makes and reports.
+    pub fn is_failure(&self) -> bool {
+        matches!(self.reason, SkipReason::Unreadable(_))
+    }
+
+    /// One line: the run, why it is left out, and how to take it.
+    pub fn describe(&self, root: &Path, source: &str) -> String {
+        let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
+        match &self.reason {
+            SkipReason::NotDownloaded(files) => {
+                let list: Vec<String> = files.iter().map(|f| rel(f)).collect();
+                format!("{}: not downloaded ({} is {}); fetch it with: {}", self.run_id, list.join(", "),
+                    if files.iter().any(|f| f.symlink_metadata().is_ok()) { "a dangling link" } else { "absent" },
+                    fetch_command(root, source, &list))
+            }
+            SkipReason::EmptyRoom => format!("{}: empty-room recording ({}), kept as the noise reference of the runs that name it, not as a training run", self.run_id, rel(&self.path)),
+            SkipReason::MissingModality(which) => format!("{}: no {which} channels in {} after channels.tsv; the model needs EEG and MEG of the same run", self.run_id, rel(&self.path)),
+            SkipReason::NoProcSss(expected) => format!("{}: --meg-source proc-sss, but the dataset has no MaxFilter output {} for it; fetch it, or ingest with --meg-source raw", self.run_id, rel(expected)),
+            SkipReason::MaxShield(p) => format!(
+                "{}: {} is MaxShield (IAS) data, distorted until Maxwell-filtered; use --meg-source proc-sss where the dataset has MaxFilter output, or --allow-maxshield to take it as it is",
+                self.run_id,
+                rel(p)
+            ),
+            SkipReason::Unreadable(e) => format!("{}: unreadable: {e}", self.run_id),
+        }
+    }
+}
+
+/// The command that fetches absent content: `datalad get` in a DataLad/git-annex clone,
+/// else our downloader for an OpenNeuro id.
+fn fetch_command(root: &Path, source: &str, rel: &[String]) -> String {
+    if root.join(".datalad").is_dir() || root.join(".git").join("annex").is_dir() {
+        return format!("datalad get -d {} {}", root.display(), rel.join(" "));
+    }
+    let id = if source.starts_with("ds") && source != "local" {
+        source.to_string()
+    } else {
+        openneuro_id_of(root).unwrap_or_else(|| "dsNNNNNN".into())
+    };
+    let includes: Vec<String> = rel.iter().map(|r| format!("--include {r}")).collect();
+    format!("bf-pipeline download {id} --dest {} {}", root.display(), includes.join(" "))
+}
+
+/// The OpenNeuro accession of a dataset, from its `DatasetDOI`
+/// (`doi:10.18112/openneuro.ds000117.v1.1.0` → `ds000117`).
+fn openneuro_id_of(root: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(root.join("dataset_description.json")).ok()?;
+    let desc: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let doi = desc.get("DatasetDOI")?.as_str()?;
+    let at = doi.find("openneuro.ds")? + "openneuro.".len();
+    let id: String = doi[at..].chars().take(8).collect();
+    (id.len() == 8 && id[2..].chars().all(|c| c.is_ascii_digit())).then_some(id)
+}
+
+/// The MaxFilter output for a raw MEG file: `…_proc-sss_meg.fif` at the same relative path
+/// under one of `derivatives/*/` (not ours). `None` when no derivative folder has it.
+pub fn proc_sss_path(ds: &Dataset, raw: &Path) -> Option<PathBuf> {
+    let rel_dir = raw.parent()?.strip_prefix(&ds.root).ok()?;
+    let name = BidsName::from_path(raw)?;
+    let mut entities: Vec<String> = name.entities.iter().filter(|(k, _)| k != "split").map(|(k, v)| format!("{k}-{v}")).collect();
+    entities.push("proc-sss".into());
+    if let Some(split) = name.get("split") {
+        entities.push(format!("split-{split}"));
+    }
+    let file = format!("{}_{}{}", entities.join("_"), name.suffix, name.extension);
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(ds.root.join("derivatives")).ok()?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir() && !p.ends_with("brainformer")).collect();
+    dirs.sort();
+    dirs.into_iter().map(|d| d.join(rel_dir).join(&file)).find(|p| p.symlink_metadata().is_ok())
+}
+
+/// Opens one data file, makes its `channels.tsv` win, checks its sidecar's rate. Sidecars
+/// are looked up for `anchor` (the raw run), so a derivative file is read with its raw
+/// run's channels.tsv; `warnings` gets what was tolerated (see [`apply_channels`]).
+pub fn open_with_bids_at(ds: &Dataset, file: &Path, anchor: &Path, datatype: &str, warnings: &mut Vec<String>) -> Result<(Box<dyn crate::RawReader>, RecordingInfo)> {
+    let sidecar = ds.sidecar_json(anchor, datatype)?;
     let reader = crate::formats::open(file)?;
     let mut info = reader.info().clone();
     if let Some(sf) = sidecar.get("SamplingFrequency").and_then(|v| v.as_f64()) {
@@ -56,22 +215,98 @@ pub fn open_with_bids(ds: &Dataset, file: &Path, datatype: &str) -> Result<(Box<
             return Err(Error::format(file, "BIDS", format!("sidecar says SamplingFrequency {sf} Hz, the file {} Hz", info.sfreq)));
         }
     }
-    let tsv = ds.sidecar_tsv(file, "channels")?.ok_or_else(|| {
-        let expected = BidsName::from_path(file).map(|n| n.with_suffix("channels", ".tsv")).unwrap_or_default();
-        Error::format(file, "BIDS", format!("no channels.tsv applies (expected {expected})"))
+    let tsv = ds.sidecar_tsv(anchor, "channels")?.ok_or_else(|| {
+        let expected = BidsName::from_path(anchor).map(|n| n.with_suffix("channels", ".tsv")).unwrap_or_default();
+        Error::format(anchor, "BIDS", format!("no channels.tsv applies (expected {expected})"))
     })?;
-    apply_channels(&mut info, &read_channels(&tsv)?, &tsv)?;
+    warnings.extend(apply_channels(&mut info, &read_channels(&tsv)?, &tsv)?);
+    if file != anchor {
+        // Maxwell filtering reconstructed the bad MEG channels of the raw run.
+        info.bads.retain(|b| info.channels.iter().any(|c| &c.name == b && !c.kind.is_meg()));
+    }
     Ok((reader, info))
+}
+
+/// [`open_with_bids_at`] for a raw file, its own anchor; tolerated quirks go to the log.
+pub fn open_with_bids(ds: &Dataset, file: &Path, datatype: &str) -> Result<(Box<dyn crate::RawReader>, RecordingInfo)> {
+    let mut warnings = Vec::new();
+    let out = open_with_bids_at(ds, file, file, datatype, &mut warnings)?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(out)
 }
 
 fn names_of(info: &RecordingInfo, pred: impl Fn(ChannelKind) -> bool) -> Vec<String> {
     info.channels.iter().filter(|c| pred(c.kind)).map(|c| c.name.clone()).collect()
 }
 
-/// Opens, checks and describes one run.
-pub fn inspect_run(ds: &Dataset, run: &Run) -> Result<RunRecord> {
-    let meg = run.meg.as_ref().map(|f| open_with_bids(ds, f, "meg")).transpose()?;
-    let eeg = run.eeg.as_ref().map(|f| open_with_bids(ds, f, "eeg")).transpose()?;
+/// The events.tsv rows inside a recording of `duration` seconds, and those outside. As
+/// MNE's `set_annotations` (which mne-bids calls): an event is kept unless it starts after
+/// the end (`onset > n_times / sfreq`) or ends before the start.
+pub fn count_events_inside(rows: &[crate::bids::EventRow], duration: f64) -> (u32, u32) {
+    let inside = rows.iter().filter(|r| !(r.onset > duration || r.onset + r.duration.max(0.0) < 0.0)).count() as u32;
+    (inside, rows.len() as u32 - inside)
+}
+
+/// `AssociatedEmptyRoom` of a sidecar as a path relative to the root (BIDS URIs
+/// `bids::sub-emptyroom/…` and plain relative paths).
+fn empty_room_of(sidecar: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    let v = sidecar.get("AssociatedEmptyRoom")?;
+    let first = match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(a) => a.first()?.as_str()?.to_string(),
+        _ => return None,
+    };
+    Some(first.trim_start_matches("bids::").trim_start_matches('/').to_string())
+}
+
+/// What came of one run.
+pub enum RunOutcome {
+    Taken(RunRecord),
+    Skipped(Skipped),
+}
+
+/// Decides whether a run is taken, and describes it if so: empty-room and not-downloaded runs
+/// are reported without opening anything; the others are opened and checked.
+pub fn inspect_run(ds: &Dataset, run: &Run, opts: &IngestOptions, warnings: &mut Vec<String>) -> RunOutcome {
+    let skip = |path: &Path, reason| RunOutcome::Skipped(Skipped { run_id: run.id(), path: path.to_path_buf(), reason });
+    if run.is_empty_room() {
+        return skip(run.primary(), SkipReason::EmptyRoom);
+    }
+    let missing: Vec<PathBuf> = run.missing_content().into_iter().map(Path::to_path_buf).collect();
+    if !missing.is_empty() {
+        return skip(run.primary(), SkipReason::NotDownloaded(missing));
+    }
+    let meg_file = match (&run.meg, opts.meg_source) {
+        (Some(raw), MegSource::ProcSss) => match proc_sss_path(ds, raw) {
+            Some(p) if p.exists() => Some(p),
+            Some(p) => return skip(raw, SkipReason::NotDownloaded(vec![p])),
+            None => {
+                let expected = BidsName::from_path(raw).map(|n| n.with_suffix("proc-sss_meg", &n.extension)).unwrap_or_default();
+                return skip(raw, SkipReason::NoProcSss(ds.root.join("derivatives").join("*").join(raw.parent().and_then(|p| p.strip_prefix(&ds.root).ok()).unwrap_or(Path::new(""))).join(expected)));
+            }
+        },
+        (m, _) => m.clone(),
+    };
+    match inspect_files(ds, run, meg_file.as_deref(), opts, warnings) {
+        Ok(outcome) => outcome,
+        Err(e) => skip(run.primary(), SkipReason::Unreadable(e)),
+    }
+}
+
+fn inspect_files(ds: &Dataset, run: &Run, meg_file: Option<&Path>, opts: &IngestOptions, warnings: &mut Vec<String>) -> Result<RunOutcome> {
+    let skip = |path: &Path, reason| Ok(RunOutcome::Skipped(Skipped { run_id: run.id(), path: path.to_path_buf(), reason }));
+    let meg = match (meg_file, run.meg.as_deref()) {
+        (Some(f), Some(anchor)) => Some(open_with_bids_at(ds, f, anchor, "meg", warnings)?),
+        _ => None,
+    };
+    let eeg = run.eeg.as_ref().map(|f| open_with_bids_at(ds, f, f, "eeg", warnings)).transpose()?;
+    for (reader, info) in meg.iter().chain(eeg.iter()) {
+        if reader.maxshield() && !opts.allow_maxshield {
+            return skip(&info.path, SkipReason::MaxShield(info.path.clone()));
+        }
+    }
     let (primary_reader, primary) = meg.as_ref().or(eeg.as_ref()).expect("a run has a file");
     // Reading the first and last second proves the data buffers are where the header says.
     let n = primary.n_samples;
@@ -82,6 +317,12 @@ pub fn inspect_run(ds: &Dataset, run: &Run) -> Result<RunRecord> {
     let eeg_info = eeg.as_ref().map(|(_, i)| i).unwrap_or(primary);
     let meg_channels = meg.as_ref().map(|(_, i)| names_of(i, ChannelKind::is_meg)).unwrap_or_default();
     let eeg_channels = names_of(eeg_info, |k| k == ChannelKind::Eeg);
+    if eeg_channels.is_empty() {
+        return skip(&eeg_info.path, SkipReason::MissingModality("EEG"));
+    }
+    if meg_channels.is_empty() {
+        return skip(&primary.path, SkipReason::MissingModality("MEG"));
+    }
     let mut bads: Vec<String> = primary.bads.clone();
     if let Some((_, e)) = &eeg {
         for b in &e.bads {
@@ -90,21 +331,27 @@ pub fn inspect_run(ds: &Dataset, run: &Run) -> Result<RunRecord> {
             }
         }
     }
-    let events = match ds.sidecar_tsv(run.primary(), "events")? {
-        Some(p) => read_events(&p)?.len() as u32,
-        None => 0,
+    let (n_events, n_events_dropped) = match ds.sidecar_tsv(run.primary(), "events")? {
+        Some(p) => count_events_inside(&read_events(&p)?, primary.duration()),
+        None => (0, 0),
     };
-    let files: Vec<PathBuf> = run.meg.iter().chain(run.eeg.iter()).flat_map(|f| data_files(f)).collect();
-    let rel = |p: &PathBuf| p.strip_prefix(&ds.root).unwrap_or(p).to_string_lossy().into_owned();
-    Ok(RunRecord {
+    let empty_room = match run.meg.as_deref() {
+        Some(m) => empty_room_of(&ds.sidecar_json(m, "meg")?),
+        None => None,
+    };
+    let empty_room_present = empty_room.as_ref().is_some_and(|p| ds.root.join(p).exists());
+    let data_file_list: Vec<PathBuf> = meg_file.iter().map(|p| p.to_path_buf()).chain(run.eeg.iter().cloned()).flat_map(|f| data_files(&f)).collect();
+    let rel = |p: &Path| p.strip_prefix(&ds.root).unwrap_or(p).to_string_lossy().into_owned();
+    Ok(RunOutcome::Taken(RunRecord {
         id: run.id(),
         subject: run.get("sub").unwrap_or_default().to_string(),
         session: run.get("ses").map(str::to_string),
         task: run.get("task").map(str::to_string),
         run: run.get("run").map(str::to_string),
         acquisition: run.get("acq").map(str::to_string),
-        meg_path: run.meg.as_ref().map(rel),
-        eeg_path: run.eeg.as_ref().map(rel),
+        meg_path: meg_file.map(rel),
+        eeg_path: run.eeg.as_deref().map(rel),
+        meg_source: if meg_file.is_some() && meg_file != run.meg.as_deref() { MegSource::ProcSss } else { MegSource::Raw }.as_str().to_string(),
         format: primary.format.to_string(),
         sfreq: primary.sfreq,
         n_samples: primary.n_samples as u64,
@@ -114,9 +361,12 @@ pub fn inspect_run(ds: &Dataset, run: &Run) -> Result<RunRecord> {
         eeg_channels,
         meg_channels,
         bads,
-        n_events: events,
-        content_hash: hash_files(&files)?,
-    })
+        n_events,
+        n_events_dropped,
+        empty_room,
+        empty_room_present,
+        content_hash: hash_files(&data_file_list)?,
+    }))
 }
 
 /// The files that hold a recording: the file itself, BrainVision's data and marker files,
@@ -158,26 +408,38 @@ pub fn hash_files(files: &[PathBuf]) -> Result<String> {
     Ok(outer.finalize().to_hex().to_string())
 }
 
-/// Inspects every run (in parallel); returns the records and the failures, both in run order.
-pub fn inspect_dataset(ds: &Dataset, runs: &[Run], on_done: &(dyn Fn(&Run) + Sync)) -> (Vec<RunRecord>, Vec<(PathBuf, Error)>) {
-    let results: Vec<(usize, Result<RunRecord>)> = runs
+/// What ingest found: the runs taken, those left out (in run order), and the sidecar quirks
+/// it tolerated (each once, however many runs share the sidecar).
+pub struct DatasetReport {
+    pub records: Vec<RunRecord>,
+    pub skipped: Vec<Skipped>,
+    pub warnings: Vec<String>,
+}
+
+/// Inspects every run (in parallel).
+pub fn inspect_dataset(ds: &Dataset, runs: &[Run], opts: &IngestOptions, on_done: &(dyn Fn(&Run) + Sync)) -> DatasetReport {
+    let results: Vec<(RunOutcome, Vec<String>)> = runs
         .par_iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let res = inspect_run(ds, r);
+        .map(|r| {
+            let mut warnings = Vec::new();
+            let res = inspect_run(ds, r, opts, &mut warnings);
             on_done(r);
-            (i, res)
+            (res, warnings)
         })
         .collect();
-    let mut records = Vec::new();
-    let mut failures = Vec::new();
-    for (i, res) in results {
-        match res {
-            Ok(rec) => records.push(rec),
-            Err(e) => failures.push((runs[i].primary().to_path_buf(), e)),
+    let mut report = DatasetReport { records: Vec::new(), skipped: Vec::new(), warnings: Vec::new() };
+    for (outcome, warnings) in results {
+        for w in warnings {
+            if !report.warnings.contains(&w) {
+                report.warnings.push(w);
+            }
+        }
+        match outcome {
+            RunOutcome::Taken(rec) => report.records.push(rec),
+            RunOutcome::Skipped(s) => report.skipped.push(s),
         }
     }
-    (records, failures)
+    report
 }
 
 fn str_list(name: &str, rows: &[RunRecord], f: impl Fn(&RunRecord) -> &Vec<String>) -> Column {
@@ -201,6 +463,7 @@ pub fn manifest_frame(rows: &[RunRecord]) -> Result<DataFrame> {
         col!("acquisition", |r: &RunRecord| r.acquisition.clone()),
         col!("meg_path", |r: &RunRecord| r.meg_path.clone()),
         col!("eeg_path", |r: &RunRecord| r.eeg_path.clone()),
+        col!("meg_source", |r: &RunRecord| r.meg_source.clone()),
         col!("format", |r: &RunRecord| r.format.clone()),
         col!("sfreq", |r: &RunRecord| r.sfreq),
         col!("n_samples", |r: &RunRecord| r.n_samples),
@@ -211,6 +474,9 @@ pub fn manifest_frame(rows: &[RunRecord]) -> Result<DataFrame> {
         str_list("meg_channels", rows, |r| &r.meg_channels),
         str_list("bads", rows, |r| &r.bads),
         col!("n_events", |r: &RunRecord| r.n_events),
+        col!("n_events_dropped", |r: &RunRecord| r.n_events_dropped),
+        col!("empty_room", |r: &RunRecord| r.empty_room.clone()),
+        col!("empty_room_present", |r: &RunRecord| r.empty_room_present),
         col!("content_hash", |r: &RunRecord| r.content_hash.clone()),
     ];
     DataFrame::new(rows.len(), cols).map_err(|e| Error::request(Path::new("manifest"), e.to_string()))
@@ -226,4 +492,179 @@ pub fn write_manifest(path: &Path, rows: &[RunRecord]) -> Result<()> {
             .map(|_| ())
             .map_err(|e| Error::request(path, format!("cannot write Parquet: {e}")))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::fif::write::{write_raw, WriteOptions};
+    use crate::recording::{ChannelInfo, InMemory, Unit};
+    use std::fs;
+
+    fn touch(p: &Path, text: &str) {
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+
+    /// A 2-second FIF with one magnetometer, one gradiometer, two EEG and a stim channel.
+    fn write_fif(path: &Path) {
+        let channels = vec![
+            ChannelInfo::new("MEG0111", ChannelKind::Mag, 1, Unit::T),
+            ChannelInfo::new("MEG0112", ChannelKind::Grad, 1, Unit::T_M),
+            ChannelInfo::new("EEG001", ChannelKind::Eeg, 2, Unit::V),
+            ChannelInfo::new("EEG002", ChannelKind::Eeg, 2, Unit::V),
+            ChannelInfo::new("STI101", ChannelKind::Stim, 3, Unit::NONE),
+        ];
+        let n = 200;
+        let info = RecordingInfo {
+            path: path.to_path_buf(),
+            format: "test",
+            sfreq: 100.0,
+            n_samples: n,
+            first_samp: 0,
+            meas_date: None,
+            channels,
+            bads: vec![],
+            annotations: vec![],
+            projs: vec![],
+            comp_grade: 0,
+            highpass: None,
+            lowpass: None,
+            line_freq: None,
+            discontinuous: false,
+        };
+        let data = ndarray::Array2::from_shape_fn((5, n), |(c, t)| ((c * 7 + t) as f64 * 0.1).sin() * 1e-12);
+        let rec = InMemory::new(info, data).unwrap();
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        write_raw(&rec, &rec.all_picks(), 0, n, path, &WriteOptions::default()).unwrap();
+    }
+
+    const CHANNELS_TSV: &str = "name\ttype\tunits\tstatus\nMEG0111\tMEGMAG\tT\tgood\nMEG0112\tMEGGRAD\tT/m\tbad\nEEG001\tEEG\tV\tgood\nEEG002\tVEOG\tV\tgood\nSTI101\tTRIG\tn/a\tgood\n";
+
+    /// ds000117's shape in miniature: session-level sidecars, an empty-room subject, a
+    /// dangling link (a datalad clone without `get`), a MaxFilter derivative.
+    fn dataset(root: &Path) {
+        touch(&root.join("dataset_description.json"), r#"{"Name":"x","BIDSVersion":"1.0.2","DatasetDOI":"doi:10.18112/openneuro.ds000117.v1.1.0"}"#);
+        for sub in ["01", "02"] {
+            let ses = root.join(format!("sub-{sub}/ses-meg"));
+            touch(&ses.join(format!("sub-{sub}_ses-meg_task-face_channels.tsv")), CHANNELS_TSV);
+            touch(&ses.join(format!("sub-{sub}_ses-meg_task-face_meg.json")), r#"{"SamplingFrequency":100,"AssociatedEmptyRoom":"sub-emptyroom/ses-20090409/meg/sub-emptyroom_ses-20090409_task-noise_meg.fif"}"#);
+            // Three events inside the 2 s recording, two after its end.
+            touch(&ses.join(format!("meg/sub-{sub}_ses-meg_task-face_run-01_events.tsv")), "onset\tduration\tonset_sample\ttrigger\n0.5\t0\t50\t5\n1.0\t0\t100\t13\n2.0\t0\t200\t5\n2.5\t0\t250\t17\n30\t0\t3000\t5\n");
+        }
+        write_fif(&root.join("sub-01/ses-meg/meg/sub-01_ses-meg_task-face_run-01_meg.fif"));
+        std::os::unix::fs::symlink("../../../.git/annex/objects/xx/MD5E-s1--abc.fif", root.join("sub-02/ses-meg/meg/sub-02_ses-meg_task-face_run-01_meg.fif")).unwrap();
+        touch(&root.join("sub-emptyroom/sub-emptyroom_task-noise_channels.tsv"), CHANNELS_TSV);
+        touch(&root.join("sub-emptyroom/sub-emptyroom_task-noise_meg.json"), r#"{"SamplingFrequency":100}"#);
+        write_fif(&root.join("sub-emptyroom/ses-20090409/meg/sub-emptyroom_ses-20090409_task-noise_meg.fif"));
+        write_fif(&root.join("derivatives/meg_derivatives/sub-01/ses-meg/meg/sub-01_ses-meg_task-face_run-01_proc-sss_meg.fif"));
+    }
+
+    fn outcomes(root: &Path, opts: &IngestOptions) -> DatasetReport {
+        let ds = Dataset::open(root).unwrap();
+        let runs = ds.runs().unwrap();
+        inspect_dataset(&ds, &runs, opts, &|_| {})
+    }
+
+    #[test]
+    fn ds000117_layout_takes_the_downloaded_run_and_says_why_it_leaves_out_the_others() {
+        let d = tempfile::tempdir().unwrap();
+        dataset(d.path());
+        let report = outcomes(d.path(), &IngestOptions::default());
+        assert_eq!(report.records.len(), 1);
+        let r = &report.records[0];
+        assert_eq!(r.id, "sub-01_ses-meg_task-face_run-01");
+        assert_eq!((r.n_meg, r.n_eeg), (2, 1), "VEOG is EOG, MEGGRAD is MEG");
+        assert_eq!(r.bads, vec!["MEG0112".to_string()]);
+        assert_eq!((r.n_events, r.n_events_dropped), (3, 2), "onset 2.0 = n/sfreq is kept, as by MNE");
+        assert_eq!(r.empty_room.as_deref(), Some("sub-emptyroom/ses-20090409/meg/sub-emptyroom_ses-20090409_task-noise_meg.fif"));
+        assert!(r.empty_room_present);
+        assert_eq!(r.meg_source, "raw");
+        assert_eq!(report.skipped.len(), 2);
+        let lines: Vec<String> = report.skipped.iter().map(|s| s.describe(d.path(), "local")).collect();
+        assert!(lines[0].starts_with("sub-02_ses-meg_task-face_run-01: not downloaded") && lines[0].contains("dangling link"), "{}", lines[0]);
+        assert!(lines[0].contains("bf-pipeline download ds000117") && lines[0].contains("--include sub-02/ses-meg/meg/sub-02_ses-meg_task-face_run-01_meg.fif"), "{}", lines[0]);
+        assert!(lines[1].contains("empty-room recording"), "{}", lines[1]);
+        assert!(report.skipped.iter().all(|s| !s.is_failure()));
+        // In a datalad clone the fix is `datalad get`.
+        fs::create_dir_all(d.path().join(".datalad")).unwrap();
+        assert!(report.skipped[0].describe(d.path(), "local").contains("datalad get -d"));
+    }
+
+    #[test]
+    fn proc_sss_source_reads_the_maxfilter_output_with_the_raw_sidecars() {
+        let d = tempfile::tempdir().unwrap();
+        dataset(d.path());
+        let opts = IngestOptions { meg_source: MegSource::ProcSss, ..Default::default() };
+        let report = outcomes(d.path(), &opts);
+        assert_eq!(report.records.len(), 1);
+        let r = &report.records[0];
+        assert_eq!(r.meg_source, "proc-sss");
+        assert_eq!(r.meg_path.as_deref(), Some("derivatives/meg_derivatives/sub-01/ses-meg/meg/sub-01_ses-meg_task-face_run-01_proc-sss_meg.fif"));
+        assert!(r.bads.is_empty(), "Maxwell filtering reconstructed the bad gradiometer");
+        // Without the derivative the run is left out and says what is missing.
+        fs::remove_file(d.path().join(r.meg_path.as_ref().unwrap())).unwrap();
+        let report = outcomes(d.path(), &opts);
+        assert!(report.records.is_empty());
+        let line = report.skipped[0].describe(d.path(), "local");
+        assert!(line.contains("no MaxFilter output") && line.contains("proc-sss_meg.fif"), "{line}");
+    }
+
+    #[test]
+    fn unknown_types_and_renamed_or_missing_rows_are_tolerated_with_warnings() {
+        let d = tempfile::tempdir().unwrap();
+        dataset(d.path());
+        let ses = d.path().join("sub-01/ses-meg/sub-01_ses-meg_task-face_channels.tsv");
+        fs::write(&ses, CHANNELS_TSV.replace("STI101\tTRIG", "STI101\tBLINKY").replace("EEG002", "EEG 002")).unwrap();
+        let report = outcomes(d.path(), &IngestOptions::default());
+        assert_eq!(report.records.len(), 1);
+        let w = report.warnings.join("\n");
+        assert!(w.contains("\"STI101\" has type \"BLINKY\"") && w.contains("read as misc") && w.contains(&ses.display().to_string()), "{w}");
+        assert!(w.contains("take the table's names by position"), "{w}");
+        assert_eq!(report.warnings.len(), 2, "each quirk once: {w}");
+        // Fewer rows than channels: the listed ones apply.
+        fs::write(&ses, CHANNELS_TSV.lines().take(4).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+        let report = outcomes(d.path(), &IngestOptions::default());
+        assert_eq!(report.records.len(), 1);
+        assert!(report.warnings[0].contains("lists 3 channels"), "{:?}", report.warnings);
+        assert_eq!(report.records[0].bads, vec!["MEG0112".to_string()]);
+    }
+
+    #[test]
+    fn maxshield_recording_is_left_out_unless_allowed() {
+        let erm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mne-testing-data/SSS/test_move_anon_erm_raw.fif");
+        if !erm.exists() {
+            eprintln!("skipped: {} is absent (needs ../shared beside the clone)", erm.display());
+            return;
+        }
+        let reader = crate::formats::open(&erm).unwrap();
+        assert!(reader.maxshield());
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        touch(&root.join("dataset_description.json"), r#"{"Name":"x","BIDSVersion":"1.8.0"}"#);
+        let info = reader.info();
+        let mut tsv = String::from("name\ttype\tunits\n");
+        for c in &info.channels {
+            let typ = match c.kind {
+                ChannelKind::Mag => "MEGMAG",
+                ChannelKind::Grad => "MEGGRADPLANAR",
+                ChannelKind::Eeg => "EEG",
+                ChannelKind::Stim => "TRIG",
+                _ => "MISC",
+            };
+            tsv.push_str(&format!("{}\t{typ}\tn/a\n", c.name));
+        }
+        let meg = root.join("sub-01/meg");
+        touch(&meg.join("sub-01_task-rest_channels.tsv"), &tsv);
+        touch(&meg.join("sub-01_task-rest_meg.json"), "{}");
+        fs::copy(&erm, meg.join("sub-01_task-rest_meg.fif")).unwrap();
+        let report = outcomes(root, &IngestOptions::default());
+        assert!(report.records.is_empty());
+        let line = report.skipped[0].describe(root, "local");
+        assert!(line.contains("MaxShield") && line.contains("--allow-maxshield"), "{line}");
+        // Allowed, it is opened (and then left out for having no EEG: an empty-room file).
+        let report = outcomes(root, &IngestOptions { allow_maxshield: true, ..Default::default() });
+        let line = report.skipped[0].describe(root, "local");
+        assert!(line.contains("no EEG channels") || report.records.len() == 1, "{line}");
+    }
 }

@@ -330,6 +330,13 @@ pub trait RawReader: Send + Sync {
         Ok(out)
     }
 
+    /// True for Elekta MaxShield (Internal Active Shielding) data: distorted until
+    /// Maxwell-filtered, which is why MNE refuses it unless told `allow_maxshield`. Only FIF
+    /// can hold it.
+    fn maxshield(&self) -> bool {
+        false
+    }
+
     /// All channels, in file order.
     fn all_picks(&self) -> Vec<usize> {
         (0..self.info().n_channels()).collect()

@@ -10,9 +10,14 @@ pub fn run(file: &Path, as_json: bool) -> Result<()> {
     let reader = bf_pipeline::formats::open(file)?;
     let info = reader.info();
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&info_json(info))?);
+        let mut doc = info_json(info);
+        doc["maxshield"] = json!(reader.maxshield());
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print_summary(info);
+        if reader.maxshield() {
+            println!("  MaxShield (IAS) data: distorted until Maxwell-filtered (MNE reads it only with allow_maxshield)");
+        }
     }
     Ok(())
 }

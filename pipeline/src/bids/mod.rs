@@ -48,6 +48,15 @@ impl Run {
     pub fn id(&self) -> String {
         self.entities.iter().map(|(k, v)| format!("{k}-{v}")).collect::<Vec<_>>().join("_")
     }
+    /// An empty-room (noise) recording: BIDS puts them under `sub-emptyroom`.
+    pub fn is_empty_room(&self) -> bool {
+        self.get("sub") == Some("emptyroom")
+    }
+    /// Data files whose content is absent: a dangling link (git-annex content not fetched)
+    /// or an empty placeholder.
+    pub fn missing_content(&self) -> Vec<&Path> {
+        self.meg.iter().chain(self.eeg.iter()).map(|p| p.as_path()).filter(|p| !p.exists()).collect()
+    }
     /// The file holding MEG, else the EEG file.
     pub fn primary(&self) -> &Path {
         self.meg.as_deref().or(self.eeg.as_deref()).expect("a run has at least one file")
@@ -82,7 +91,11 @@ impl Dataset {
             if !rel.components().next().is_some_and(|c| c.as_os_str().to_string_lossy().starts_with("sub-")) {
                 continue;
             }
-            if !entry.file_type().is_file() {
+            // A datalad/git-annex clone holds data files as symbolic links into the annex,
+            // dangling until `datalad get`: those are runs too (ingest reports them as not
+            // downloaded), so links count whatever they point to, except directories.
+            let ft = entry.file_type();
+            if !(ft.is_file() || ft.is_symlink() && !path.is_dir()) {
                 continue;
             }
             let Some(name) = BidsName::from_path(path) else { continue };
@@ -167,19 +180,25 @@ impl Dataset {
     }
 }
 
-/// BIDS channel type → our kind (BIDS specification, MEG/EEG channel types).
+/// BIDS channel type → our kind, for every type a BIDS version has defined (matched
+/// case-insensitively, as mne-bids does). BIDS 1.0.2 had `MEGGRAD` (ds000117 uses it), later
+/// versions split it into `MEGGRADPLANAR` / `MEGGRADAXIAL`; motion and NIRS types have no
+/// EEG/MEG meaning for us and read as misc, as in mne-bids. `None`: a type nobody defined.
 pub fn kind_from_bids_type(typ: &str) -> Option<ChannelKind> {
     use ChannelKind as K;
-    Some(match typ {
+    Some(match typ.to_ascii_uppercase().as_str() {
         "MEGMAG" => K::Mag,
-        "MEGGRADPLANAR" | "MEGGRADAXIAL" => K::Grad,
+        "MEGGRAD" | "MEGGRADPLANAR" | "MEGGRADAXIAL" => K::Grad,
         "MEGREFMAG" | "MEGREFGRADAXIAL" | "MEGREFGRADPLANAR" | "MEGOTHER" => K::RefMeg,
         "EEG" => K::Eeg,
         "EOG" | "HEOG" | "VEOG" => K::Eog,
         "ECG" => K::Ecg,
         "EMG" => K::Emg,
         "TRIG" => K::Stim,
-        "MISC" | "AUDIO" | "PD" | "EYEGAZE" | "PUPIL" | "ADC" | "DAC" | "REF" => K::Misc,
+        "MISC" | "OTHER" | "AUDIO" | "PD" | "EYEGAZE" | "PUPIL" | "ADC" | "DAC" | "REF" | "PPG" => K::Misc,
+        "NIRS" | "NIRSCWAMPLITUDE" | "NIRSCWFLUORESCENSE" | "NIRSCWOPTICALDENSITY" | "NIRSCWHBO" | "NIRSCWHBR"
+        | "NIRSCWMUAP" => K::Misc,
+        "ACCEL" | "ANGACCEL" | "GYRO" | "JNTANG" | "LATENCY" | "MAGN" | "MISC_MOTION" | "ORNT" | "POS" | "VEL" => K::Misc,
         "HLU" | "FITERR" => K::Chpi,
         "SYSCLOCK" => K::Syst,
         "RESP" => K::Resp,
@@ -193,22 +212,51 @@ pub fn kind_from_bids_type(typ: &str) -> Option<ChannelKind> {
 }
 
 /// Makes `channels.tsv` win: its types set each channel's kind, its `status=bad` rows are the
-/// bads. The table must list exactly the file's channels (same count, same names), else an
-/// error names `tsv` and the first difference.
-pub fn apply_channels(info: &mut RecordingInfo, rows: &[ChannelRow], tsv: &Path) -> Result<()> {
-    if rows.len() != info.n_channels() {
-        return Err(Error::format(
-            tsv,
-            FORMAT,
-            format!("lists {} channels, the recording {} has {}", rows.len(), info.path.display(), info.n_channels()),
+/// bads. Tolerant where mne-bids is (a sidecar quirk is never a failed run), and says so in
+/// the returned warnings, each naming `tsv`:
+/// - a type no BIDS version defined → misc;
+/// - as many rows as channels but other names → the file's channels take the table's names
+///   by position (mne-bids renames them the same way);
+/// - a different number of rows → types and bads apply to the channels both list.
+pub fn apply_channels(info: &mut RecordingInfo, rows: &[ChannelRow], tsv: &Path) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    let tsv_name = tsv.display();
+    if rows.len() == info.n_channels() {
+        let differ: Vec<(usize, &str)> =
+            rows.iter().enumerate().filter(|(i, r)| info.channels[*i].name != r.name).map(|(i, r)| (i, r.name.as_str())).collect();
+        if let Some(&(i, first)) = differ.first() {
+            warnings.push(format!(
+                "{tsv_name}: {} channel names differ from {} (first: {:?} vs {:?}); the file's channels take the table's names by position, as mne-bids does",
+                differ.len(),
+                info.path.display(),
+                info.channels[i].name,
+                first
+            ));
+            for (i, name) in differ {
+                info.channels[i].name = name.to_string();
+            }
+        }
+    } else {
+        let missing = rows.iter().filter(|r| info.channel_index(&r.name).is_none()).count();
+        warnings.push(format!(
+            "{tsv_name}: lists {} channels, the recording {} has {} ({missing} listed channels are not in it); types and bads apply to the channels both list, as mne-bids does",
+            rows.len(),
+            info.path.display(),
+            info.n_channels()
         ));
     }
     for row in rows {
-        let idx = info
-            .channel_index(&row.name)
-            .ok_or_else(|| Error::format(tsv, FORMAT, format!("channel {:?} is not in {}", row.name, info.path.display())))?;
-        let kind = kind_from_bids_type(&row.typ)
-            .ok_or_else(|| Error::format(tsv, FORMAT, format!("channel {:?} has unknown type {:?}", row.name, row.typ)))?;
+        let Some(idx) = info.channel_index(&row.name) else { continue };
+        let kind = match kind_from_bids_type(&row.typ) {
+            Some(k) => k,
+            None => {
+                warnings.push(format!(
+                    "{tsv_name}: channel {:?} has type {:?}, which no BIDS version defines; read as misc",
+                    row.name, row.typ
+                ));
+                ChannelKind::Misc
+            }
+        };
         let ch = &mut info.channels[idx];
         // MEG kinds come from the sensor, not the table: keep mag/grad as the file has them
         // when BIDS agrees it is MEG (the table cannot turn a magnetometer into a gradiometer).
@@ -218,7 +266,7 @@ pub fn apply_channels(info: &mut RecordingInfo, rows: &[ChannelRow], tsv: &Path)
         }
     }
     info.bads = info.channels.iter().filter(|c| rows.iter().any(|r| r.bad && r.name == c.name)).map(|c| c.name.clone()).collect();
-    Ok(())
+    Ok(warnings)
 }
 
 #[cfg(test)]

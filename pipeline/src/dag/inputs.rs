@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use super::RunEntry;
 use crate::bids::Dataset;
 use crate::error::{Error, Result};
-use crate::ingest::{data_files, derivatives_dir, hash_files, manifest_path};
+use crate::config::DatasetConfig;
+use crate::ingest::{data_files, derivatives_dir, hash_files, manifest_path, proc_sss_path, IngestOptions, MegSource};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 struct CachedHash {
@@ -26,8 +27,11 @@ struct CachedHash {
     blake3: String,
 }
 
-/// Lists the runs to process, with their input hashes.
-pub fn discover_runs(root: &Path) -> Result<Vec<RunEntry>> {
+/// Lists the runs to process, with their input hashes: those of the manifest, else every
+/// run but empty-room recordings and runs whose content is not on disk.
+pub fn discover_runs(dataset: &DatasetConfig) -> Result<Vec<RunEntry>> {
+    let root = dataset.root.as_path();
+    let opts = IngestOptions::from_config(dataset)?;
     let ds = Dataset::open(root)?;
     let wanted = manifest_run_ids(root)?;
     let cache_path = derivatives_dir(root).join("stamps").join("input-hashes.json");
@@ -36,7 +40,7 @@ pub fn discover_runs(root: &Path) -> Result<Vec<RunEntry>> {
     let before = cache.clone();
     let mut runs = Vec::new();
     for run in ds.runs()? {
-        if wanted.as_ref().is_some_and(|w| !w.contains(&run.id())) {
+        if wanted.as_ref().is_some_and(|w| !w.contains(&run.id())) || run.is_empty_room() || !run.missing_content().is_empty() {
             continue;
         }
         let (file, datatype) = match (&run.meg, &run.eeg) {
@@ -50,16 +54,23 @@ pub fn discover_runs(root: &Path) -> Result<Vec<RunEntry>> {
             (None, Some(e)) => (e.clone(), "eeg"),
             (None, None) => continue,
         };
+        let anchor = file.clone();
+        let file = match (opts.meg_source, datatype) {
+            (MegSource::ProcSss, "meg") => proc_sss_path(&ds, &anchor).filter(|p| p.exists()).ok_or_else(|| {
+                Error::request(&anchor, format!("meg_source is proc-sss and run {} has no MaxFilter output under derivatives/ (run `bf-pipeline ingest` again to see which runs are taken)", run.id()))
+            })?,
+            _ => anchor.clone(),
+        };
         let mut h = blake3::Hasher::new();
         for f in data_files(&file) {
             h.update(cached_hash(&f, &mut cache)?.as_bytes());
         }
         for suffix in ["channels", "events"] {
-            if let Some(tsv) = ds.sidecar_tsv(&file, suffix)? {
+            if let Some(tsv) = ds.sidecar_tsv(&anchor, suffix)? {
                 h.update(&std::fs::read(&tsv).map_err(|e| Error::io(&tsv, e))?);
             }
         }
-        h.update(serde_json::to_string(&ds.sidecar_json(&file, datatype)?).expect("JSON").as_bytes());
+        h.update(serde_json::to_string(&ds.sidecar_json(&anchor, datatype)?).expect("JSON").as_bytes());
         runs.push(RunEntry {
             id: run.id(),
             subject: run.get("sub").unwrap_or_default().to_string(),
@@ -67,6 +78,7 @@ pub fn discover_runs(root: &Path) -> Result<Vec<RunEntry>> {
             task: run.get("task").map(str::to_string),
             run: run.get("run").map(str::to_string),
             file,
+            anchor,
             datatype: datatype.to_string(),
             input_hash: h.finalize().to_hex().to_string(),
         });

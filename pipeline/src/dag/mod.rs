@@ -157,8 +157,12 @@ pub struct RunEntry {
     pub session: Option<String>,
     pub task: Option<String>,
     pub run: Option<String>,
-    /// The recording (MEG file, which in ds000117 holds the EEG too).
+    /// The recording (MEG file, which in ds000117 holds the EEG too); with
+    /// `meg_source = "proc-sss"` the MaxFilter output under `derivatives/`.
     pub file: PathBuf,
+    /// The raw run's file, where the BIDS sidecars (channels.tsv, events.tsv, meg.json) are
+    /// looked up; equal to `file` for raw data.
+    pub anchor: PathBuf,
     /// `meg` or `eeg`: the BIDS datatype folder of `file`.
     pub datatype: String,
     /// Content hash of the data files and the sidecars that apply.

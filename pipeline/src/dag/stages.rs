@@ -13,7 +13,7 @@ use crate::clean::{clean, CleanParams};
 use crate::config::ProjectConfig;
 use crate::error::{Error, Result};
 use crate::formats::fif::write::{write_raw, WriteOptions};
-use crate::ingest::open_with_bids;
+use crate::ingest::open_with_bids_at;
 use crate::recording::{ChannelKind, RawReader, RecordingInfo};
 use crate::bids::read_events;
 use crate::segment::{apply_baseline, epochs, events_from_bids, fixed_windows, reject_flat_clipped, EpochParams, FlatClipParams};
@@ -93,7 +93,18 @@ fn reason_text(r: &BadReason) -> String {
 fn preprocess(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<String>)> {
     let cfg = &project.config.preprocess;
     let ds = Dataset::open(&project.root)?;
-    let (reader, info) = open_with_bids(&ds, &run.file, &run.datatype)?;
+    let mut warnings = Vec::new();
+    let (reader, info) = open_with_bids_at(&ds, &run.file, &run.anchor, &run.datatype, &mut warnings)?;
+    if reader.maxshield() && !project.config.dataset.allow_maxshield {
+        return Err(Error::request(
+            &run.file,
+            "MaxShield (IAS) data, distorted until Maxwell-filtered: use meg_source = \"proc-sss\" where the dataset has MaxFilter output, or allow_maxshield = true in brainformer.toml (ingest --allow-maxshield) to take it as it is",
+        ));
+    }
+    // Ingest already reported the sidecar quirks it tolerated, once per dataset.
+    for w in warnings {
+        tracing::debug!("{w}");
+    }
     let bids_bads = info.bads.clone();
     let reader = WithInfo { inner: reader.as_ref(), info };
     let params = CleanParams {
@@ -133,7 +144,7 @@ fn preprocess(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<St
     let sidecar = project.run_file(run, "desc-clean_meg.json");
     let description = json!({
         "Description": "Cleaned continuous data: band-pass, notch, resampling (MNE's FIR design and FFT resampling), bad channels detected and EEG bads interpolated.",
-        "Sources": [format!("bids:raw:{}", run.file.strip_prefix(&project.root).unwrap_or(&run.file).display())],
+        "Sources": [format!("bids:{}:{}", if run.file == run.anchor { "raw" } else { "derivatives" }, run.file.strip_prefix(&project.root).unwrap_or(&run.file).display())],
         "SamplingFrequency": cleaned.info.sfreq,
         "HighpassFilter": cfg.l_freq,
         "LowpassFilter": cfg.h_freq,
@@ -269,7 +280,7 @@ fn segment(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<Strin
     let data = reader.read_f64(&reader.all_picks(), 0, info.n_samples)?;
     let mut plan = if cfg.mode == "epochs" {
         let ds = Dataset::open(&project.root)?;
-        let tsv = ds.sidecar_tsv(&run.file, "events")?.ok_or_else(|| Error::request(&run.file, "segment mode `epochs` needs an events.tsv for this run"))?;
+        let tsv = ds.sidecar_tsv(&run.anchor, "events")?.ok_or_else(|| Error::request(&run.anchor, "segment mode `epochs` needs an events.tsv for this run"))?;
         let (events, _) = events_from_bids(&read_events(&tsv)?, info.sfreq).map_err(|e| Error::format(&tsv, "BIDS", e))?;
         let params = EpochParams { tmin: cfg.tmin, tmax: cfg.tmax, baseline: cfg.baseline.then_some((None, Some(0.0))), event_ids: None };
         epochs(&info, &events, &params)?

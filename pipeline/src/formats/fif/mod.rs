@@ -45,6 +45,8 @@ pub struct FifReader {
     buffers: Vec<Buffer>,
     /// `range × cal` per channel, the factor MNE multiplies stored values with.
     cals: Vec<f64>,
+    /// The samples sit in a MaxShield block (`FIFFB_IAS_RAW_DATA`), not a raw one.
+    maxshield: bool,
 }
 
 impl FifReader {
@@ -57,6 +59,7 @@ impl FifReader {
         let mut buffers = Vec::new();
         let mut skips = Vec::new();
         let mut first_samp = None;
+        let mut maxshield = false;
         let mut next = Some(first);
         let mut seen: Vec<PathBuf> = Vec::new();
         while let Some(file) = next.take() {
@@ -67,6 +70,7 @@ impl FifReader {
             let part = parts.len();
             let scan = scan_raw_buffers(&file, part, nchan)?;
             first_samp.get_or_insert(scan.first_samp);
+            maxshield |= scan.maxshield;
             let offset = buffers.last().map_or(0, |b: &Buffer| b.start + b.nsamp);
             // Each part's sample count is checked in `scan_raw_buffers`; their sum is too.
             if scan.buffers.last().and_then(|b| (b.start + b.nsamp).checked_add(offset)).is_none() {
@@ -117,7 +121,7 @@ impl FifReader {
             line_freq: meas.line_freq,
             discontinuous: !skips.is_empty(),
         };
-        Ok(FifReader { info, parts, buffers, cals })
+        Ok(FifReader { info, parts, buffers, cals, maxshield })
     }
 
     /// The files read, the first one and its splits, in order.
@@ -198,6 +202,9 @@ impl RawReader for FifReader {
     fn info(&self) -> &RecordingInfo {
         &self.info
     }
+    fn maxshield(&self) -> bool {
+        self.maxshield
+    }
     fn read_into_f64(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f64]) -> Result<()> {
         self.read_into(picks, start, stop, out)
     }
@@ -218,15 +225,17 @@ fn sample_width(typ: i32) -> Option<usize> {
 
 struct RawScan {
     first_samp: i64,
+    maxshield: bool,
     buffers: Vec<Buffer>,
 }
 
 /// Walks the raw data block's directory as MNE's `_read_raw_file` does.
 fn scan_raw_buffers(f: &FifFile, part: usize, nchan: usize) -> Result<RawScan> {
-    let node = [k::B_RAW_DATA, k::B_CONTINUOUS_DATA, k::B_IAS_RAW_DATA]
+    let (node, block) = [k::B_RAW_DATA, k::B_CONTINUOUS_DATA, k::B_IAS_RAW_DATA]
         .iter()
-        .find_map(|&kind| f.tree.find(kind).into_iter().next())
+        .find_map(|&kind| f.tree.find(kind).into_iter().next().map(|n| (n, kind)))
         .ok_or_else(|| f.format_error("no raw data block (FIFFB_RAW_DATA): this is not a raw recording"))?;
+    let maxshield = block == k::B_IAS_RAW_DATA;
     let mut entries = node.entries.iter().peekable();
     let mut first_samp: i64 = 0;
     if let Some(e) = entries.next_if(|e| e.kind == k::FIRST_SAMPLE) {
@@ -279,7 +288,7 @@ fn scan_raw_buffers(f: &FifFile, part: usize, nchan: usize) -> Result<RawScan> {
     if buffers.is_empty() {
         return Err(f.format_error("raw data block holds no data buffers"));
     }
-    Ok(RawScan { first_samp, buffers })
+    Ok(RawScan { first_samp, maxshield, buffers })
 }
 
 fn skip_count(f: &FifFile, e: &DirEntry) -> Result<usize> {
