@@ -136,6 +136,8 @@ enum Command {
     ///
     /// Anonymous requests to OpenNeuro's public S3 bucket: listing with pagination, parallel
     /// GETs, resumable `.part` files (Range requests), size and MD5 checks, atomic renames.
+    /// The plan (per subject folder: files, bytes present, bytes to download) and the free
+    /// space at --dest are checked before the first byte; --dry-run prints the plan and stops.
     /// Exit status 0: all arrived; 1: some failed (rerun to resume); 2: nothing could be done.
     Download {
         /// OpenNeuro dataset id, e.g. ds000117.
@@ -477,15 +479,22 @@ struct RemoteArgs {
     /// Parallel downloads.
     #[arg(long, default_value_t = 8)]
     jobs: usize,
+    /// Print the download plan and stop, writing nothing: files, bytes already present
+    /// (complete files, .part files to resume) and still to download per subject folder, and
+    /// the free space at the destination. Without it the same plan is checked first: when the
+    /// free space is below the bytes still to download + 1 % (at least 64 MiB), nothing is
+    /// written. Testing aid: BF_FREE_SPACE_BYTES=N replaces the measured free space.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 fn main() {
     let cli = Cli::parse();
     brainformer_cli::init_logging(cli.quiet);
     if let Command::Download { dataset, dest, remote, bucket, retries, json } = cli.command {
-        let RemoteArgs { subjects, include, datatypes, s3_endpoint, jobs } = remote;
+        let RemoteArgs { subjects, include, datatypes, s3_endpoint, jobs, dry_run } = remote;
         let selection = bf_pipeline::source::Selection { subjects, include, datatypes };
-        let args = commands::download::DownloadArgs { dataset, dest, s3_endpoint, bucket, selection, jobs, retries, json, quiet: cli.quiet };
+        let args = commands::download::DownloadArgs { dataset, dest, s3_endpoint, bucket, selection, jobs, retries, json, quiet: cli.quiet, dry_run };
         std::process::exit(commands::download::run(args));
     }
     brainformer_cli::exit_on_error(run(cli.command, cli.quiet));
@@ -502,8 +511,8 @@ fn run(command: Command, quiet: bool) -> Result<()> {
         Command::Clean { args, yes } => commands::dag::clean(&args, yes),
         Command::Slurm { args, slurm } => commands::dag::slurm(&args, &slurm),
         Command::Ingest { source, dest, remote, project } => {
-            let RemoteArgs { subjects, include, datatypes, s3_endpoint, jobs } = remote;
-            commands::ingest::run(commands::ingest::IngestArgs { source, dest, subjects, include, datatypes, s3_endpoint, jobs, project, quiet })
+            let RemoteArgs { subjects, include, datatypes, s3_endpoint, jobs, dry_run } = remote;
+            commands::ingest::run(commands::ingest::IngestArgs { source, dest, subjects, include, datatypes, s3_endpoint, jobs, dry_run, project, quiet })
         }
         Command::Info { file, json } => commands::info::run(&file, json),
         Command::Convert { file, out, picks, tmin, tmax, proj, fif_format } => {

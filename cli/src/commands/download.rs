@@ -1,10 +1,20 @@
 //! `bf-pipeline download DATASET --dest DIR`: only the download half of `ingest` (no indexing),
 //! for fetching a selection of an OpenNeuro dataset. Exit status: 0 when every object
-//! arrived, 1 when some failed (rerun to resume), 2 when nothing could be done.
+//! arrived (or `--dry-run`), 1 when some failed (rerun to resume), 2 when nothing could be done
+//! (including not enough free disk space).
+//!
+//! Plan first: the listing is held against what is on disk and the free space before any byte
+//! is fetched; the plan (one line per subject folder, plus the top-level files and other
+//! folders such as `derivatives`) goes to stderr, or to stdout with `--dry-run`, which stops
+//! there. [`print_plan`] and [`plan_json`] are shared with `ingest`.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use bf_pipeline::source::{download_dataset, DownloadOptions, Selection};
+use bf_pipeline::source::{
+    both, execute_plan, human_bytes, plan_download, DownloadOptions, DownloadPlan, PlanTotals, Selection,
+    SpaceCheck,
+};
 
 use super::ingest::DownloadBar;
 
@@ -18,6 +28,8 @@ pub struct DownloadArgs {
     pub retries: u32,
     pub json: bool,
     pub quiet: bool,
+    /// Print the plan and stop.
+    pub dry_run: bool,
 }
 
 /// Runs the download and returns the process exit code.
@@ -29,13 +41,45 @@ pub fn run(args: DownloadArgs) -> i32 {
     if let Some(b) = args.bucket {
         opts.bucket = b;
     }
+    let fail = |e: bf_pipeline::Error| {
+        eprintln!("error: {e}");
+        if args.json {
+            println!("{}", serde_json::json!({ "error": e.to_string() }));
+        }
+        2
+    };
+    let plan = match plan_download(&args.dataset, &args.dest, &args.selection, &opts) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let space = match plan.check_space() {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    if args.dry_run {
+        if args.json {
+            let doc = plan_json(&plan, &space);
+            println!("{}", serde_json::to_string_pretty(&doc).expect("plan serializes"));
+        } else {
+            print!("{}", format_plan(&plan, &space));
+        }
+        return 0;
+    }
+    if !args.quiet && !args.json {
+        eprint!("{}", format_plan(&plan, &space));
+    }
+    if let Err(e) = space.require(&plan.dataset, &plan.dest) {
+        return fail(e);
+    }
     let progress = DownloadBar::new(args.quiet || args.json);
-    let result = download_dataset(&args.dataset, &args.dest, &args.selection, &opts, &progress);
+    let result = execute_plan(&plan, &opts, &progress);
     progress.finish();
     match result {
         Ok(summary) => {
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&summary).expect("summary serializes"));
+                let mut doc = serde_json::to_value(&summary).expect("summary serializes");
+                doc["plan"] = serde_json::to_value(plan.totals()).expect("totals serialize");
+                println!("{}", serde_json::to_string_pretty(&doc).expect("summary serializes"));
             } else {
                 println!(
                     "{}: {} files downloaded ({} bytes), {} already complete, {} failed, into {}",
@@ -57,12 +101,90 @@ pub fn run(args: DownloadArgs) -> i32 {
                 1
             }
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            if args.json {
-                println!("{}", serde_json::json!({ "error": e.to_string() }));
-            }
-            2
-        }
+        Err(e) => fail(e),
     }
+}
+
+/// The plan as JSON: dataset, dest, totals, groups (one per subject folder / other folder /
+/// top level), the free-space check and every file with its local state.
+pub fn plan_json(plan: &DownloadPlan, space: &SpaceCheck) -> serde_json::Value {
+    serde_json::json!({
+        "dataset": plan.dataset,
+        "dest": plan.dest,
+        "totals": plan.totals(),
+        "groups": plan.groups(),
+        "space": {
+            "measured_at": space.measured_at,
+            "available": space.available,
+            "to_download": space.to_download,
+            "needed": space.needed,
+            "overridden": space.overridden,
+            "enough": space.enough(),
+            "shortfall": space.shortfall(),
+        },
+        "refused": plan.refused,
+        "files": plan.files,
+    })
+}
+
+/// The plan as a table: a header with the totals in exact bytes, one line per group, a total
+/// line, and the free-space verdict.
+pub fn format_plan(plan: &DownloadPlan, space: &SpaceCheck) -> String {
+    let t = plan.totals();
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "plan for {} into {}: {} files, {} bytes; {} bytes present, {} bytes to download",
+        plan.dataset,
+        plan.dest.display(),
+        t.files,
+        t.bytes,
+        t.bytes_present,
+        t.bytes_to_download
+    );
+    let row = |s: &mut String, name: &str, t: &PlanTotals| {
+        let _ = writeln!(
+            s,
+            "  {name:<16} {:>6} {:>9} {:>6} {:>10} {:>10} {:>12}",
+            t.files,
+            t.files_complete,
+            t.files_partial,
+            human_bytes(t.bytes),
+            human_bytes(t.bytes_present),
+            human_bytes(t.bytes_to_download)
+        );
+    };
+    let _ = writeln!(
+        s,
+        "  {:<16} {:>6} {:>9} {:>6} {:>10} {:>10} {:>12}",
+        "part", "files", "complete", ".part", "size", "present", "to download"
+    );
+    for g in plan.groups() {
+        row(&mut s, &g.name, &g.totals);
+    }
+    row(&mut s, "total", &t);
+    for (key, msg) in &plan.refused {
+        let _ = writeln!(s, "  refused: {key}: {msg}");
+    }
+    let margin = space.needed - space.to_download;
+    let _ = writeln!(
+        s,
+        "free space: {} available on {}; {} needed ({} to download + {} margin){}",
+        both(space.available),
+        space.source(),
+        both(space.needed),
+        human_bytes(space.to_download),
+        human_bytes(margin),
+        if space.enough() {
+            ": enough".to_string()
+        } else {
+            format!(": NOT ENOUGH, {} short", both(space.shortfall()))
+        }
+    );
+    s
+}
+
+/// Prints the plan table on stderr (before a real download).
+pub fn print_plan(plan: &DownloadPlan, space: &SpaceCheck) {
+    eprint!("{}", format_plan(plan, space));
 }

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use bf_pipeline::bids::{Dataset, Run};
 use bf_pipeline::config::ProjectConfig;
 use bf_pipeline::ingest::{inspect_dataset, manifest_path, write_manifest};
-use bf_pipeline::source::{download_dataset, DownloadOptions, Progress, Selection};
+use bf_pipeline::source::{execute_plan, plan_download, DownloadOptions, Progress, Selection};
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub struct IngestArgs {
@@ -19,12 +19,14 @@ pub struct IngestArgs {
     pub datatypes: Vec<String>,
     pub s3_endpoint: Option<String>,
     pub jobs: usize,
+    /// Print the download plan and stop (nothing is written).
+    pub dry_run: bool,
     pub project: PathBuf,
     pub quiet: bool,
 }
 
 pub fn run(args: IngestArgs) -> Result<()> {
-    let (root, source) = resolve_source(&args)?;
+    let Some((root, source)) = resolve_source(&args)? else { return Ok(()) };
     let ds = Dataset::open(&root)?;
     let runs: Vec<Run> = ds.runs()?.into_iter().filter(|r| selected(r, &args)).collect();
     if runs.is_empty() {
@@ -62,12 +64,18 @@ pub fn run(args: IngestArgs) -> Result<()> {
     Ok(())
 }
 
-/// A local directory is indexed in place; an OpenNeuro id (`ds000117`) is downloaded first.
-fn resolve_source(args: &IngestArgs) -> Result<(PathBuf, String)> {
+/// A local directory is indexed in place; an OpenNeuro id (`ds000117`) is downloaded first,
+/// after its plan and the free space at the destination are checked. `None` for `--dry-run`:
+/// the plan was printed and nothing else is to be done.
+fn resolve_source(args: &IngestArgs) -> Result<Option<(PathBuf, String)>> {
     let as_path = Path::new(&args.source);
     if as_path.is_dir() {
         let root = as_path.canonicalize().with_context(|| format!("{}: cannot resolve", as_path.display()))?;
-        return Ok((root, "local".into()));
+        if args.dry_run {
+            println!("{}: a local directory, nothing to download (--dry-run: stopping here)", root.display());
+            return Ok(None);
+        }
+        return Ok(Some((root, "local".into())));
     }
     let is_id = args.source.len() == 8 && args.source.starts_with("ds") && args.source[2..].chars().all(|c| c.is_ascii_digit());
     if !is_id {
@@ -79,9 +87,20 @@ fn resolve_source(args: &IngestArgs) -> Result<(PathBuf, String)> {
         opts.endpoint = ep.clone();
     }
     let sel = Selection { subjects: args.subjects.clone(), include: args.include.clone(), datatypes: args.datatypes.clone() };
+    let plan = plan_download(&args.source, &dest, &sel, &opts)?;
+    let space = plan.check_space()?;
+    if args.dry_run {
+        print!("{}", super::download::format_plan(&plan, &space));
+        return Ok(None);
+    }
+    if !args.quiet {
+        super::download::print_plan(&plan, &space);
+    }
+    space.require(&plan.dataset, &plan.dest)?;
     let progress = DownloadBar::new(args.quiet);
-    let summary = download_dataset(&args.source, &dest, &sel, &opts, &progress)?;
+    let summary = execute_plan(&plan, &opts, &progress);
     progress.finish();
+    let summary = summary?;
     eprintln!(
         "downloaded {} files ({} bytes), {} already complete, {} failed",
         summary.files_downloaded, summary.bytes_downloaded, summary.files_skipped_complete, summary.failures.len()
@@ -93,7 +112,7 @@ fn resolve_source(args: &IngestArgs) -> Result<(PathBuf, String)> {
         bail!("{} files could not be downloaded; run the same command again to resume", summary.failures.len());
     }
     let root = dest.canonicalize().with_context(|| format!("{}: cannot resolve", dest.display()))?;
-    Ok((root, args.source.clone()))
+    Ok(Some((root, args.source.clone())))
 }
 
 fn selected(run: &Run, args: &IngestArgs) -> bool {

@@ -15,6 +15,13 @@
 //! are not retried and name the URL. The failure of one object is recorded in
 //! [`DownloadSummary::failures`] and does not stop the others.
 //!
+//! Plan first: [`plan_download`] lists and selects without writing anything and tells, per
+//! subject folder, what is already on disk (complete files, `.part` files) and what is still to
+//! download ([`DownloadPlan`]); [`execute_plan`] then checks the free disk space at the
+//! destination against the bytes still to download plus a margin (1 %, at least 64 MiB) and
+//! refuses, before creating anything, when it is short. The environment variable
+//! `BF_FREE_SPACE_BYTES` replaces the measured free space (a testing aid).
+//!
 //! Selection: everything not under a `sub-*/` folder (dataset_description.json,
 //! participants.tsv, README, task sidecars, `derivatives/<name>/` files outside subject folders)
 //! is always downloaded. For keys under a `sub-XX/` folder (at the top or inside
@@ -24,6 +31,7 @@
 //! subject- and session-level files (`sessions.tsv`, `scans.tsv`) of selected subjects are kept.
 
 mod openneuro;
+mod plan;
 mod s3;
 
 use std::path::Path;
@@ -31,6 +39,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 pub use openneuro::{local_path, part_path, relative_path};
+pub use plan::{
+    both, human_bytes, local_state, nearest_existing, space_margin, space_needed, DownloadPlan, LocalState,
+    PlanGroup, PlanTotals, PlannedFile, SpaceCheck, FREE_SPACE_ENV, SPACE_MARGIN_MIN, TOP_LEVEL_GROUP,
+};
 pub use s3::{describe_error_body, etag_kind, parse_list_page, EtagKind, ListPage, RemoteObject, S3Client};
 
 use crate::error::{Error, Result};
@@ -117,19 +129,9 @@ pub fn list_dataset(dataset: &str, opts: &DownloadOptions) -> Result<Vec<RemoteO
     S3Client::new(&opts.endpoint, &opts.bucket, opts.retries).list(&format!("{dataset}/"))
 }
 
-/// Downloads the selected part of `dataset` into `dest` (created if needed); see the module docs.
-///
-/// `Err` when nothing can be done: a bad dataset name or include pattern, a listing that fails
-/// (network, 403, 404, malformed), a dataset with no objects, a requested subject or datatype
-/// absent from the dataset, or a `dest` that cannot be created. Failures of single objects are
-/// in the summary's `failures` (the caller decides the exit status).
-pub fn download_dataset(
-    dataset: &str,
-    dest: &Path,
-    sel: &Selection,
-    opts: &DownloadOptions,
-    progress: &dyn Progress,
-) -> Result<DownloadSummary> {
+/// Lists `dataset`, applies the selection and looks at what is already under `dest`, writing
+/// nothing (see [`DownloadPlan`]). `Err` as [`download_dataset`], for everything but the download itself.
+pub fn plan_download(dataset: &str, dest: &Path, sel: &Selection, opts: &DownloadOptions) -> Result<DownloadPlan> {
     let dataset = check_dataset(dataset, dest)?;
     let filter = Filter::new(sel, dest)?;
     let client = S3Client::new(&opts.endpoint, &opts.bucket, opts.retries);
@@ -146,7 +148,7 @@ pub fn download_dataset(
         });
     }
 
-    let mut summary = DownloadSummary::default();
+    let mut refused = Vec::new();
     let mut all_rel = Vec::new();
     let mut work = Vec::new();
     for obj in objects {
@@ -160,7 +162,7 @@ pub fn download_dataset(
             }
             Err(why) => {
                 let msg = format!("{}: refused: {why}", client.object_url(&obj.key));
-                summary.failures.push((obj.key, msg));
+                refused.push((obj.key, msg));
             }
         }
     }
@@ -182,7 +184,36 @@ pub fn download_dataset(
         }
         return Err(Error::Remote { url: client.list_url(&prefix, None), what: what.join("; ") });
     }
+    Ok(DownloadPlan { dataset, dest: dest.to_path_buf(), files: plan::plan_files(dest, work), refused })
+}
 
+/// Downloads the selected part of `dataset` into `dest` (created if needed); see the module docs.
+/// The same as [`plan_download`] followed by [`execute_plan`].
+///
+/// `Err` when nothing can be done: a bad dataset name or include pattern, a listing that fails
+/// (network, 403, 404, malformed), a dataset with no objects, a requested subject or datatype
+/// absent from the dataset, not enough free disk space, or a `dest` that cannot be created.
+/// Failures of single objects are in the summary's `failures` (the caller decides the exit
+/// status).
+pub fn download_dataset(
+    dataset: &str,
+    dest: &Path,
+    sel: &Selection,
+    opts: &DownloadOptions,
+    progress: &dyn Progress,
+) -> Result<DownloadSummary> {
+    let plan = plan_download(dataset, dest, sel, opts)?;
+    execute_plan(&plan, opts, progress)
+}
+
+/// Downloads what `plan` selected. First checks the free space ([`DownloadPlan::check_space`]):
+/// when it is short, returns the error before writing anything (not even `dest`).
+pub fn execute_plan(plan: &DownloadPlan, opts: &DownloadOptions, progress: &dyn Progress) -> Result<DownloadSummary> {
+    plan.check_space()?.require(&plan.dataset, &plan.dest)?;
+    let dest = plan.dest.as_path();
+    let client = S3Client::new(&opts.endpoint, &opts.bucket, opts.retries);
+    let mut summary = DownloadSummary { failures: plan.refused.clone(), ..Default::default() };
+    let mut work: Vec<(RemoteObject, &str)> = plan.files.iter().map(|f| (f.object(), f.rel.as_str())).collect();
     std::fs::create_dir_all(dest).map_err(|e| Error::io(dest, e))?;
     summary.files_total = (work.len() + summary.failures.len()) as u64;
     progress.total(work.len() as u64, work.iter().map(|(o, _)| o.size).sum());
