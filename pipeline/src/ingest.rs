@@ -498,7 +498,7 @@ pub fn write_manifest(path: &Path, rows: &[RunRecord]) -> Result<()> {
 mod tests {
     use super::*;
     use crate::formats::fif::write::{write_raw, WriteOptions};
-    use crate::recording::{ChannelInfo, InMemory, Unit};
+    use crate::recording::{ChannelInfo, InMemory, RawReader, Unit};
     use std::fs;
 
     fn touch(p: &Path, text: &str) {
@@ -662,9 +662,9 @@ mod tests {
         assert!(report.records.is_empty());
         let line = report.skipped[0].describe(root, "local");
         assert!(line.contains("MaxShield") && line.contains("--allow-maxshield"), "{line}");
-        // Allowed, it is opened (and then left out for having no EEG: an empty-room file).
+        // Allowed, it is opened and checked like any run.
         let report = outcomes(root, &IngestOptions { allow_maxshield: true, ..Default::default() });
-        let line = report.skipped[0].describe(root, "local");
-        assert!(line.contains("no EEG channels") || report.records.len() == 1, "{line}");
+        assert!(report.skipped.iter().all(|s| !matches!(s.reason, SkipReason::MaxShield(_)) && !s.is_failure()));
+        assert_eq!(report.records.len() + report.skipped.len(), 1);
     }
 }

@@ -121,7 +121,12 @@ pub fn read_events(path: &Path) -> Result<Vec<EventRow>> {
     let t = Table::read(path)?;
     let onset = t.f64_column("onset")?;
     let duration = t.f64_column("duration")?;
-    let trial_type = t.optional_column("trial_type")?;
+    // `stim_type` is BIDS 1.0's name for `trial_type` (ds000117 uses it); mne-bids reads it
+    // the same way for backward compatibility.
+    let trial_type = match t.optional_column("trial_type")? {
+        Some(c) => Some(c),
+        None => t.optional_column("stim_type")?,
+    };
     let value = t.optional_column("value")?;
     let sample = if t.has_column("sample") { Some(t.f64_column("sample")?) } else { None };
     (0..t.height())
