@@ -128,6 +128,8 @@ enum Command {
         dest: Option<PathBuf>,
         #[command(flatten)]
         remote: RemoteArgs,
+        #[command(flatten)]
+        choice: commands::ingest::RunChoice,
         /// Project file to write.
         #[arg(long, default_value = "brainformer.toml")]
         project: PathBuf,
@@ -510,9 +512,9 @@ fn run(command: Command, quiet: bool) -> Result<()> {
         Command::Config { args } => commands::dag::config(&args),
         Command::Clean { args, yes } => commands::dag::clean(&args, yes),
         Command::Slurm { args, slurm } => commands::dag::slurm(&args, &slurm),
-        Command::Ingest { source, dest, remote, project } => {
+        Command::Ingest { source, dest, remote, choice, project } => {
             let RemoteArgs { subjects, include, datatypes, s3_endpoint, jobs, dry_run } = remote;
-            commands::ingest::run(commands::ingest::IngestArgs { source, dest, subjects, include, datatypes, s3_endpoint, jobs, dry_run, project, quiet })
+            commands::ingest::run(commands::ingest::IngestArgs { source, dest, subjects, include, datatypes, s3_endpoint, jobs, dry_run, choice, project, quiet })
         }
         Command::Info { file, json } => commands::info::run(&file, json),
         Command::Convert { file, out, picks, tmin, tmax, proj, fif_format } => {

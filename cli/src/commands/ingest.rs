@@ -7,9 +7,29 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use bf_pipeline::bids::{Dataset, Run};
 use bf_pipeline::config::ProjectConfig;
-use bf_pipeline::ingest::{inspect_dataset, manifest_path, write_manifest};
+use bf_pipeline::ingest::{inspect_dataset, manifest_path, write_manifest, IngestOptions, SkipReason, Skipped};
 use bf_pipeline::source::{execute_plan, plan_download, DownloadOptions, Progress, Selection};
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// Which runs ingest takes, and how strictly.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunChoice {
+    /// Fail (exit 1) when any run is left out: not downloaded, empty-room, no EEG or MEG,
+    /// MaxShield, no MaxFilter output. Without it they are listed and the rest ingested.
+    #[arg(long)]
+    pub strict: bool,
+    /// Take MaxShield (Internal Active Shielding) recordings as they are (MNE's
+    /// allow_maxshield). They are distorted until Maxwell-filtered, so by default such runs
+    /// are left out with a message.
+    #[arg(long)]
+    pub allow_maxshield: bool,
+    /// `raw`: the recordings under sub-*. `proc-sss`: the Elekta MaxFilter output
+    /// (`*_proc-sss_meg.fif`, EEG included) under derivatives/*/ at the same relative path,
+    /// where the dataset has it (ds000117: derivatives/meg_derivatives). Recorded in the
+    /// manifest, brainformer.toml and the shards' metadata.
+    #[arg(long, default_value = "raw", value_parser = ["raw", "proc-sss"])]
+    pub meg_source: String,
+}
 
 pub struct IngestArgs {
     pub source: String,
@@ -21,6 +41,7 @@ pub struct IngestArgs {
     pub jobs: usize,
     /// Print the download plan and stop (nothing is written).
     pub dry_run: bool,
+    pub choice: RunChoice,
     pub project: PathBuf,
     pub quiet: bool,
 }
@@ -32,36 +53,76 @@ pub fn run(args: IngestArgs) -> Result<()> {
     if runs.is_empty() {
         bail!("{}: no MEG or EEG runs found (or none match --subjects/--datatype)", root.display());
     }
+    let opts = IngestOptions { meg_source: args.choice.meg_source.parse().map_err(anyhow::Error::msg)?, allow_maxshield: args.choice.allow_maxshield };
     let bar = bar(args.quiet, runs.len() as u64, "{spinner} checking runs [{bar:30}] {pos}/{len} {wide_msg}");
-    let (records, failures) = inspect_dataset(&ds, &runs, &|r: &Run| {
+    let report = inspect_dataset(&ds, &runs, &opts, &|r: &Run| {
         bar.set_message(r.id());
         bar.inc(1);
     });
     bar.finish_and_clear();
-    for (path, err) in &failures {
-        eprintln!("error: {}: {err}", path.display());
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
     }
+    let (failed, left_out): (Vec<&Skipped>, Vec<&Skipped>) = report.skipped.iter().partition(|s| s.is_failure());
+    for s in &left_out {
+        eprintln!("left out: {}", s.describe(&root, &source));
+    }
+    for s in &failed {
+        eprintln!("error: {}", s.describe(&root, &source));
+    }
+    let records = &report.records;
     let manifest = manifest_path(&root);
     if !records.is_empty() {
-        write_manifest(&manifest, &records)?;
+        write_manifest(&manifest, records)?;
     }
-    let config = ProjectConfig::with_defaults(root.clone(), source);
+    let mut config = ProjectConfig::with_defaults(root.clone(), source);
+    config.dataset.meg_source = opts.meg_source.as_str().to_string();
+    config.dataset.allow_maxshield = opts.allow_maxshield;
     config.save(&args.project)?;
     let (n_eeg, n_meg) = records.first().map(|r| (r.n_eeg, r.n_meg)).unwrap_or_default();
     println!(
-        "ingested {} of {} runs from {} ({} EEG + {} MEG channels in the first); manifest {}; project file {}",
+        "ingested {} of {} runs from {} ({} EEG + {} MEG channels in the first; MEG source {}); {}; manifest {}; project file {}",
         records.len(),
         runs.len(),
         root.display(),
         n_eeg,
         n_meg,
+        opts.meg_source.as_str(),
+        left_out_summary(&report.skipped),
         manifest.display(),
         args.project.display()
     );
-    if !failures.is_empty() {
-        bail!("{} of {} runs failed (listed above); the manifest holds the others", failures.len(), runs.len());
+    if !failed.is_empty() {
+        bail!("{} of {} runs failed (listed above); the manifest holds the others", failed.len(), runs.len());
+    }
+    if args.choice.strict && !left_out.is_empty() {
+        bail!("--strict: {} of {} runs were left out (listed above)", left_out.len(), runs.len());
     }
     Ok(())
+}
+
+/// `left out: 13 not downloaded, 8 empty-room` (or `none left out`).
+fn left_out_summary(skipped: &[Skipped]) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for s in skipped {
+        let what = match s.reason {
+            SkipReason::NotDownloaded(_) => "not downloaded",
+            SkipReason::EmptyRoom => "empty-room",
+            SkipReason::MissingModality(_) => "without EEG or MEG",
+            SkipReason::NoProcSss(_) => "without MaxFilter output",
+            SkipReason::MaxShield(_) => "MaxShield",
+            SkipReason::Unreadable(_) => "failed",
+        };
+        match counts.iter_mut().find(|(w, _)| *w == what) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((what, 1)),
+        }
+    }
+    if counts.is_empty() {
+        return "none left out".into();
+    }
+    let parts: Vec<String> = counts.iter().map(|(w, n)| format!("{n} {w}")).collect();
+    format!("left out: {}", parts.join(", "))
 }
 
 /// A local directory is indexed in place; an OpenNeuro id (`ds000117`) is downloaded first,
