@@ -98,11 +98,12 @@ def test_bad_runs_are_reported_and_the_rest_ingested(dataset, tmp_path):
     meg = root / "sub-01/ses-meg/meg"
     fif = meg / "sub-01_ses-meg_task-facerecognition_run-01_meg.fif"
     fif.write_bytes(fif.read_bytes()[: fif.stat().st_size // 3])          # truncated FIF
+    # As in ds000117, runs inherit the session's channels.tsv and meg.json; a run-level
+    # channels.tsv overrides the session's for that run only.
+    session_ch = root / "sub-01/ses-meg/sub-01_ses-meg_task-facerecognition_channels.tsv"
     ch = meg / "sub-01_ses-meg_task-facerecognition_run-02_channels.tsv"
-    ch.write_text("\n".join(ch.read_text().splitlines()[:-5]) + "\n")     # channels.tsv lies
-    side = root / "sub-02/ses-meg/meg/sub-02_ses-meg_task-facerecognition_run-01_meg.json"
-    side.unlink()
-    (root / "task-facerecognition_meg.json").unlink()                      # no sidecar at all
+    ch.write_text("\n".join(session_ch.read_text().splitlines()[:-5]) + "\n")  # channels.tsv lies
+    (root / "sub-02/ses-meg/sub-02_ses-meg_task-facerecognition_meg.json").unlink()  # no sidecar at all
     proc = ingest(root, tmp_path, check=False)
     assert proc.returncode != 0
     err = proc.stderr
@@ -110,7 +111,7 @@ def test_bad_runs_are_reported_and_the_rest_ingested(dataset, tmp_path):
     assert "truncated" in err or "past the end" in err
     assert "sub-01_ses-meg_task-facerecognition_run-02_channels.tsv" in err and "lists 399 channels" in err
     assert "sub-02_ses-meg_task-facerecognition_run-01_meg.json" in err
-    # The other runs keep their own _meg.json, so only these three fail.
-    assert "3 of 8 runs failed" in err, err
+    # Both runs of sub-02 lose their (session-level) meg.json: four of the subjects' runs fail.
+    assert "4 of 8 runs failed" in err, err
     frame = pl.read_parquet(root / "derivatives/brainformer/manifest.parquet")
-    assert frame.height == 5
+    assert frame.height == 4
