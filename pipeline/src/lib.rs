@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod ingest;
 pub mod error;
 pub mod formats;
+pub mod maxwell;
 pub mod recording;
 pub mod npy;
 pub mod proj;

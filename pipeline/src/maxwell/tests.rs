@@ -1,0 +1,73 @@
+//! Tests on MNE's SSS test file (../shared/data/mne-testing-data/SSS/), skipped when absent.
+//! The equality with MNE itself is checked in tests/oracle/test_maxwell.py; these check the
+//! shapes and invariants and, with BF_MAXWELL_DUMP=DIR, write our bases and output as .npy
+//! for ad-hoc comparison with MNE.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::formats;
+
+fn erm() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mne-testing-data/SSS/test_move_anon_erm_raw.fif");
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("skipping: {} is absent", p.display());
+        None
+    }
+}
+
+fn dump(name: &str, rows: usize, cols: usize, at: impl Fn(usize, usize) -> f64) {
+    let Ok(dir) = std::env::var("BF_MAXWELL_DUMP") else { return };
+    let mut f = std::fs::File::create(Path::new(&dir).join(name)).unwrap();
+    crate::npy::write_header_f64(&mut f, (rows, cols)).unwrap();
+    let mut b = Vec::with_capacity(rows * cols * 8);
+    for i in 0..rows {
+        for j in 0..cols {
+            b.extend_from_slice(&at(i, j).to_le_bytes());
+        }
+    }
+    f.write_all(&b).unwrap();
+}
+
+#[test]
+fn erm_device_frame_sss() {
+    let Some(path) = erm() else { return };
+    let raw = formats::open(&path).unwrap();
+    assert!(raw.maxshield());
+    let geom = read_head_geometry(&path).unwrap();
+    assert!(geom.dev_head_t.is_none());
+    assert_eq!(geom.dig.len(), 193);
+    let info = raw.info();
+    let meg: Vec<_> = info.channels.iter().filter(|c| matches!(c.kind, crate::ChannelKind::Mag | crate::ChannelKind::Grad)).collect();
+    assert_eq!(meg.len(), 306);
+    let coils = coils::Coils::new(&path, &meg, coils::ACCURACY_ACCURATE).unwrap();
+    let origin = [0.0, 0.013, -0.006];
+    let s = basis::sss_basis(&origin, 8, 3, &coils);
+    assert_eq!(s.shape(), (306, 95));
+    dump("basis_meg.npy", 306, 95, |i, j| s[(i, j)]);
+
+    for (reg, name) in [(Regularize::None, "sss_none.npy"), (Regularize::In, "sss_in.npy")] {
+        let params = MaxwellParams {
+            origin: Origin::Point(origin),
+            coord_frame: CoordFrame::Meg,
+            regularize: reg,
+            ..MaxwellParams::default()
+        };
+        let mx = Maxwell::with_geometry(raw.as_ref(), &geom, &params).unwrap();
+        let op = &mx.operator;
+        assert_eq!(op.op.shape(), (306, 306));
+        if reg == Regularize::None {
+            assert_eq!(op.n_use_in, 80);
+            assert_eq!(op.reg_moments.len(), 95);
+        }
+        eprintln!("{name}: cond {:.3}, {} in + {} out", op.cond, op.n_use_in, op.reg_moments.len() - op.n_use_in);
+        let n = mx.info().n_samples;
+        let nc = mx.info().n_channels();
+        let data = mx.read_f64(&mx.all_picks(), 0, n).unwrap();
+        dump(name, nc, n, |i, j| data[(i, j)]);
+        dump(&format!("moments_{name}"), 1, op.reg_moments.len(), |_, j| op.reg_moments[j] as f64);
+    }
+}
