@@ -67,7 +67,7 @@ def main():
     args = ap.parse_args()
     out = Path(args.out_dir).resolve()
     big = fresh_dataset(out / "tokenize-full-run", "--full-run")
-    fif = next((big / "ds").rglob("*_meg.fif"))
+    fif = next((big / "ds" / "sub-01").rglob("*_meg.fif"))  # not sub-emptyroom's
     with open(fif, "rb") as f:  # page cache, for both sides alike
         while f.read(1 << 24):
             pass
