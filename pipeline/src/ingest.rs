@@ -94,6 +94,8 @@ pub struct RunRecord {
     pub eeg_channels: Vec<String>,
     pub meg_channels: Vec<String>,
     pub bads: Vec<String>,
+    /// Channels per MNE type after channels.tsv, as JSON (`{"eeg":70,"grad":204,…}`).
+    pub channel_types: String,
     /// events.tsv rows inside the recording (mne-bids keeps the same ones).
     pub n_events: u32,
     /// events.tsv rows outside the recording, dropped as mne-bids drops them.
@@ -323,6 +325,12 @@ fn inspect_files(ds: &Dataset, run: &Run, meg_file: Option<&Path>, opts: &Ingest
     if meg_channels.is_empty() {
         return skip(&primary.path, SkipReason::MissingModality("MEG"));
     }
+    let mut type_counts = std::collections::BTreeMap::<&str, u32>::new();
+    for info in meg.iter().map(|(_, i)| i).chain(eeg.as_ref().map(|(_, i)| i)) {
+        for c in &info.channels {
+            *type_counts.entry(c.kind.as_str()).or_default() += 1;
+        }
+    }
     let mut bads: Vec<String> = primary.bads.clone();
     if let Some((_, e)) = &eeg {
         for b in &e.bads {
@@ -361,6 +369,7 @@ fn inspect_files(ds: &Dataset, run: &Run, meg_file: Option<&Path>, opts: &Ingest
         eeg_channels,
         meg_channels,
         bads,
+        channel_types: serde_json::to_string(&type_counts).expect("JSON"),
         n_events,
         n_events_dropped,
         empty_room,
@@ -473,6 +482,7 @@ pub fn manifest_frame(rows: &[RunRecord]) -> Result<DataFrame> {
         str_list("eeg_channels", rows, |r| &r.eeg_channels),
         str_list("meg_channels", rows, |r| &r.meg_channels),
         str_list("bads", rows, |r| &r.bads),
+        col!("channel_types", |r: &RunRecord| r.channel_types.clone()),
         col!("n_events", |r: &RunRecord| r.n_events),
         col!("n_events_dropped", |r: &RunRecord| r.n_events_dropped),
         col!("empty_room", |r: &RunRecord| r.empty_room.clone()),
@@ -575,6 +585,7 @@ mod tests {
         let r = &report.records[0];
         assert_eq!(r.id, "sub-01_ses-meg_task-face_run-01");
         assert_eq!((r.n_meg, r.n_eeg), (2, 1), "VEOG is EOG, MEGGRAD is MEG");
+        assert_eq!(r.channel_types, r#"{"eeg":1,"eog":1,"grad":1,"mag":1,"stim":1}"#);
         assert_eq!(r.bads, vec!["MEG0112".to_string()]);
         assert_eq!((r.n_events, r.n_events_dropped), (3, 2), "onset 2.0 = n/sfreq is kept, as by MNE");
         assert_eq!(r.empty_room.as_deref(), Some("sub-emptyroom/ses-20090409/meg/sub-emptyroom_ses-20090409_task-noise_meg.fif"));

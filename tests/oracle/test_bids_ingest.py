@@ -68,6 +68,7 @@ def test_ingest_agrees_with_mne_bids(dataset, tmp_path):
                                  run=row["run"], datatype="meg", root=dataset)
         raw = mne_bids.read_raw_bids(path, verbose=False)
         types = raw.get_channel_types()
+        assert json.loads(row["channel_types"]) == {t: types.count(t) for t in set(types)}
         assert row["n_eeg"] == types.count("eeg") == 70
         assert row["n_meg"] == types.count("mag") + types.count("grad") == 306
         assert row["eeg_channels"] == [n for n, t in zip(raw.ch_names, types) if t == "eeg"]

@@ -8,6 +8,7 @@ The recordings are written by MNE itself (RawArray → FIF) to the real channels
 order and kinds (EEG061–EEG064 are EEG in the FIF, HEOG/VEOG/ECG/MISC in channels.tsv, as in
 the real files), so the oracle for every figure is mne-bids' `read_raw_bids` on the same tree.
 """
+import json
 import os
 import shutil
 import subprocess
@@ -120,6 +121,7 @@ def test_manifest_equals_mne_bids_on_the_real_sidecars(real_tree, tmp_path):
         types = raw.get_channel_types()
         counts = {t: types.count(t) for t in set(types)}
         assert counts == {"grad": 204, "mag": 102, "eeg": 70, "eog": 2, "ecg": 1, "misc": 22, "stim": 3}
+        assert json.loads(row["channel_types"]) == counts
         assert row["n_meg"] == 306 and row["n_eeg"] == 70
         assert row["eeg_channels"] == [n for n, t in zip(raw.ch_names, types) if t == "eeg"]
         assert sorted(row["bads"]) == sorted(raw.info["bads"])
