@@ -50,7 +50,7 @@ demo: setup
 	node_modules/.bin/bids-validator $(DEMO_DIR)/ds000117-fixture | tail -n 8
 	@echo "== 3. ingest: open and check every run, manifest + project file"
 	cd $(DEMO_DIR) && ../target/release/bf-pipeline ingest ds000117-fixture
-	$(PY) -c "import polars as pl; print(pl.read_parquet('$(DEMO_DIR)/ds000117-fixture/derivatives/brainformer/manifest.parquet').select('run_id','n_eeg','n_meg','bads','n_events','duration'))"
+	$(PY) -c "import polars as pl; print(pl.read_parquet('$(DEMO_DIR)/ds000117-fixture/derivatives/brainformer/manifest.parquet').select('run_id','meg_source','n_eeg','n_meg','bads','n_events','n_events_dropped','duration','empty_room'))"
 	@echo "== 4. one run's info, and readers on MNE's test files"
 	target/release/bf-pipeline info $(DEMO_DIR)/ds000117-fixture/sub-01/ses-meg/meg/sub-01_ses-meg_task-facerecognition_run-01_meg.fif
 	-target/release/bf-pipeline info $(SHARED)/data/mne-python/brainvision/tests/data/test.vhdr
