@@ -39,6 +39,54 @@ impl Transform {
         }
         y
     }
+    /// The transform as MNE's movement-compensation machinery sees it: rotation taken to a
+    /// unit quaternion and back (`quat_to_rot(rot_to_quat(R))`, as `_check_pos` does with
+    /// `dev_head_t` even without head positions). The FIF file stores the rotation in
+    /// float32, not exactly orthonormal, so this differs from R by ~1e-8 — enough to move the
+    /// SSS output by ~1e-5 of its RMS. MNE fits the moments with this rotation and
+    /// reconstructs with the original one; so do we.
+    pub fn quat_roundtrip(&self) -> Transform {
+        let r = &self.rot;
+        let rot = [r[0][0], r[0][1], r[0][2], r[1][0], r[1][1], r[1][2], r[2][0], r[2][1], r[2][2]];
+        // MNE's `_one_rot_to_quat` (its branches keep the largest diagonal term).
+        let t = 1.0 + rot[0] + rot[4] + rot[8];
+        let (qx, qy, qz);
+        if t > f64::EPSILON {
+            let s = t.sqrt() * 2.0;
+            qx = (rot[7] - rot[5]) / s;
+            qy = (rot[2] - rot[6]) / s;
+            qz = (rot[3] - rot[1]) / s;
+        } else if rot[0] > rot[4] && rot[0] > rot[8] {
+            let s = (1.0 + rot[0] - rot[4] - rot[8]).sqrt() * 2.0;
+            qx = 0.25 * s;
+            qy = (rot[1] + rot[3]) / s;
+            qz = (rot[2] + rot[6]) / s;
+        } else if rot[4] > rot[8] {
+            let s = (1.0 - rot[0] + rot[4] - rot[8]).sqrt() * 2.0;
+            qx = (rot[1] + rot[3]) / s;
+            qy = 0.25 * s;
+            qz = (rot[5] + rot[7]) / s;
+        } else {
+            let s = (1.0 - rot[0] - rot[4] + rot[8]).sqrt() * 2.0;
+            qx = (rot[2] + rot[6]) / s;
+            qy = (rot[5] + rot[7]) / s;
+            qz = 0.25 * s;
+        }
+        // MNE's `_quat_to_rot`.
+        let (b, c, d) = (qx, qy, qz);
+        let (bb, cc, dd) = (b * b, c * c, d * d);
+        let aa = (1.0 - bb - cc - dd).max(0.0);
+        let a = aa.sqrt();
+        let (ab_2, ac_2, ad_2) = (2.0 * a * b, 2.0 * a * c, 2.0 * a * d);
+        let (bc_2, bd_2, cd_2) = (2.0 * b * c, 2.0 * b * d, 2.0 * c * d);
+        let rot = [
+            [aa + bb - cc - dd, bc_2 - ad_2, bd_2 + ac_2],
+            [bc_2 + ad_2, aa + cc - bb - dd, cd_2 - ab_2],
+            [bd_2 - ac_2, cd_2 + ab_2, aa + dd - bb - cc],
+        ];
+        Transform { rot, trans: self.trans }
+    }
+
     /// The inverse of a rigid transform (rotation transposed), as MNE's `invert_transform`
     /// up to rounding (MNE inverts the 4×4 matrix with `np.linalg.inv`).
     pub fn inverse(&self) -> Self {
@@ -153,7 +201,9 @@ fn fitting_dig(dig: &[DigPoint], kinds: &[i32]) -> std::result::Result<Vec<[f64;
     if sel.iter().any(|p| p.coord_frame != FIFFV_COORD_HEAD) {
         return Err("digitization points are not in head coordinates".into());
     }
-    let hsp: Vec<[f64; 3]> = sel.iter().map(|p| p.r).filter(|r| !(r[2] < -1e-6 && r[1] > 1e-6)).collect();
+    // MNE keeps the points as float32 (as stored); NumPy compares them with ±1e-6 in float32.
+    let hsp: Vec<[f64; 3]> =
+        sel.iter().map(|p| p.r).filter(|r| !((r[2] as f32) < -1e-6f32 && (r[1] as f32) > 1e-6f32)).collect();
     if hsp.len() < 4 {
         return Err(format!("only {} head digitization points of kinds {kinds:?}, at least 4 required", hsp.len()));
     }
@@ -172,7 +222,12 @@ pub fn fit_sphere_to_headshape(path: &Path, dig: &[DigPoint]) -> Result<(f64, [f
     };
     let n = hsp.len();
     let a = nalgebra::DMatrix::from_fn(n, 4, |i, j| if j < 3 { 2.0 * hsp[i][j] } else { 1.0 });
-    let b = nalgebra::DVector::from_fn(n, |i, _| hsp[i][0] * hsp[i][0] + hsp[i][1] * hsp[i][1] + hsp[i][2] * hsp[i][2]);
+    // |p|² is computed in float32 by MNE (the points' dtype): ~1e-7 relative, which moves
+    // the fitted origin by ~1e-10 m; we round the same way to get the same origin.
+    let b = nalgebra::DVector::from_fn(n, |i, _| {
+        let r = hsp[i].map(|x| x as f32);
+        (r[0] * r[0] + r[1] * r[1] + r[2] * r[2]) as f64
+    });
     let svd = a.svd(true, true);
     let x = svd
         .solve(&b, 1e-6 * svd.singular_values.max())

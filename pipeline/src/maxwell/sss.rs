@@ -3,12 +3,13 @@
 //! ones, reconstruct every MEG channel (bads included) from them. Without tSSS and movement
 //! compensation this is one fixed matrix `op` (n_meg × n_good), applied to any chunk of data.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nalgebra::DMatrix;
 
 use super::basis::{degrees_orders, n_moments, trans_sss_basis};
 use super::coils::{Coils, ACCURACY_ACCURATE};
+use super::finecal::{read_fine_calibration, update_sensor_geometry};
 use super::geometry::{fit_sphere_to_headshape, HeadGeometry};
 use crate::{ChannelInfo, ChannelKind, Error, RecordingInfo, Result};
 
@@ -49,6 +50,8 @@ pub struct MaxwellParams {
     pub regularize: Regularize,
     pub mag_scale: f64,
     pub bad_condition: BadCondition,
+    /// Fine calibration file (`sss_cal.dat`, 1-D or 3-D), MNE's `calibration=`.
+    pub calibration: Option<PathBuf>,
 }
 
 impl Default for MaxwellParams {
@@ -61,6 +64,7 @@ impl Default for MaxwellParams {
             regularize: Regularize::In,
             mag_scale: 100.0,
             bad_condition: BadCondition::Error,
+            calibration: None,
         }
     }
 }
@@ -240,8 +244,26 @@ pub fn sss_operator(path: &Path, info: &RecordingInfo, geom: &HeadGeometry, p: &
         .collect();
     let refs: Vec<&ChannelInfo> = chans.iter().collect();
     let coils = Coils::new(path, &refs, ACCURACY_ACCURATE)?;
-    let mag_or_fine: Vec<bool> = chans.iter().map(|c| c.kind == ChannelKind::Mag).collect();
-    let coil_scale: Vec<f64> = mag_or_fine.iter().map(|&m| if m { p.mag_scale } else { 1.0 }).collect();
+    let mut mag_or_fine: Vec<bool> = chans.iter().map(|c| c.kind == ChannelKind::Mag).collect();
+    // Fine calibration: the decomposition uses calibrated orientations (+ gradiometer
+    // imbalance point magnetometers, magnetometer calibrations), the reconstruction the
+    // original geometry; every channel then carries "magnetometer-like" information.
+    let cal = match &p.calibration {
+        Some(f) => {
+            let all_names: Vec<String> = info.channels.iter().map(|c| c.name.clone()).collect();
+            let c = update_sensor_geometry(path, &read_fine_calibration(f)?, &chans, &all_names)?;
+            mag_or_fine.iter_mut().for_each(|m| *m = true);
+            Some(c)
+        }
+        None => None,
+    };
+    let cal_refs: Vec<&ChannelInfo> = match &cal {
+        Some(c) => c.calibrated.iter().collect(),
+        None => chans.iter().collect(),
+    };
+    let coils_decomp = Coils::new(path, &cal_refs, ACCURACY_ACCURATE)?;
+    // Magnetometers (by channel type, not `mag_or_fine`, which calibration sets for all).
+    let coil_scale: Vec<f64> = chans.iter().map(|c| if c.kind == ChannelKind::Mag { p.mag_scale } else { 1.0 }).collect();
 
     // Origin in the chosen frame, then in the frame the bases are computed in (head when
     // there is a dev_head_t, the coils being moved there; device otherwise).
@@ -265,7 +287,38 @@ pub fn sss_operator(path: &Path, info: &RecordingInfo, geom: &HeadGeometry, p: &
         s_recon.row_mut(i).unscale_mut(*cs);
     }
     // Decomposition basis on the good channels, magnetometers scaled by mag_scale.
-    let s_full = trans_sss_basis(&origin_head, p.int_order, p.ext_order, &coils, trans, &coil_scale);
+    // (with dev_head_t's rotation through a quaternion and back, as MNE's `_check_pos`)
+    let decomp_trans = trans.map(|t| t.quat_roundtrip());
+    let mut s_full = trans_sss_basis(&origin_head, p.int_order, p.ext_order, &coils_decomp, decomp_trans.as_ref(), &coil_scale);
+    if let Some(c) = &cal {
+        // MNE's `_sss_basis_point`: Σ over directions of imbalance × point-magnetometer basis
+        // (scaled by mag_scale), added to the gradiometer rows; magnetometer rows divided
+        // by their calibration.
+        let grad_rows: Vec<usize> = (0..chans.len()).filter(|&i| chans[i].kind == ChannelKind::Grad).collect();
+        let mag_rows: Vec<usize> = (0..chans.len()).filter(|&i| chans[i].kind == ChannelKind::Mag).collect();
+        let mut tot: Option<DMatrix<f64>> = None;
+        for (imb, pts) in c.grad_imbalances.iter().zip(&c.grad_points) {
+            let refs: Vec<&ChannelInfo> = pts.iter().collect();
+            let pc = Coils::new(path, &refs, ACCURACY_ACCURATE)?;
+            let mut add = trans_sss_basis(&origin_head, p.int_order, p.ext_order, &pc, decomp_trans.as_ref(), &vec![p.mag_scale; refs.len()]);
+            for (k, w) in imb.iter().enumerate() {
+                add.row_mut(k).scale_mut(*w);
+            }
+            tot = Some(match tot {
+                None => add,
+                Some(t) => t + add,
+            });
+        }
+        if let Some(t) = tot {
+            for (k, &r) in grad_rows.iter().enumerate() {
+                let row = s_full.row(r) + t.row(k);
+                s_full.set_row(r, &row);
+            }
+        }
+        for (k, &r) in mag_rows.iter().enumerate() {
+            s_full.row_mut(r).unscale_mut(c.mag_cals[k]);
+        }
+    }
     let good_rows: Vec<usize> = (0..meg_picks.len()).filter(|&i| good_mask[i]).collect();
     let s_decomp = s_full.select_rows(&good_rows);
     let n_in = n_moments(p.int_order);

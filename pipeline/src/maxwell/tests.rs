@@ -71,3 +71,30 @@ fn erm_device_frame_sss() {
         dump(&format!("moments_{name}"), 1, op.reg_moments.len(), |_, j| op.reg_moments[j] as f64);
     }
 }
+
+#[test]
+fn erm_fine_calibration_operator() {
+    let Some(path) = erm() else { return };
+    let raw = formats::open(&path).unwrap();
+    let geom = read_head_geometry(&path).unwrap();
+    let params = MaxwellParams {
+        origin: Origin::Point([0.0, 0.013, -0.006]),
+        coord_frame: CoordFrame::Meg,
+        regularize: Regularize::None,
+        calibration: Some(path.with_file_name("sss_cal_3053.dat")),
+        ..MaxwellParams::default()
+    };
+    let op = sss_operator(&path, raw.info(), &geom, &params).unwrap();
+    assert_eq!(op.op.shape(), (306, 306));
+    dump("op_cal.npy", 306, 306, |i, j| op.op[(i, j)]);
+    let fc = finecal::read_fine_calibration(&path.with_file_name("sss_cal_3053.dat")).unwrap();
+    assert_eq!(fc.ch_names.len(), 306);
+    assert_eq!(fc.ch_names[0], "MEG0113");
+    let meg: Vec<crate::ChannelInfo> = raw.info().channels.iter().filter(|c| matches!(c.kind, crate::ChannelKind::Mag | crate::ChannelKind::Grad)).cloned().collect();
+    let names: Vec<String> = raw.info().channels.iter().map(|c| c.name.clone()).collect();
+    let cal = finecal::update_sensor_geometry(&path, &fc, &meg, &names).unwrap();
+    dump("cal_locs.npy", 306, 12, |i, j| cal.calibrated[i].loc[j]);
+    dump("cal_imb.npy", 1, 204, |_, j| cal.grad_imbalances[0][j]);
+    dump("cal_mag.npy", 1, 102, |_, j| cal.mag_cals[j]);
+    dump("pt_locs.npy", 204, 12, |i, j| cal.grad_points[0][i].loc[j]);
+}
