@@ -33,6 +33,7 @@
 
 pub mod basis;
 pub mod coils;
+pub mod ctc;
 pub mod finecal;
 pub mod geometry;
 pub mod sss;

@@ -9,6 +9,7 @@ use nalgebra::DMatrix;
 
 use super::basis::{degrees_orders, n_moments, trans_sss_basis};
 use super::coils::{Coils, ACCURACY_ACCURATE};
+use super::ctc::{cross_talk_for, read_cross_talk};
 use super::finecal::{read_fine_calibration, update_sensor_geometry};
 use super::geometry::{fit_sphere_to_headshape, HeadGeometry};
 use crate::{ChannelInfo, ChannelKind, Error, RecordingInfo, Result};
@@ -52,6 +53,8 @@ pub struct MaxwellParams {
     pub bad_condition: BadCondition,
     /// Fine calibration file (`sss_cal.dat`, 1-D or 3-D), MNE's `calibration=`.
     pub calibration: Option<PathBuf>,
+    /// Cross-talk matrix file (`ct_sparse.fif`), MNE's `cross_talk=`.
+    pub cross_talk: Option<PathBuf>,
 }
 
 impl Default for MaxwellParams {
@@ -65,6 +68,7 @@ impl Default for MaxwellParams {
             mag_scale: 100.0,
             bad_condition: BadCondition::Error,
             calibration: None,
+            cross_talk: None,
         }
     }
 }
@@ -342,7 +346,14 @@ pub fn sss_operator(path: &Path, info: &RecordingInfo, geom: &HeadGeometry, p: &
         pinv.column_mut(j).scale_mut(coil_scale[r]);
     }
     let s_recon_reg = s_recon.select_columns(&reg_in);
-    let op = s_recon_reg * pinv.rows(0, n_use_in);
+    let mut op = s_recon_reg * pinv.rows(0, n_use_in);
+    if let Some(f) = &p.cross_talk {
+        // Cross-talk compensation precedes the fit: op · C_good (MNE applies C_good to the
+        // good channels' data first; the composition differs from that by rounding only).
+        let names: Vec<String> = chans.iter().map(|c| c.name.clone()).collect();
+        let c = cross_talk_for(path, &read_cross_talk(f)?, &names)?;
+        op = op * c.select_rows(&good_rows).select_columns(&good_rows);
+    }
     let good_picks = good_rows.iter().map(|&r| meg_picks[r]).collect();
     Ok(SssOperator { meg_picks, good_picks, op, origin, origin_head, reg_moments, n_use_in, cond })
 }

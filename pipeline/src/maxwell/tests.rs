@@ -98,3 +98,21 @@ fn erm_fine_calibration_operator() {
     dump("cal_mag.npy", 1, 102, |_, j| cal.mag_cals[j]);
     dump("pt_locs.npy", 204, 12, |i, j| cal.grad_points[0][i].loc[j]);
 }
+
+#[test]
+fn erm_cross_talk_operator() {
+    let Some(path) = erm() else { return };
+    let raw = formats::open(&path).unwrap();
+    let geom = read_head_geometry(&path).unwrap();
+    let ct = ctc::read_cross_talk(&path.with_file_name("ct_sparse.fif")).unwrap();
+    assert_eq!(ct.decoupler.shape(), (ct.ch_names.len(), ct.ch_names.len()));
+    let params = MaxwellParams {
+        origin: Origin::Point([0.0, 0.013, -0.006]),
+        coord_frame: CoordFrame::Meg,
+        regularize: Regularize::None,
+        cross_talk: Some(path.with_file_name("ct_sparse.fif")),
+        ..MaxwellParams::default()
+    };
+    let op = sss_operator(&path, raw.info(), &geom, &params).unwrap();
+    dump("op_ctc.npy", 306, 306, |i, j| op.op[(i, j)]);
+}
