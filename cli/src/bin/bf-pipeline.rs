@@ -31,6 +31,40 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    // --- Maxwell (issue 14): bf_pipeline::maxwell, cli/src/commands/maxwell.rs ---
+    /// Maxwell-filter (SSS) a Neuromag FIF recording as MNE's `maxwell_filter`; write .npy or .fif.
+    Maxwell {
+        /// The raw FIF recording (MaxShield data accepted).
+        input: PathBuf,
+        /// Output path: `.npy` (float64, channels × samples) or `.fif` (float32).
+        out: PathBuf,
+        /// Expansion origin: `auto` or X,Y,Z in metres in the coordinate frame.
+        #[arg(long, default_value = "auto", allow_hyphen_values = true)]
+        origin: String,
+        /// Coordinate frame of the origin and the reconstruction: head or meg.
+        #[arg(long, default_value = "head")]
+        coord_frame: String,
+        #[arg(long, default_value_t = 8)]
+        int_order: usize,
+        #[arg(long, default_value_t = 3)]
+        ext_order: usize,
+        /// `in` (MNE's default: information-based selection of internal moments) or `none`.
+        #[arg(long, default_value = "in")]
+        regularize: String,
+        /// `error` (MNE's default: refuse a basis with condition ≥ 1000) or `ignore`.
+        #[arg(long, default_value = "error")]
+        bad_condition: String,
+        /// Fine calibration file (Elekta `sss_cal.dat`, 1-D or 3-D).
+        #[arg(long)]
+        calibration: Option<PathBuf>,
+        /// Cross-talk matrix file (Elekta `ct_sparse.fif`).
+        #[arg(long)]
+        cross_talk: Option<PathBuf>,
+        /// Print the origin, kept moments and condition number as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    // --- end Maxwell ---
     /// Convert a recording to a NumPy .npy (float64, channels × samples, SI units) or to FIF.
     ///
     /// The output format follows OUT's extension. Channels stay in file order.
@@ -516,6 +550,11 @@ fn run(command: Command, quiet: bool) -> Result<()> {
             let RemoteArgs { subjects, include, datatypes, s3_endpoint, jobs, dry_run } = remote;
             commands::ingest::run(commands::ingest::IngestArgs { source, dest, subjects, include, datatypes, s3_endpoint, jobs, dry_run, choice, project, quiet })
         }
+        // --- Maxwell (issue 14) ---
+        Command::Maxwell { input, out, origin, coord_frame, int_order, ext_order, regularize, bad_condition, calibration, cross_talk, json } => {
+            commands::maxwell::run(&input, &out, &commands::maxwell::MaxwellArgs { origin, coord_frame, int_order, ext_order, regularize, bad_condition, calibration, cross_talk, json })
+        }
+        // --- end Maxwell ---
         Command::Info { file, json } => commands::info::run(&file, json),
         Command::Convert { file, out, picks, tmin, tmax, proj, fif_format } => {
             commands::convert::run(&file, &out, &picks, tmin, tmax, proj, &fif_format)

@@ -10,6 +10,7 @@ pub mod epochs;
 pub mod filter;
 pub mod filter_design;
 pub mod ingest;
+pub mod maxwell;
 pub mod info;
 pub mod resample;
 pub mod upload;

@@ -1,0 +1,86 @@
+//! `bf-pipeline maxwell IN OUT`: MNE's `maxwell_filter` (plain SSS, optional `regularize='in'`)
+//! streamed in time chunks into `.npy` (float64) or `.fif` (float32), written atomically.
+//! The library side is `bf_pipeline::maxwell`; this file only maps arguments.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use bf_pipeline::formats::fif::write::{write_raw, WriteOptions};
+use bf_pipeline::maxwell::{BadCondition, CoordFrame, Maxwell, MaxwellParams, Origin, Regularize};
+use bf_pipeline::RawReader;
+
+pub struct MaxwellArgs {
+    pub origin: String,
+    pub coord_frame: String,
+    pub int_order: usize,
+    pub ext_order: usize,
+    pub regularize: String,
+    pub bad_condition: String,
+    pub calibration: Option<std::path::PathBuf>,
+    pub cross_talk: Option<std::path::PathBuf>,
+    pub json: bool,
+}
+
+pub fn params(a: &MaxwellArgs) -> Result<MaxwellParams> {
+    let origin = if a.origin == "auto" {
+        Origin::Auto
+    } else {
+        let v: Vec<f64> = a.origin.split(',').map(|t| t.trim().parse::<f64>()).collect::<std::result::Result<_, _>>()
+            .map_err(|_| anyhow::anyhow!("--origin takes `auto` or X,Y,Z in metres, got {:?}", a.origin))?;
+        if v.len() != 3 {
+            bail!("--origin takes `auto` or three numbers X,Y,Z in metres, got {}", v.len());
+        }
+        Origin::Point([v[0], v[1], v[2]])
+    };
+    let coord_frame = match a.coord_frame.as_str() {
+        "head" => CoordFrame::Head,
+        "meg" => CoordFrame::Meg,
+        f => bail!("--coord-frame is head or meg, got {f:?}"),
+    };
+    let regularize = match a.regularize.as_str() {
+        "in" => Regularize::In,
+        "none" => Regularize::None,
+        r => bail!("--regularize is in or none, got {r:?}"),
+    };
+    let bad_condition = match a.bad_condition.as_str() {
+        "error" => BadCondition::Error,
+        "ignore" => BadCondition::Ignore,
+        b => bail!("--bad-condition is error or ignore, got {b:?}"),
+    };
+    Ok(MaxwellParams { origin, coord_frame, int_order: a.int_order, ext_order: a.ext_order, regularize, bad_condition, calibration: a.calibration.clone(), cross_talk: a.cross_talk.clone(), ..MaxwellParams::default() })
+}
+
+pub fn run(input: &Path, out: &Path, a: &MaxwellArgs) -> Result<()> {
+    let p = params(a)?;
+    let opened = bf_pipeline::formats::open(input)?;
+    let mx = Maxwell::open(opened.as_ref(), input, &p)?;
+    let picks = mx.all_picks();
+    let n = mx.info().n_samples;
+    let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("").to_lowercase();
+    match ext.as_str() {
+        "npy" => super::convert::write_npy(&mx, &picks, 0, n, out)?,
+        "fif" => {
+            write_raw(&mx, &picks, 0, n, out, &WriteOptions::default())?;
+        }
+        _ => bail!("{}: unknown output extension (expected .npy or .fif)", out.display()),
+    }
+    let op = &mx.operator;
+    if a.json {
+        let summary = serde_json::json!({
+            "origin": op.origin,
+            "origin_head": op.origin_head,
+            "n_use_in": op.n_use_in,
+            "reg_moments": op.reg_moments,
+            "cond": op.cond,
+            "meg_channels": op.meg_picks.len(),
+            "good_channels": op.good_picks.len(),
+        });
+        println!("{summary}");
+    } else {
+        eprintln!(
+            "maxwell: {} MEG channels from {} good, {} internal + {} external moments, condition {:.1}",
+            op.meg_picks.len(), op.good_picks.len(), op.n_use_in, op.reg_moments.len() - op.n_use_in, op.cond
+        );
+    }
+    Ok(())
+}
