@@ -37,6 +37,7 @@ pub mod ctc;
 pub mod finecal;
 pub mod geometry;
 pub mod sss;
+pub mod tsss;
 
 use std::path::Path;
 
@@ -52,6 +53,9 @@ pub struct Maxwell<'a> {
     pub operator: SssOperator,
     /// Row of `operator.op` of each recording channel (None: not MEG, passed through).
     row_of: Vec<Option<usize>>,
+    /// tSSS: window bounds and correlation limit; the last processed window's MEG output.
+    st: Option<(Vec<(usize, usize)>, f64)>,
+    cache: std::sync::Mutex<Option<(usize, nalgebra::DMatrix<f64>)>>,
 }
 
 impl<'a> Maxwell<'a> {
@@ -73,7 +77,51 @@ impl<'a> Maxwell<'a> {
         let meg_names: Vec<&str> = operator.meg_picks.iter().map(|&c| src.channels[c].name.as_str()).collect();
         info.bads.retain(|b| !meg_names.contains(&b.as_str()));
         info.projs.retain(|p| !p.ch_names.iter().any(|n| meg_names.contains(&n.as_str())));
-        Ok(Maxwell { inner, info, operator, row_of })
+        let st = match params.st_duration {
+            None => None,
+            Some(d) => {
+                // MNE: int(round(st_duration * sfreq)) samples (Python rounds half to even),
+                // at most the data length + 1; a window longer than the data is not projected.
+                let len = (d * src.sfreq).round_ties_even();
+                if !(len > 0.0 && len <= src.n_samples as f64 + 1.0) {
+                    return Err(crate::Error::request(
+                        &src.path,
+                        format!("st_duration ({d} s) must be between 0 and the data duration ({:.1} s)", src.duration()),
+                    ));
+                }
+                let len = len as usize;
+                let w = if len <= src.n_samples { tsss::windows(src.n_samples, len) } else { vec![(0, src.n_samples)] };
+                let corr = if len <= src.n_samples { params.st_correlation } else { f64::INFINITY };
+                Some((w, corr))
+            }
+        };
+        Ok(Maxwell { inner, info, operator, row_of, st, cache: std::sync::Mutex::new(None) })
+    }
+
+    /// tSSS: all MEG channels of window `wi` (n_meg × window length), processed.
+    fn tsss_window(&self, wi: usize) -> Result<nalgebra::DMatrix<f64>> {
+        let (wins, corr) = self.st.as_ref().expect("tSSS");
+        if let Some((i, m)) = self.cache.lock().unwrap().as_ref() {
+            if *i == wi {
+                return Ok(m.clone());
+            }
+        }
+        let (a, b) = wins[wi];
+        let good = &self.operator.good_picks;
+        let mut raw = vec![0.0; good.len() * (b - a)];
+        self.inner.read_into_f64(good, a, b, &mut raw)?;
+        let x = nalgebra::DMatrix::from_row_slice(good.len(), b - a, &raw);
+        let mut y = match &self.operator.ctc {
+            Some(c) => c * x,
+            None => x,
+        };
+        if corr.is_finite() {
+            let v = tsss::overlap_projector(&(&self.operator.op_in * &y), &(&self.operator.op_resid * &y), *corr);
+            tsss::project_out(&mut y, &v);
+        }
+        let out = &self.operator.op_sss * y;
+        *self.cache.lock().unwrap() = Some((wi, out.clone()));
+        Ok(out)
     }
 
     fn read(&self, picks: &[usize], start: usize, stop: usize) -> Result<Vec<f64>> {
@@ -81,6 +129,28 @@ impl<'a> Maxwell<'a> {
         self.info.check_request(picks, start, stop, picks.len() * n)?;
         let mut out = vec![0.0; picks.len() * n];
         let needs_meg = picks.iter().any(|&c| self.row_of[c].is_some());
+        if let (true, Some((wins, _))) = (needs_meg, &self.st) {
+            for (i, &c) in picks.iter().enumerate() {
+                if self.row_of[c].is_none() {
+                    self.inner.read_into_f64(&[c], start, stop, &mut out[i * n..(i + 1) * n])?;
+                }
+            }
+            for (wi, &(a, b)) in wins.iter().enumerate() {
+                let (lo, hi) = (a.max(start), b.min(stop));
+                if lo >= hi {
+                    continue;
+                }
+                let w = self.tsss_window(wi)?;
+                for (i, &c) in picks.iter().enumerate() {
+                    if let Some(r) = self.row_of[c] {
+                        for t in lo..hi {
+                            out[i * n + (t - start)] = w[(r, t - a)];
+                        }
+                    }
+                }
+            }
+            return Ok(out);
+        }
         let good = &self.operator.good_picks;
         let mut gdata = Vec::new();
         if needs_meg {

@@ -55,6 +55,10 @@ pub struct MaxwellParams {
     pub calibration: Option<PathBuf>,
     /// Cross-talk matrix file (`ct_sparse.fif`), MNE's `cross_talk=`.
     pub cross_talk: Option<PathBuf>,
+    /// tSSS window in seconds (MNE's `st_duration`; None: plain SSS).
+    pub st_duration: Option<f64>,
+    /// tSSS subspace correlation limit (MNE's `st_correlation`, default 0.98).
+    pub st_correlation: f64,
 }
 
 impl Default for MaxwellParams {
@@ -69,6 +73,8 @@ impl Default for MaxwellParams {
             bad_condition: BadCondition::Error,
             calibration: None,
             cross_talk: None,
+            st_duration: None,
+            st_correlation: 0.98,
         }
     }
 }
@@ -80,8 +86,16 @@ pub struct SssOperator {
     pub meg_picks: Vec<usize>,
     /// Recording channel index of each good MEG channel (columns of `op`).
     pub good_picks: Vec<usize>,
-    /// n_meg × n_good: reconstructed MEG data = op · good MEG data.
+    /// n_meg × n_good: reconstructed MEG data = op · good MEG data (cross-talk included).
     pub op: DMatrix<f64>,
+    /// The same without cross-talk (tSSS projects between the two).
+    pub op_sss: DMatrix<f64>,
+    /// Cross-talk matrix on the good channels, if any.
+    pub ctc: Option<DMatrix<f64>>,
+    /// n_good × n_good: internal part and residual (neither internal nor external) of the
+    /// good channels, for tSSS.
+    pub op_in: DMatrix<f64>,
+    pub op_resid: DMatrix<f64>,
     /// The expansion origin in `coord_frame` (metres) and in the head (or device) frame the
     /// bases were computed in.
     pub origin: [f64; 3],
@@ -346,14 +360,26 @@ pub fn sss_operator(path: &Path, info: &RecordingInfo, geom: &HeadGeometry, p: &
         pinv.column_mut(j).scale_mut(coil_scale[r]);
     }
     let s_recon_reg = s_recon.select_columns(&reg_in);
-    let mut op = s_recon_reg * pinv.rows(0, n_use_in);
+    // tSSS's split of the good channels (MNE's get_avg_op, from the scaled-back basis).
+    let mut s_dec = s_reg.clone();
+    for (j, &r) in good_rows.iter().enumerate() {
+        s_dec.row_mut(j).unscale_mut(coil_scale[r]);
+    }
+    let op_in = s_dec.columns(0, n_use_in) * pinv.rows(0, n_use_in);
+    let n_out = s_dec.ncols() - n_use_in;
+    let op_resid = DMatrix::<f64>::identity(n_good, n_good) - &op_in - s_dec.columns(n_use_in, n_out) * pinv.rows(n_use_in, n_out);
+    let op_sss = s_recon_reg * pinv.rows(0, n_use_in);
+    let mut op = op_sss.clone();
+    let mut ctc = None;
     if let Some(f) = &p.cross_talk {
         // Cross-talk compensation precedes the fit: op · C_good (MNE applies C_good to the
         // good channels' data first; the composition differs from that by rounding only).
         let names: Vec<String> = chans.iter().map(|c| c.name.clone()).collect();
         let c = cross_talk_for(path, &read_cross_talk(f)?, &names)?;
-        op = op * c.select_rows(&good_rows).select_columns(&good_rows);
+        let c = c.select_rows(&good_rows).select_columns(&good_rows);
+        op = op * &c;
+        ctc = Some(c);
     }
     let good_picks = good_rows.iter().map(|&r| meg_picks[r]).collect();
-    Ok(SssOperator { meg_picks, good_picks, op, origin, origin_head, reg_moments, n_use_in, cond })
+    Ok(SssOperator { meg_picks, good_picks, op, op_sss, ctc, op_in, op_resid, origin, origin_head, reg_moments, n_use_in, cond })
 }

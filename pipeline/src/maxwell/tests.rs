@@ -116,3 +116,29 @@ fn erm_cross_talk_operator() {
     let op = sss_operator(&path, raw.info(), &geom, &params).unwrap();
     dump("op_ctc.npy", 306, 306, |i, j| op.op[(i, j)]);
 }
+
+#[test]
+fn erm_tsss() {
+    let Some(path) = erm() else { return };
+    let raw = formats::open(&path).unwrap();
+    let geom = read_head_geometry(&path).unwrap();
+    let params = MaxwellParams {
+        origin: Origin::Point([0.0, 0.013, -0.006]),
+        coord_frame: CoordFrame::Meg,
+        regularize: Regularize::None,
+        st_duration: Some(1.0),
+        ..MaxwellParams::default()
+    };
+    let mx = Maxwell::with_geometry(raw.as_ref(), &geom, &params).unwrap();
+    let n = mx.info().n_samples;
+    let nc = mx.info().n_channels();
+    let data = mx.read_f64(&mx.all_picks(), 0, n).unwrap();
+    // Reading in pieces gives the same samples (windows are processed whole).
+    let part = mx.read_f64(&mx.all_picks(), 100, 700).unwrap();
+    for c in 0..nc {
+        for t in 0..600 {
+            assert_eq!(part[(c, t)], data[(c, t + 100)]);
+        }
+    }
+    dump("tsss1.npy", nc, n, |i, j| data[(i, j)]);
+}
