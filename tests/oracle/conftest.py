@@ -94,3 +94,11 @@ def make_shards(base, subjects, seconds, continuous=False):
     for cmd in (["ingest", base / "ds"], tokenize):
         subprocess.run([bin_path("bf-pipeline"), "--quiet", *cmd], cwd=base, check=True, capture_output=True)
     return base / "ds" / "derivatives" / "brainformer" / "shards"
+
+
+def reset_moto(port):
+    """Empties a moto server's store (`/moto-api/reset`). moto keeps one in-memory store per
+    process, shared by every ThreadedMotoServer, so test files that upload under the same bucket
+    and prefix would otherwise see each other's objects."""
+    import urllib.request
+    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/moto-api/reset", method="POST"), timeout=30).read()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA, bin_path
+from conftest import SHARED_DATA, bin_path, reset_moto
 
 boto3 = pytest.importorskip("boto3", reason="pip install 'moto[server]' boto3 (requirements.txt)")
 moto_server = pytest.importorskip("moto.server", reason="pip install 'moto[server]' (requirements.txt)")
@@ -69,6 +69,9 @@ def real_layout():
     port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    # moto's backends are global to the process: every server started by this pytest run
+    # shares one store. Reset it, so another test file's bucket contents never leak in.
+    reset_moto(port)
     try:
         client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
                               aws_access_key_id="test", aws_secret_access_key="test")
@@ -82,6 +85,7 @@ def real_layout():
                           tree.items()))
         yield port, tree
     finally:
+        reset_moto(port)
         server.stop()
 
 

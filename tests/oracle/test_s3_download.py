@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import pytest
 
-from conftest import bin_path
+from conftest import bin_path, reset_moto
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "openneuro.org"
@@ -192,6 +192,9 @@ def s3():
     port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    # moto's backends are global to the process: every server started by this pytest run
+    # shares one store. Reset it, so another test file's bucket contents never leak in.
+    reset_moto(port)
     try:
         client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
                               aws_access_key_id="test", aws_secret_access_key="test")
@@ -220,6 +223,7 @@ def s3():
         assert client.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"').endswith("-2")
         yield port, {DS: tree, DS_MANY: many}
     finally:
+        reset_moto(port)
         server.stop()
 
 
