@@ -145,6 +145,13 @@ def mag_power(data, info):
               calibration=SSS / "sss_cal_3053.dat"),
          ["--regularize", "none", "--origin", ",".join(map(str, MEG_ORIGIN)),
           "--cross-talk", SSS / "ct_sparse.fif", "--calibration", SSS / "sss_cal_3053.dat"], (13.0, 14.0)),
+        # tSSS (st_duration 1 s), alone and with calibration + cross-talk.
+        (dict(regularize=None, origin=MEG_ORIGIN, st_duration=1.0),
+         ["--regularize", "none", "--origin", ",".join(map(str, MEG_ORIGIN)), "--st-duration", "1"], (37.0, 38.0)),
+        (dict(regularize=None, origin=MEG_ORIGIN, st_duration=1.0, cross_talk=SSS / "ct_sparse.fif",
+              calibration=SSS / "sss_cal_3053.dat"),
+         ["--regularize", "none", "--origin", ",".join(map(str, MEG_ORIGIN)), "--st-duration", "1",
+          "--cross-talk", SSS / "ct_sparse.fif", "--calibration", SSS / "sss_cal_3053.dat"], (39.0, 40.0)),
     ],
 )
 def test_shielding_fine_calibration_cross_talk(tmp_path, kwargs, args, shielding):
@@ -154,3 +161,17 @@ def test_shielding_fine_calibration_cross_talk(tmp_path, kwargs, args, shielding
     assert_equal_to_mne(data, exp)
     factor = mag_power(raw.get_data(), raw.info) / mag_power(data, raw.info)
     assert shielding[0] <= factor <= shielding[1], factor
+
+
+def test_all_options_against_maxfilter(tmp_path):
+    """test_all's empty-room case: tSSS 1 s + fine calibration + cross-talk + regularize='in'
+    against MaxFilter's st1FineCalCrossTalkRegIn file, bounds (1.2, 3.2)."""
+    raw = read(ERM)
+    kw = dict(calibration=SSS / "sss_cal_3053.dat", cross_talk=SSS / "ct_sparse.fif", st_duration=1.0,
+              coord_frame="meg", origin=MEG_ORIGIN)
+    exp = maxwell_filter(raw, **kw)
+    data, _ = ours(ERM, tmp_path, "--calibration", kw["calibration"], "--cross-talk", kw["cross_talk"],
+                   "--st-duration", "1", "--coord-frame", "meg", "--origin", ",".join(map(str, MEG_ORIGIN)))
+    assert_equal_to_mne(data, exp)
+    mf = read(SSS / "test_move_anon_erm_st1FineCalCrossTalkRegIn_raw_sss.fif")
+    assert_meg_snr(as_raw(data, exp), mf, 1.2, 3.2)

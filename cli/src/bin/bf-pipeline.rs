@@ -60,6 +60,12 @@ enum Command {
         /// Cross-talk matrix file (Elekta `ct_sparse.fif`).
         #[arg(long)]
         cross_talk: Option<PathBuf>,
+        /// tSSS window in seconds (none: plain SSS).
+        #[arg(long)]
+        st_duration: Option<f64>,
+        /// tSSS subspace correlation limit.
+        #[arg(long, default_value_t = 0.98)]
+        st_correlation: f64,
         /// Print the origin, kept moments and condition number as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -551,8 +557,8 @@ fn run(command: Command, quiet: bool) -> Result<()> {
             commands::ingest::run(commands::ingest::IngestArgs { source, dest, subjects, include, datatypes, s3_endpoint, jobs, dry_run, choice, project, quiet })
         }
         // --- Maxwell (issue 14) ---
-        Command::Maxwell { input, out, origin, coord_frame, int_order, ext_order, regularize, bad_condition, calibration, cross_talk, json } => {
-            commands::maxwell::run(&input, &out, &commands::maxwell::MaxwellArgs { origin, coord_frame, int_order, ext_order, regularize, bad_condition, calibration, cross_talk, json })
+        Command::Maxwell { input, out, origin, coord_frame, int_order, ext_order, regularize, bad_condition, calibration, cross_talk, st_duration, st_correlation, json } => {
+            commands::maxwell::run(&input, &out, &commands::maxwell::MaxwellArgs { origin, coord_frame, int_order, ext_order, regularize, bad_condition, calibration, cross_talk, st_duration, st_correlation, json })
         }
         // --- end Maxwell ---
         Command::Info { file, json } => commands::info::run(&file, json),

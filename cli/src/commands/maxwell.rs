@@ -1,4 +1,5 @@
-//! `bf-pipeline maxwell IN OUT`: MNE's `maxwell_filter` (plain SSS, optional `regularize='in'`)
+//! `bf-pipeline maxwell IN OUT`: MNE's `maxwell_filter` (SSS, `regularize='in'`, fine calibration,
+//! cross-talk, tSSS)
 //! streamed in time chunks into `.npy` (float64) or `.fif` (float32), written atomically.
 //! The library side is `bf_pipeline::maxwell`; this file only maps arguments.
 
@@ -18,6 +19,8 @@ pub struct MaxwellArgs {
     pub bad_condition: String,
     pub calibration: Option<std::path::PathBuf>,
     pub cross_talk: Option<std::path::PathBuf>,
+    pub st_duration: Option<f64>,
+    pub st_correlation: f64,
     pub json: bool,
 }
 
@@ -47,7 +50,8 @@ pub fn params(a: &MaxwellArgs) -> Result<MaxwellParams> {
         "ignore" => BadCondition::Ignore,
         b => bail!("--bad-condition is error or ignore, got {b:?}"),
     };
-    Ok(MaxwellParams { origin, coord_frame, int_order: a.int_order, ext_order: a.ext_order, regularize, bad_condition, calibration: a.calibration.clone(), cross_talk: a.cross_talk.clone(), ..MaxwellParams::default() })
+    Ok(MaxwellParams { origin, coord_frame, int_order: a.int_order, ext_order: a.ext_order, regularize, bad_condition, calibration: a.calibration.clone(), cross_talk: a.cross_talk.clone(),
+        st_duration: a.st_duration, st_correlation: a.st_correlation, ..MaxwellParams::default() })
 }
 
 pub fn run(input: &Path, out: &Path, a: &MaxwellArgs) -> Result<()> {

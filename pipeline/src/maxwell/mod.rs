@@ -1,35 +1,56 @@
 //! Maxwell filtering (signal-space separation, SSS) equal to MNE-Python's `maxwell_filter`.
 //!
-//! What is here (issue 14, first part): plain SSS with MNE's defaults `int_order=8`,
-//! `ext_order=3`, `mag_scale=100`, coil integration at accuracy "accurate"; origin given or
-//! `auto`; `coord_frame` head or meg; `regularize=None` or `'in'`; bad MEG channels left out
-//! of the fit and reconstructed. Not yet: fine calibration, cross-talk, tSSS, movement
-//! compensation, eSSS, `find_bad_channels_maxwell`, `skip_by_annotation` (MNE leaves samples
-//! inside `BAD_ACQ_SKIP` annotations unprocessed; we process every sample).
+//! What is here (issue 14): SSS with MNE's defaults `int_order=8`, `ext_order=3`,
+//! `mag_scale=100`, coil integration at accuracy "accurate"; origin given or `auto`;
+//! `coord_frame` head or meg; `regularize=None` or `'in'`; bad MEG channels left out of the
+//! fit and reconstructed; fine calibration (1-D and 3-D `.dat`), cross-talk (`ct_sparse.fif`),
+//! tSSS (`st_duration`, `st_correlation`, MNE's default `st_fixed=True`, no `st_overlap`).
+//! Measured on MNE's SSS empty-room test file: every case equals MNE 1.13 to ~1e-12 of each
+//! channel's RMS (tests/oracle/test_maxwell.py asserts 1e-6).
+//!
+//! Not yet: movement compensation (`head_pos`), `destination`, eSSS (`extended_proj`),
+//! `st_only`, `st_overlap`, `mag_scale='auto'`, `find_bad_channels_maxwell`, MEG reference
+//! channels (CTF/KIT), `skip_by_annotation` (MNE processes each span between
+//! `edge`/`BAD_ACQ_SKIP` annotations separately and leaves samples inside `BAD_ACQ_SKIP`
+//! unprocessed, tSSS windows restart per span; we treat the recording as one span), the
+//! output's `proc_history`/`max_info` records, the DAG step.
 //!
 //! Layout: [`coils`] (MNE's `coil_def.dat`, bundled in `pipeline/data/mne/` with its BSD-3
 //! notice, and coil points from each channel's `loc`), [`basis`] (the multipole bases,
 //! `_sss_basis`), [`geometry`] (dev_head_t + digitized points read from the FIF tree, which
-//! our info reader does not keep; the head-shape sphere fit), [`sss`] (the operator:
-//! regularisation, pseudo-inverse, reconstruction), and [`Maxwell`], a [`RawReader`] that
-//! applies the operator to whatever chunk is read (bounded memory: the operator is one fixed
-//! n_meg × n_good matrix).
+//! our info reader does not keep; the head-shape sphere fit), [`finecal`], [`ctc`], [`sss`]
+//! (the operator: regularisation, pseudo-inverse, reconstruction), [`tsss`], and [`Maxwell`],
+//! a [`RawReader`] that applies it to whatever is read. Memory: plain SSS is one fixed
+//! n_meg × n_good matrix applied per chunk; tSSS holds one window (n_good × st_duration
+//! samples) and caches the last processed one.
 //!
 //! Gotchas for the next person:
 //! - The basis follows MNE 1.13's `_sss_basis` expression by expression (√2 on m ≠ 0 columns,
 //!   no Condon–Shortley sign on the sine columns). Older MNE releases scaled differently;
 //!   this matters only to `regularize='in'`, whose SNR constants (×2 for m = 0, ×0.0025, the
 //!   98 %-of-peak cut) are MNE 1.13's, not MaxFilter 2.2's argmax cut.
+//! - MNE fits the moments with dev_head_t's rotation taken through a quaternion and back
+//!   (`_check_pos` runs even without head positions) but reconstructs with the rotation as
+//!   stored (float32, not exactly orthonormal): the two differ by ~1e-8, which moves the
+//!   output by ~1e-5 of its RMS. [`Transform::quat_roundtrip`] reproduces it.
+//! - `origin='auto'`: MNE computes |p|² of the digitized points in float32 (their stored
+//!   dtype) before the least-squares sphere fit; doing it in f64 moves the origin ~1e-10 m.
+//! - `coil_scale` (×100 on magnetometers) follows the channel type; `mag_or_fine` (which
+//!   decides whether the homogeneous external terms are kept) becomes all-true with fine
+//!   calibration — they are different things.
 //! - `regularize='in'` removes, one at a time, the internal component with the lowest SNR;
-//!   a near tie could in principle resolve differently from MNE's LAPACK SVD. Our tests
-//!   compare the kept moments exactly.
+//!   a near tie could in principle resolve differently from MNE's LAPACK SVD.
+//! - tSSS: MNE re-orthonormalises the orth bases by QR before the principal angles; we skip
+//!   it (same subspaces). nalgebra's SVD of a window (time × channels) is the slow part on
+//!   long windows (10 s at 1 kHz): a bench against MNE is still to do.
 //! - Without `dev_head_t` (empty-room files) only `coord_frame='meg'` is possible, as in MNE.
-//!   With one, a device-frame origin is moved to the head frame and the coils with it.
 //! - MNE's `fix_mag_coil_types(use_cal=True)` is applied to the coil types used here
 //!   (3022/3023 with cal > 3e-11 → 3024), not to the output's channel info.
-//! - `mag_scale='auto'` is not implemented (MNE's default is 100).
 //! - The output's MEG bads are cleared (they are reconstructed), MEG projectors dropped, as
 //!   MNE's `_reset_meg_bads` / `_remove_meg_projs_comps` do.
+//! - There is no head-frame raw recording in ../shared/data (MNE's test_move_anon_raw.fif is
+//!   not there): head-frame tests use an MNE-written copy of the empty-room file with the
+//!   dev_head_t of `test-ave.fif.gz`, so the head-frame MaxFilter references are untested.
 
 pub mod basis;
 pub mod coils;
