@@ -70,6 +70,41 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Find flat and noisy MEG channels as MNE's `find_bad_channels_maxwell`.
+    FindBadsMaxwell {
+        /// The raw FIF recording (MaxShield data accepted).
+        input: PathBuf,
+        /// Expansion origin: `auto` or X,Y,Z in metres in the coordinate frame.
+        #[arg(long, default_value = "auto", allow_hyphen_values = true)]
+        origin: String,
+        /// Coordinate frame: head (MNE's default) or meg (empty-room recordings).
+        #[arg(long, default_value = "head")]
+        coord_frame: String,
+        /// `in` (MNE's default) or `none`.
+        #[arg(long, default_value = "in")]
+        regularize: String,
+        /// Fine calibration file (Elekta `sss_cal.dat`).
+        #[arg(long)]
+        calibration: Option<PathBuf>,
+        /// Cross-talk matrix file (Elekta `ct_sparse.fif`).
+        #[arg(long)]
+        cross_talk: Option<PathBuf>,
+        /// z-score limit for noisy channels.
+        #[arg(long, default_value_t = 7.0)]
+        limit: f64,
+        /// Low-pass cutoff in Hz applied before scoring, or `none`.
+        #[arg(long, default_value = "40")]
+        h_freq: String,
+        /// Chunk length in seconds.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Chunks a channel must be bad in to be reported.
+        #[arg(long, default_value_t = 5)]
+        min_count: usize,
+        /// Print the lists and MNE's per-chunk scores as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     // --- end Maxwell ---
     /// Convert a recording to a NumPy .npy (float64, channels × samples, SI units) or to FIF.
     ///
@@ -559,6 +594,9 @@ fn run(command: Command, quiet: bool) -> Result<()> {
         // --- Maxwell (issue 14) ---
         Command::Maxwell { input, out, origin, coord_frame, int_order, ext_order, regularize, bad_condition, calibration, cross_talk, st_duration, st_correlation, json } => {
             commands::maxwell::run(&input, &out, &commands::maxwell::MaxwellArgs { origin, coord_frame, int_order, ext_order, regularize, bad_condition, calibration, cross_talk, st_duration, st_correlation, json })
+        }
+        Command::FindBadsMaxwell { input, origin, coord_frame, regularize, calibration, cross_talk, limit, h_freq, duration, min_count, json } => {
+            commands::find_bads_maxwell::run(&input, &commands::find_bads_maxwell::FindBadsArgs { origin, coord_frame, regularize, calibration, cross_talk, limit, h_freq, duration, min_count, json })
         }
         // --- end Maxwell ---
         Command::Info { file, json } => commands::info::run(&file, json),

@@ -9,6 +9,7 @@ pub mod download;
 pub mod epochs;
 pub mod filter;
 pub mod filter_design;
+pub mod find_bads_maxwell;
 pub mod ingest;
 pub mod maxwell;
 pub mod info;

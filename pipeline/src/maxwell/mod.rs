@@ -7,9 +7,11 @@
 //! tSSS (`st_duration`, `st_correlation`, MNE's default `st_fixed=True`, no `st_overlap`).
 //! Measured on MNE's SSS empty-room test file: every case equals MNE 1.13 to ~1e-12 of each
 //! channel's RMS (tests/oracle/test_maxwell.py asserts 1e-6).
+//! [`find_bad_channels_maxwell`] ([`bads`]): MNE's flat/noisy MEG detection (40 Hz FIR low-pass,
+//! chunked `reconstruct='orig'` SSS residual z-scores), lists and per-chunk scores as MNE's.
 //!
 //! Not yet: movement compensation (`head_pos`), `destination`, eSSS (`extended_proj`),
-//! `st_only`, `st_overlap`, `mag_scale='auto'`, `find_bad_channels_maxwell`, MEG reference
+//! `st_only`, `st_overlap`, `mag_scale='auto'`, MEG reference
 //! channels (CTF/KIT), `skip_by_annotation` (MNE processes each span between
 //! `edge`/`BAD_ACQ_SKIP` annotations separately and leaves samples inside `BAD_ACQ_SKIP`
 //! unprocessed, tSSS windows restart per span; we treat the recording as one span), the
@@ -52,6 +54,7 @@
 //!   not there): head-frame tests use an MNE-written copy of the empty-room file with the
 //!   dev_head_t of `test-ave.fif.gz`, so the head-frame MaxFilter references are untested.
 
+pub mod bads;
 pub mod basis;
 pub mod coils;
 pub mod ctc;
@@ -62,6 +65,7 @@ pub mod tsss;
 
 use std::path::Path;
 
+pub use bads::{find_bad_channels_maxwell, FindBadsParams, MaxwellBads, MaxwellBadsScores};
 pub use geometry::{read_head_geometry, HeadGeometry, Transform};
 pub use sss::{sss_operator, BadCondition, CoordFrame, MaxwellParams, Origin, Regularize, SssOperator};
 

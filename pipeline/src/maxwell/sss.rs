@@ -90,6 +90,10 @@ pub struct SssOperator {
     pub op: DMatrix<f64>,
     /// The same without cross-talk (tSSS projects between the two).
     pub op_sss: DMatrix<f64>,
+    /// n_meg × n_good, without cross-talk: every MEG channel reconstructed from the internal
+    /// *and* external moments (MNE's `reconstruct='orig'`, `S_decomp_full · pS_decomp`, in the
+    /// calibrated geometry), what `find_bad_channels_maxwell` compares the data with.
+    pub op_orig: DMatrix<f64>,
     /// Cross-talk matrix on the good channels, if any.
     pub ctc: Option<DMatrix<f64>>,
     /// n_good × n_good: internal part and residual (neither internal nor external) of the
@@ -369,6 +373,13 @@ pub fn sss_operator(path: &Path, info: &RecordingInfo, geom: &HeadGeometry, p: &
     let n_out = s_dec.ncols() - n_use_in;
     let op_resid = DMatrix::<f64>::identity(n_good, n_good) - &op_in - s_dec.columns(n_use_in, n_out) * pinv.rows(n_use_in, n_out);
     let op_sss = s_recon_reg * pinv.rows(0, n_use_in);
+    // MNE's `reconstruct='orig'`: S_decomp_full (all MEG rows) on the kept moments, divided
+    // by coil_scale, times the scaled pseudo-inverse.
+    let mut s_full_reg = s_full.select_columns(&reg_moments);
+    for (i, cs) in coil_scale.iter().enumerate() {
+        s_full_reg.row_mut(i).unscale_mut(*cs);
+    }
+    let op_orig = s_full_reg * &pinv;
     let mut op = op_sss.clone();
     let mut ctc = None;
     if let Some(f) = &p.cross_talk {
@@ -381,5 +392,5 @@ pub fn sss_operator(path: &Path, info: &RecordingInfo, geom: &HeadGeometry, p: &
         ctc = Some(c);
     }
     let good_picks = good_rows.iter().map(|&r| meg_picks[r]).collect();
-    Ok(SssOperator { meg_picks, good_picks, op, op_sss, ctc, op_in, op_resid, origin, origin_head, reg_moments, n_use_in, cond })
+    Ok(SssOperator { meg_picks, good_picks, op, op_sss, op_orig, ctc, op_in, op_resid, origin, origin_head, reg_moments, n_use_in, cond })
 }

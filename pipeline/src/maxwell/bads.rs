@@ -1,0 +1,329 @@
+//! Flat and noisy MEG channel detection equal to MNE-Python 1.13's
+//! `find_bad_channels_maxwell` (`mne/preprocessing/maxwell.py`), with its defaults
+//! (`limit=7`, `duration=5`, `min_count=5`, `h_freq=40`, `regularize='in'`, `mag_scale=100`).
+//!
+//! What MNE does, and we do in the same order so the numbers are the same:
+//! 1. Low-pass the recording at `h_freq` with MNE's default FIR filter, unless the file says
+//!    it was already low-passed at or below it. MNE filters the whole recording first; we
+//!    filter each chunk with `n_h` samples of margin on either side (and MNE's reflection at
+//!    the recording's edges), which gives the same samples inside the chunk up to FFT
+//!    round-off, in memory bounded by one chunk.
+//! 2. Cut the recording into chunks of `round(duration · sfreq)` samples (the last one takes
+//!    the remainder); `min_count` is capped at the number of chunks.
+//! 3. Flat pass per chunk: on the good MEG channels, the smallest population standard
+//!    deviation over consecutive windows of `max(20, int(30 ms · sfreq))` samples (a trailing
+//!    partial window is dropped); below 1e-15 T/m (gradiometers) or 1e-17 T (magnetometers)
+//!    the channel is flat for this chunk. Flat channels accumulate over chunks and are left
+//!    out of every later noisy pass.
+//! 4. Noisy pass per chunk, at most 100 rounds: fit the SSS moments on the good, non-flat,
+//!    not-yet-noisy channels (the decomposition, regularisation included, is recomputed each
+//!    round because it depends on which channels are good), reconstruct every channel from
+//!    the internal *and* external moments (`reconstruct='orig'`, cross-talk applied to the data
+//!    first), take each candidate's peak-to-peak of (data − reconstruction), magnetometers ×
+//!    `mag_scale`, z-score these across candidates (population std); the worst channel with
+//!    z ≥ `limit` is noisy for this chunk and removed, otherwise the chunk is done.
+//! 5. A channel flat (noisy) in at least `min_count` chunks is reported, in recording order.
+//!
+//! Not here (as in the rest of [`super`]): `skip_by_annotation` (a recording with
+//! `edge`/`BAD_ACQ_SKIP` annotations is refused rather than scanned differently from MNE),
+//! `head_pos`, `extended_proj`, MEG reference channels.
+
+use nalgebra::DMatrix;
+
+use super::sss::{sss_operator, BadCondition, MaxwellParams};
+use super::HeadGeometry;
+use crate::dsp::filter::OverlapAdd;
+use crate::dsp::fir::{create_filter, FirOptions};
+use crate::{ChannelKind, Error, RawReader, Result};
+
+/// Parameters of `find_bad_channels_maxwell` (MNE's defaults in [`Default`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FindBadsParams {
+    /// The SSS parameters (`st_duration` must be None, as MNE does not take it here).
+    pub maxwell: MaxwellParams,
+    pub limit: f64,
+    /// Chunk length in seconds.
+    pub duration: f64,
+    pub min_count: usize,
+    /// Low-pass cutoff applied before scoring (None: no filter).
+    pub h_freq: Option<f64>,
+}
+
+impl Default for FindBadsParams {
+    fn default() -> Self {
+        FindBadsParams { maxwell: MaxwellParams::default(), limit: 7.0, duration: 5.0, min_count: 5, h_freq: Some(40.0) }
+    }
+}
+
+/// MNE's `return_scores=True` dictionary: one row per MEG channel (recording order), one
+/// column per chunk; NaN where MNE leaves NaN (bad channels, chunks never scored).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MaxwellBadsScores {
+    pub ch_names: Vec<String>,
+    pub ch_types: Vec<&'static str>,
+    /// Inclusive start and stop time (s) of each chunk.
+    pub bins: Vec<[f64; 2]>,
+    pub scores_flat: Vec<Vec<f64>>,
+    pub limits_flat: Vec<f64>,
+    pub scores_noisy: Vec<Vec<f64>>,
+    pub limits_noisy: Vec<f64>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MaxwellBads {
+    /// Channels noisy in at least `min_count` chunks, in recording order.
+    pub noisy: Vec<String>,
+    /// Channels flat in at least `min_count` chunks, in recording order.
+    pub flat: Vec<String>,
+    pub scores: MaxwellBadsScores,
+}
+
+/// numpy's `np.std` (ddof 0): mean first, then the mean squared deviation.
+fn std_pop(x: &[f64]) -> f64 {
+    let n = x.len() as f64;
+    let mean = x.iter().sum::<f64>() / n;
+    (x.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n).sqrt()
+}
+
+/// Finds flat and noisy MEG channels of `reader` (a Neuromag recording whose head geometry is
+/// `geom`) as MNE's `find_bad_channels_maxwell` does.
+pub fn find_bad_channels_maxwell(reader: &dyn RawReader, geom: &HeadGeometry, p: &FindBadsParams) -> Result<MaxwellBads> {
+    let info = reader.info();
+    let path = info.path.clone();
+    let err = |what: String| Error::request(&path, what);
+    if p.maxwell.st_duration.is_some() {
+        return Err(err("find_bad_channels_maxwell does not take st_duration".into()));
+    }
+    if !(p.limit.is_finite()) {
+        return Err(err(format!("limit must be a finite number, got {}", p.limit)));
+    }
+    if let Some(a) = info.annotations.iter().find(|a| {
+        let d = a.description.to_lowercase();
+        d.starts_with("edge") || d.starts_with("bad_acq_skip")
+    }) {
+        return Err(err(format!(
+            "the recording has an {:?} annotation; MNE scans the spans between them separately \
+             (skip_by_annotation), which is not implemented",
+            a.description
+        )));
+    }
+    let sfreq = info.sfreq;
+    let n_times = info.n_samples;
+
+    // 1. Low-pass kernel (None: MNE would not filter).
+    let kernel = match p.h_freq {
+        Some(h) => match info.lowpass {
+            // MNE: `if raw.info.get("lowpass") and raw.info["lowpass"] <= h_freq`: skip.
+            Some(lp) if lp != 0.0 && lp <= h => None,
+            _ => Some(create_filter(sfreq, None, Some(h), &FirOptions::default())?),
+        },
+        None => None,
+    };
+
+    // 2. Chunks: step = int(round(sfreq · duration)) (Python rounds half to even).
+    let step = (sfreq * p.duration).round_ties_even();
+    if !(step >= 1.0) {
+        return Err(err(format!("duration ({} s) gives no samples at {sfreq} Hz", p.duration)));
+    }
+    let bounds = chunk_bounds(n_times, step as usize);
+    let min_count = p.min_count.min(bounds.len());
+
+    // The operator for the recording's own bads checks the parameters and fixes the MEG
+    // picks, as MNE's `_prep_maxwell_filter`; its condition number is not checked: MNE first
+    // decomposes inside the chunk loop, with the flat channels already left out.
+    let op0 = sss_operator(&path, info, geom, &MaxwellParams { bad_condition: BadCondition::Ignore, ..p.maxwell.clone() })?;
+    let meg_picks = op0.meg_picks.clone();
+    let n_meg = meg_picks.len();
+    let is_mag: Vec<bool> = meg_picks.iter().map(|&c| info.channels[c].kind == ChannelKind::Mag).collect();
+    let coil_scale: Vec<f64> = is_mag.iter().map(|&m| if m { p.maxwell.mag_scale } else { 1.0 }).collect();
+    let name = |r: usize| info.channels[meg_picks[r]].name.clone();
+    // Good MEG channels (rows into meg_picks): not in the recording's bads.
+    let good_rows: Vec<usize> = (0..n_meg).filter(|&r| !info.bads.contains(&name(r))).collect();
+    let flat_limit = |r: usize| if is_mag[r] { 0.01e-15 } else { 0.01e-13 };
+    let flat_step = 20usize.max((30.0 * sfreq / 1000.0) as usize);
+
+    let n_chunks = bounds.len();
+    let mut scores_flat = vec![vec![f64::NAN; n_chunks]; n_meg];
+    let mut scores_noisy = vec![vec![f64::NAN; n_chunks]; n_meg];
+    let mut limits_flat = vec![f64::NAN; n_meg];
+    let mut limits_noisy = vec![f64::NAN; n_meg];
+    let mut bins = vec![[0.0; 2]; n_chunks];
+    let mut flat_count = vec![0usize; n_meg];
+    let mut noisy_count = vec![0usize; n_meg];
+    let mut all_flat = vec![false; n_meg];
+
+    for (si, &(start, stop)) in bounds.iter().enumerate() {
+        let n = stop - start;
+        // The chunk's MEG data (meg_picks rows), low-passed as the whole recording would be.
+        let data = read_filtered(reader, &meg_picks, start, stop, kernel.as_deref())?;
+        // MNE: chunk_raw.times[[0, -1]] + start / sfreq.
+        bins[si] = [0.0 / sfreq + start as f64 / sfreq, (n - 1) as f64 / sfreq + start as f64 / sfreq];
+
+        // 3. Flat pass.
+        let flat_stop = n - n % flat_step;
+        if flat_stop == 0 {
+            return Err(err(format!("chunks of {n} samples are shorter than the flat window ({flat_step} samples)")));
+        }
+        for &r in &good_rows {
+            let row = &data.row_slice(r)[..flat_stop];
+            let delta = row.chunks_exact(flat_step).map(std_pop).fold(f64::INFINITY, f64::min);
+            scores_flat[r][si] = delta;
+            limits_flat[r] = flat_limit(r);
+            if delta < flat_limit(r) {
+                flat_count[r] += 1;
+                all_flat[r] = true;
+            }
+        }
+        let mut these: Vec<usize> = good_rows.iter().copied().filter(|&r| !all_flat[r]).collect();
+        if these.is_empty() {
+            // MNE warns and stops scanning at the first all-flat chunk.
+            break;
+        }
+
+        // 4. Noisy pass.
+        let mut chunk_noisy: Vec<usize> = Vec::new();
+        for _round in 1..=100 {
+            let mut sub = info.clone();
+            for r in 0..n_meg {
+                if (all_flat[r] || chunk_noisy.contains(&r)) && !sub.bads.contains(&name(r)) {
+                    sub.bads.push(name(r));
+                }
+            }
+            let op = sss_operator(&path, &sub, geom, &p.maxwell)?;
+            let good: Vec<usize> = op.good_picks.iter().map(|c| meg_picks.iter().position(|m| m == c).expect("MEG")).collect();
+            let mut x = DMatrix::<f64>::zeros(good.len(), n);
+            for (i, &r) in good.iter().enumerate() {
+                for t in 0..n {
+                    x[(i, t)] = data[(r, t)];
+                }
+            }
+            let y = match &op.ctc {
+                Some(c) => c * x,
+                None => x,
+            };
+            let recon = &op.op_orig * y;
+            let range: Vec<f64> = these
+                .iter()
+                .map(|&r| {
+                    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+                    for t in 0..n {
+                        let d = data[(r, t)] - recon[(r, t)];
+                        lo = lo.min(d);
+                        hi = hi.max(d);
+                    }
+                    (hi - lo) * coil_scale[r]
+                })
+                .collect();
+            let k = range.len() as f64;
+            let mean = range.iter().sum::<f64>() / k;
+            let std = (range.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / k).sqrt();
+            let z: Vec<f64> = range.iter().map(|v| (v - mean) / std).collect();
+            // np.argmax: the first maximum.
+            let mut idx = 0;
+            for (i, v) in z.iter().enumerate() {
+                if *v > z[idx] {
+                    idx = i;
+                }
+            }
+            for (i, &r) in these.iter().enumerate() {
+                scores_noisy[r][si] = z[i];
+                limits_noisy[r] = p.limit;
+            }
+            if z[idx] < p.limit {
+                break;
+            }
+            chunk_noisy.push(these.remove(idx));
+        }
+        for r in chunk_noisy {
+            noisy_count[r] += 1;
+        }
+    }
+
+    let pick = |count: &[usize]| -> Vec<String> { (0..n_meg).filter(|&r| count[r] > 0 && count[r] >= min_count).map(name).collect() };
+    Ok(MaxwellBads {
+        noisy: pick(&noisy_count),
+        flat: pick(&flat_count),
+        scores: MaxwellBadsScores {
+            ch_names: (0..n_meg).map(name).collect(),
+            ch_types: is_mag.iter().map(|&m| if m { "mag" } else { "grad" }).collect(),
+            bins,
+            scores_flat,
+            limits_flat,
+            scores_noisy,
+            limits_noisy,
+        },
+    })
+}
+
+/// MNE's chunks: starts `arange(0, n_times - step + 1, step)`, each `step` long, the last one
+/// running to the end of the recording; none when the recording is shorter than `step`.
+fn chunk_bounds(n_times: usize, step: usize) -> Vec<(usize, usize)> {
+    let mut bounds: Vec<(usize, usize)> = Vec::new();
+    let mut s = 0;
+    while s + step <= n_times {
+        bounds.push((s, s + step));
+        s += step;
+    }
+    if let Some(last) = bounds.last_mut() {
+        last.1 = n_times;
+    }
+    bounds
+}
+
+/// Rows `picks` over samples [start, stop), low-passed with `kernel` as MNE filters the whole
+/// recording: the chunk is read with `len(kernel)` samples of margin on each side (clipped at
+/// the recording's edges, where the filter's own reflect-limited padding is then the same as
+/// for the whole recording), filtered, and the margin dropped.
+fn read_filtered(reader: &dyn RawReader, picks: &[usize], start: usize, stop: usize, kernel: Option<&[f64]>) -> Result<DMatrix<f64>> {
+    let n_total = reader.info().n_samples;
+    let margin = kernel.map_or(0, |h| h.len());
+    let lo = start.saturating_sub(margin);
+    let hi = (stop + margin).min(n_total);
+    let len = hi - lo;
+    let mut raw = vec![0.0; picks.len() * len];
+    reader.read_into_f64(picks, lo, hi, &mut raw)?;
+    let n = stop - start;
+    let mut out = DMatrix::<f64>::zeros(picks.len(), n);
+    let ola = kernel.map(|h| OverlapAdd::new(h, len));
+    for (i, row) in raw.chunks_exact(len).enumerate() {
+        let y = match &ola {
+            Some(o) => o.apply(row),
+            None => row.to_vec(),
+        };
+        for t in 0..n {
+            out[(i, t)] = y[start - lo + t];
+        }
+    }
+    Ok(out)
+}
+
+/// `row_slice` for a column-major nalgebra matrix: the row copied out.
+trait RowSlice {
+    fn row_slice(&self, r: usize) -> Vec<f64>;
+}
+
+impl RowSlice for DMatrix<f64> {
+    fn row_slice(&self, r: usize) -> Vec<f64> {
+        self.row(r).iter().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_as_mne() {
+        // 1201 samples in 0.5 s chunks at 1200 Hz: [0, 600), [600, 1201).
+        assert_eq!(chunk_bounds(1201, 600), vec![(0, 600), (600, 1201)]);
+        assert_eq!(chunk_bounds(1200, 600), vec![(0, 600), (600, 1200)]);
+        assert_eq!(chunk_bounds(599, 600), vec![]);
+        assert_eq!(chunk_bounds(1799, 600), vec![(0, 600), (600, 1799)]);
+    }
+
+    #[test]
+    fn std_is_numpy_population_std() {
+        assert!((std_pop(&[1.0, 2.0, 3.0, 4.0]) - 1.118033988749895).abs() < 1e-15);
+        assert_eq!(std_pop(&[0.0; 36]), 0.0);
+    }
+}
