@@ -52,8 +52,8 @@ impl Run {
     pub fn is_empty_room(&self) -> bool {
         self.get("sub") == Some("emptyroom")
     }
-    /// Data files whose content is absent: a dangling link (git-annex content not fetched)
-    /// or an empty placeholder.
+    /// Data files whose content is absent: dangling links (git-annex content not fetched).
+    /// A present but truncated file is not caught here; opening it is (an unreadable run).
     pub fn missing_content(&self) -> Vec<&Path> {
         self.meg.iter().chain(self.eeg.iter()).map(|p| p.as_path()).filter(|p| !p.exists()).collect()
     }
