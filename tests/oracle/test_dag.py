@@ -4,7 +4,9 @@ what is below it), byte-identical shards for any --jobs and after SIGKILLs, leak
 splits, and windows equal to MNE's make_fixed_length_epochs on the cleaned data."""
 import hashlib
 import json
+import os
 import random
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -191,6 +193,33 @@ def test_slurm_script_array_tasks_give_the_same_bytes(project, built, tmp_path):
     plan = json.loads(bf(project, "plan", "--json").stdout)
     assert not any(t["build"] for t in plan if t["stage"] in ("preprocess", "segment"))
     subprocess.run(["bash", script, "--final"], check=True, capture_output=True)
+    assert shard_hashes(project) == built
+
+
+def test_slurm_script_submits_from_a_path_with_spaces(project, built, tmp_path):
+    """The script's --wrap commands are run by another shell on the compute node: a path with
+    spaces must reach it quoted. A stand-in `sbatch` records each --wrap, which is then run as
+    SLURM would run it (`sh -c`), with the array task id in the environment."""
+    jobs = tmp_path / "my jobs"
+    jobs.mkdir()
+    script = jobs / "bf run.sh"
+    out = bf(project, "slurm", "--tasks", "2", "--out", script).stdout
+    assert "submit with: bash '" in out, out
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    wraps = tmp_path / "wraps.txt"
+    (fake / "sbatch").write_text(
+        "#!/usr/bin/env bash\n"
+        "while [ $# -gt 0 ]; do if [ \"$1\" = --wrap ]; then printf '%s\\0' \"$2\" >> " + shlex.quote(str(wraps)) + "; shift; fi; shift; done\n"
+        "echo 4242\n")
+    (fake / "sbatch").chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}")
+    proc = subprocess.run(["bash", script], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and "submitted array job 4242" in proc.stdout, proc.stderr
+    task_cmd, final_cmd = wraps.read_text().split("\0")[:2]
+    for i in range(2):
+        subprocess.run(["sh", "-c", task_cmd], env=dict(env, SLURM_ARRAY_TASK_ID=str(i)), check=True, capture_output=True)
+    subprocess.run(["sh", "-c", final_cmd], env=env, check=True, capture_output=True)
     assert shard_hashes(project) == built
 
 

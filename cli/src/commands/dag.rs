@@ -412,8 +412,12 @@ case "${{1:-}}" in
   *) echo "usage: $0 [--task I | --final]" >&2; exit 2 ;;
 esac
 self=$(readlink -f "$0")
-array=$(sbatch --parsable --job-name=bf-segment --array=0-{last} {opts} --output=bf-segment-%A_%a.log --wrap "bash $self --task \$SLURM_ARRAY_TASK_ID")
-final=$(sbatch --parsable --job-name=bf-tokenize --dependency=afterok:${{array%%;*}} {opts} --output=bf-tokenize-%j.log --wrap "bash $self --final")
+# --wrap is run by a shell again: quote the script's path there (spaces), keep the task id
+# to be expanded by that shell.
+task_cmd=$(printf 'bash %q --task $SLURM_ARRAY_TASK_ID' "$self")
+final_cmd=$(printf 'bash %q --final' "$self")
+array=$(sbatch --parsable --job-name=bf-segment --array=0-{last} {opts} --output=bf-segment-%A_%a.log --wrap "$task_cmd")
+final=$(sbatch --parsable --job-name=bf-tokenize --dependency=afterok:${{array%%;*}} {opts} --output=bf-tokenize-%j.log --wrap "$final_cmd")
 echo "submitted array job $array ({n} tasks) and job $final (runs after it)"
 "#,
         root = config.dataset.root.display(),
@@ -426,6 +430,6 @@ echo "submitted array job $array ({n} tasks) and job $final (runs after it)"
     bf_pipeline::fsutil::write_atomic(&s.out, script.as_bytes())?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&s.out, std::fs::Permissions::from_mode(0o755)).with_context(|| format!("{}: chmod", s.out.display()))?;
-    println!("wrote {} ({} array tasks); submit with: bash {}", s.out.display(), n, s.out.display());
+    println!("wrote {} ({} array tasks); submit with: bash {}", s.out.display(), n, shell_quote(&s.out.to_string_lossy()));
     Ok(())
 }
