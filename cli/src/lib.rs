@@ -17,7 +17,51 @@ pub fn init_logging(quiet: bool) {
 /// exit code 1, instead of a debug dump with a backtrace.
 pub fn exit_on_error(result: anyhow::Result<()>) {
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
+    }
+}
+
+/// The error's chain joined by `: `, each text once. Our library errors already name their
+/// file and carry their cause's text (`path: os error`), and contexts added at the binaries
+/// often name the same file, so anyhow's `{:#}` printed most messages twice
+/// (`X: msg: X: msg`). A cause whose text is already on the line is left out; a cause that
+/// contains the whole line so far replaces it.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() && text.contains(&line) {
+            line = text;
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+    use anyhow::Context;
+
+    #[test]
+    fn each_part_of_an_error_chain_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
+        let lib = bf_pipeline::Error::io(std::path::Path::new("/d/x.fif"), io);
+        // The library error names the file and repeats its source's text.
+        let e = anyhow::Error::from(lib);
+        assert_eq!(one_line(&e), "/d/x.fif: No such file or directory (os error 2)");
+        // A context naming the same file adds nothing; one saying more is kept.
+        let again = Err::<(), _>(e).context("/d/x.fif: No such file or directory (os error 2)").unwrap_err();
+        assert_eq!(one_line(&again), "/d/x.fif: No such file or directory (os error 2)");
+        let more = Err::<(), _>(again).context("ingest").unwrap_err();
+        assert_eq!(one_line(&more), "ingest: /d/x.fif: No such file or directory (os error 2)");
     }
 }
