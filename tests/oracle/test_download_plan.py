@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA, bin_path, reset_moto
+from conftest import SHARED_DATA, bin_path
 
 boto3 = pytest.importorskip("boto3", reason="pip install 'moto[server]' boto3 (requirements.txt)")
 moto_server = pytest.importorskip("moto.server", reason="pip install 'moto[server]' (requirements.txt)")
 
-from test_s3_download import BUCKET, Proxy, free_port, local_files  # noqa: E402
+from test_s3_download import BUCKET, Proxy, local_files, public_moto  # noqa: E402
 
 DS = "ds000117"
 LISTING = SHARED_DATA / DS / "listing.tsv"
@@ -66,27 +66,11 @@ def real_layout():
     if not LISTING.is_file():
         pytest.skip(f"{LISTING} is absent: these tests need ../shared beside the clone")
     tree = {rel: placeholder(rel, size) for rel, size in read_listing().items()}
-    port = free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    # moto's backends are global to the process: every server started by this pytest run
-    # shares one store. Reset it, so another test file's bucket contents never leak in.
-    reset_moto(port)
-    try:
-        client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-                              aws_access_key_id="test", aws_secret_access_key="test")
-        client.create_bucket(Bucket=BUCKET)
-        client.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Principal": "*", "Action": ["s3:GetObject", "s3:ListBucket"],
-                           "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]}]}))
+    with public_moto() as (port, client):
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda kv: client.put_object(Bucket=BUCKET, Key=f"{DS}/{kv[0]}", Body=kv[1]),
                           tree.items()))
         yield port, tree
-    finally:
-        reset_moto(port)
-        server.stop()
 
 
 @pytest.fixture

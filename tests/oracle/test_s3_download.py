@@ -10,6 +10,7 @@ release build from `make setup`). Every test is independent: each gets its own d
 folder and a clean proxy log.
 """
 import http.client
+import contextlib
 import json
 import os
 import socket
@@ -186,9 +187,10 @@ def downloader():
     return bin_path("bf-pipeline")
 
 
-@pytest.fixture(scope="module")
-def s3():
-    """moto on a free loopback port with the fixture datasets uploaded; yields (port, trees)."""
+@contextlib.contextmanager
+def public_moto():
+    """moto on a free loopback port with an empty public bucket BUCKET (anonymous reads allowed
+    by the bucket policy, like OpenNeuro's); yields (port, boto3 client)."""
     port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -199,11 +201,20 @@ def s3():
         client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
                               aws_access_key_id="test", aws_secret_access_key="test")
         client.create_bucket(Bucket=BUCKET)
-        # Public like OpenNeuro's bucket: anonymous reads are allowed by the bucket policy.
         client.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps({
             "Version": "2012-10-17",
             "Statement": [{"Effect": "Allow", "Principal": "*", "Action": ["s3:GetObject", "s3:ListBucket"],
                            "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]}]}))
+        yield port, client
+    finally:
+        reset_moto(port)
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """moto on a free loopback port with the fixture datasets uploaded; yields (port, trees)."""
+    with public_moto() as (port, client):
         # A bucket without that policy: moto denies anonymous GETs of its objects (403).
         client.create_bucket(Bucket=PRIVATE_BUCKET)
         client.put_object(Bucket=PRIVATE_BUCKET, Key=f"{DS}/README", Body=b"private\n")
@@ -222,9 +233,6 @@ def s3():
             MultipartUpload={"Parts": [{"ETag": e, "PartNumber": i + 1} for i, e in enumerate(etags)]})
         assert client.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"').endswith("-2")
         yield port, {DS: tree, DS_MANY: many}
-    finally:
-        reset_moto(port)
-        server.stop()
 
 
 @pytest.fixture
