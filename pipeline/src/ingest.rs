@@ -229,16 +229,6 @@ pub fn open_with_bids_at(ds: &Dataset, file: &Path, anchor: &Path, datatype: &st
     Ok((reader, info))
 }
 
-/// [`open_with_bids_at`] for a raw file, its own anchor; tolerated quirks go to the log.
-pub fn open_with_bids(ds: &Dataset, file: &Path, datatype: &str) -> Result<(Box<dyn crate::RawReader>, RecordingInfo)> {
-    let mut warnings = Vec::new();
-    let out = open_with_bids_at(ds, file, file, datatype, &mut warnings)?;
-    for w in warnings {
-        tracing::warn!("{w}");
-    }
-    Ok(out)
-}
-
 fn names_of(info: &RecordingInfo, pred: impl Fn(ChannelKind) -> bool) -> Vec<String> {
     info.channels.iter().filter(|c| pred(c.kind)).map(|c| c.name.clone()).collect()
 }
