@@ -46,9 +46,28 @@ pub fn one_line(e: &anyhow::Error) -> String {
     line
 }
 
+/// `s` as one word for a POSIX shell: as it is when it holds only characters no shell
+/// interprets, else in single quotes (a `'` inside becomes `'\''`).
+pub fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-./=:,+@%".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::one_line;
+    use super::{one_line, shell_quote};
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(shell_quote("--out=runs/a-1"), "--out=runs/a-1");
+        assert_eq!(shell_quote("my runs/ü"), "'my runs/ü'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
     use anyhow::Context;
 
     #[test]

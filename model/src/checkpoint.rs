@@ -77,8 +77,13 @@ pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     host.sort_by(|a, b| a.0.cmp(&b.0));
     let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
     let tmp = temp_path(path);
-    safetensors::tensor::serialize_to_file(host.iter().map(|(n, t)| (n.as_str(), t)), &metadata, &tmp)
-        .map_err(|e| Error::Format(tmp.clone(), format!("writing safetensors: {e}")))?;
+    if let Err(e) = safetensors::tensor::serialize_to_file(host.iter().map(|(n, t)| (n.as_str(), t)), &metadata, &tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(match e {
+            safetensors::SafeTensorError::IoError(io) => Error::io(path, io),
+            other => Error::Format(path.to_path_buf(), format!("writing safetensors: {other}")),
+        });
+    }
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 

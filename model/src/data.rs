@@ -79,19 +79,9 @@ impl ShardSet {
     /// `dir` is a shards folder (with `data/`) or its `data/` folder; `split` is `train`,
     /// `validation` or `test`.
     pub fn open(dir: &Path, split: &str) -> Result<ShardSet> {
-        let data = if dir.join("data").is_dir() { dir.join("data") } else { dir.to_path_buf() };
-        let entries = std::fs::read_dir(&data).map_err(|e| Error::io(&data, e))?;
-        let prefix = format!("{split}-");
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                name.starts_with(&prefix) && name.ends_with(".parquet")
-            })
-            .collect();
-        files.sort();
+        let files = split_files(dir, split)?;
         if files.is_empty() {
-            return Err(Error::Data(format!("{}: no `{split}-*.parquet` shards", data.display())));
+            return Err(Error::Data(format!("{}: no `{split}-*.parquet` shards", data_dir(dir).display())));
         }
         let meta = ShardMeta::read(&files[0])?;
         let mut rows = Vec::with_capacity(files.len());
@@ -108,6 +98,32 @@ impl ShardSet {
     pub fn total_rows(&self) -> usize {
         self.rows.iter().sum()
     }
+}
+
+/// The folder holding the shard files: `dir/data` when it exists, else `dir` itself.
+pub fn data_dir(dir: &Path) -> PathBuf {
+    if dir.join("data").is_dir() {
+        dir.join("data")
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// The `{split}-*.parquet` files of a shards folder (see [`ShardSet::open`]), sorted; empty
+/// when the split has none.
+pub fn split_files(dir: &Path, split: &str) -> Result<Vec<PathBuf>> {
+    let data = data_dir(dir);
+    let entries = std::fs::read_dir(&data).map_err(|e| Error::io(&data, e))?;
+    let prefix = format!("{split}-");
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            name.starts_with(&prefix) && name.ends_with(".parquet")
+        })
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 fn count_rows(path: &Path) -> Result<usize> {

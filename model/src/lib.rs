@@ -19,6 +19,7 @@ pub mod precision;
 pub mod probe;
 pub mod train;
 pub mod regression;
+pub mod resume;
 pub mod tsa;
 
 use std::path::{Path, PathBuf};

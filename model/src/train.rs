@@ -21,6 +21,7 @@ use tch::{Device, Kind, Tensor};
 use crate::checkpoint::{load_tensors, named_variables, save_tensors, write_atomic};
 use crate::data::{Batch, BatchData};
 use crate::optim::AdamW;
+use crate::resume::RunIdentity;
 use crate::{save_checkpoint, Error, Model, ModelConfig, Result};
 
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
@@ -37,8 +38,12 @@ pub struct TrainerState {
     pub best_step: Option<i64>,
     /// Validations in a row without improvement.
     pub evals_without_improvement: u32,
-    /// The command-line arguments of the run (JSON), so `--resume` can refuse other ones.
+    /// The command-line arguments of the run (JSON), for the record.
     pub args: serde_json::Value,
+    /// What `--resume` compares (absent in checkpoints of older builds, which are compared
+    /// through `args`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<RunIdentity>,
 }
 
 /// The trainable variables of a store, sorted by name (the optimizer's stable order).
@@ -46,7 +51,8 @@ pub fn trainable(vs: &VarStore) -> Vec<(String, Tensor)> {
     named_variables(vs).into_iter().filter(|(_, t)| t.requires_grad()).collect()
 }
 
-/// Writes a training checkpoint folder atomically (see the module docs).
+/// Writes a training checkpoint folder atomically (see the module docs). On an error (a full
+/// disk) the temporary folder is removed and the previous checkpoint stays.
 pub fn save_training_checkpoint(dir: &Path, vs: &VarStore, cfg: &ModelConfig, opt: &AdamW, state: &TrainerState) -> Result<()> {
     let parent = dir.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
@@ -56,10 +62,17 @@ pub fn save_training_checkpoint(dir: &Path, vs: &VarStore, cfg: &ModelConfig, op
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
-    save_checkpoint(&tmp, vs, cfg)?;
-    save_tensors(&tmp.join(OPTIMIZER_FILE), &opt.state_tensors())?;
-    let json = serde_json::to_string_pretty(state).expect("trainer state serializes");
-    write_atomic(&tmp.join(STATE_FILE), json.as_bytes())?;
+    let written = (|| -> Result<()> {
+        save_checkpoint(&tmp, vs, cfg)?;
+        save_tensors(&tmp.join(OPTIMIZER_FILE), &opt.state_tensors())?;
+        let json = serde_json::to_string_pretty(state).expect("trainer state serializes");
+        write_atomic(&tmp.join(STATE_FILE), json.as_bytes())
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        let kept = if resolve_checkpoint(dir).is_some() { "the previous one is kept" } else { "there was none before" };
+        return Err(Error::Format(dir.to_path_buf(), format!("writing the checkpoint failed ({kept}): {e}")));
+    }
     if dir.exists() {
         if old.exists() {
             std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
@@ -83,15 +96,92 @@ pub fn resolve_checkpoint(dir: &Path) -> Option<PathBuf> {
     complete(&old).then_some(old)
 }
 
-/// Reads the trainer state and restores weights and optimizer moments.
-pub fn load_training_checkpoint(dir: &Path, vs: &mut VarStore, opt: &mut AdamW) -> Result<TrainerState> {
+/// Reads a checkpoint's `trainer_state.json` alone (to compare before loading weights).
+pub fn read_trainer_state(dir: &Path) -> Result<TrainerState> {
     let state_path = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
-    let state: TrainerState = serde_json::from_str(&text).map_err(|e| Error::Format(state_path.clone(), e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| Error::Format(state_path.clone(), e.to_string()))
+}
+
+/// Reads the trainer state and restores weights and optimizer moments.
+pub fn load_training_checkpoint(dir: &Path, vs: &mut VarStore, opt: &mut AdamW) -> Result<TrainerState> {
+    let state = read_trainer_state(dir)?;
     crate::checkpoint::load_weights(vs, &dir.join(crate::WEIGHTS_FILE))?;
     let opt_path = dir.join(OPTIMIZER_FILE);
     opt.load_state(load_tensors(&opt_path)?, state.step).map_err(|e| Error::Format(opt_path, e))?;
     Ok(state)
+}
+
+/// What a training run writes into its `--out` folder (checkpoints, their `.old` copies
+/// during a swap, the log); other files there are not the run's.
+pub const RUN_FILES: [&str; 5] = ["metrics.jsonl", "last", "best", "last.old", "best.old"];
+
+/// The run files present in `out` (empty when `out` is absent or holds no run).
+pub fn existing_run_files(out: &Path) -> Vec<String> {
+    RUN_FILES.iter().filter(|n| out.join(n).exists()).map(|n| n.to_string()).collect()
+}
+
+/// Removes the run files of `out` (for `--overwrite`); [`sweep_stale_temporaries`] removes
+/// the temporaries.
+pub fn remove_run(out: &Path) -> Result<()> {
+    for name in RUN_FILES {
+        let p = out.join(name);
+        let gone = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        match gone {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&p, e)),
+        }
+    }
+    Ok(())
+}
+
+/// The process id of a temporary named `.NAME.tmp-PID` (the atomic writers' pattern).
+pub fn temporary_pid(name: &str) -> Option<i32> {
+    let (head, pid) = name.rsplit_once(".tmp-")?;
+    if !head.starts_with('.') || head.len() < 2 {
+        return None;
+    }
+    pid.parse().ok().filter(|&p: &i32| p > 0)
+}
+
+/// Whether a process with this id exists (ours counts as not running: a temporary with our
+/// id found before we wrote anything was left by an earlier process that had the same id,
+/// which containers make common).
+fn other_process_alive(pid: i32) -> bool {
+    if pid as u32 == std::process::id() {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Removes `.NAME.tmp-PID` files and folders in `dir` (and in its checkpoint folders) whose
+/// process is gone: what a kill or a full disk left behind. Returns what was removed.
+/// Call it before this process writes any temporary.
+pub fn sweep_stale_temporaries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    dirs.extend(["last", "best"].iter().map(|n| dir.join(n)).filter(|d| d.is_dir()));
+    for d in dirs {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = temporary_pid(&name) else { continue };
+            if other_process_alive(pid) {
+                continue;
+            }
+            let p = entry.path();
+            let gone = if entry.file_type().is_ok_and(|t| t.is_dir()) { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+            match gone {
+                Ok(()) => removed.push(p),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&p, e)),
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// A batch as model inputs on `device`: ([B, T, Ce], [B, T, Cm]), int64 ids or float values.
@@ -165,6 +255,34 @@ pub fn dropout_seed(seed: u64, step: i64, micro: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_temporaries_of_dead_processes_are_swept_live_ones_kept() {
+        assert_eq!(temporary_pid(".last.tmp-123"), Some(123));
+        assert_eq!(temporary_pid(".metrics.jsonl.tmp-7"), Some(7));
+        for not_ours in ["last.tmp-123", ".last.tmp-x", ".last", "last", ".tmp-5"] {
+            assert_eq!(temporary_pid(not_ours), None, "{not_ours}");
+        }
+        let dir = std::env::temp_dir().join(format!("bf-sweep-test-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("best")).unwrap();
+        // pid_max is at most 2^22, so this id never runs; the parent process (pid 1 in a
+        // container, or the test harness) does.
+        let dead = dir.join(".last.tmp-99999999");
+        let live = dir.join(format!(".best.tmp-{}", unsafe { libc::getppid() }));
+        let ours = dir.join(format!(".metrics.jsonl.tmp-{}", std::process::id()));
+        let inside = dir.join("best").join(".metrics.json.tmp-99999999");
+        std::fs::create_dir_all(dead.join("sub")).unwrap();
+        std::fs::create_dir_all(&live).unwrap();
+        std::fs::write(&ours, b"x").unwrap();
+        std::fs::write(&inside, b"x").unwrap();
+        let mut removed = sweep_stale_temporaries(&dir).unwrap();
+        removed.sort();
+        let mut expected = vec![dead.clone(), ours.clone(), inside.clone()];
+        expected.sort();
+        assert_eq!(removed, expected);
+        assert!(live.exists() && !dead.exists() && !ours.exists() && !inside.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn history_mask_is_none_at_zero_and_repeatable_otherwise() {

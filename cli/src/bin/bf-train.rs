@@ -5,19 +5,28 @@
 //! a JSONL line per step) → validation every `--eval_interval` steps with early stopping and
 //! the best checkpoint kept → a final checkpoint. The model, optimizer, data stream and
 //! checkpoint formats live in the `bf_model` crate; this file only wires them together.
+//!
+//! Around the loop: the run folder is checked before anything is written (an existing run is
+//! never replaced without `--overwrite`), `--resume` compares the run's identity
+//! (`bf_model::resume`), and SIGTERM/SIGINT/SIGUSR1 end the loop between steps with `last/`
+//! written and exit status 75.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use bf_model::data::{ExampleSpec, ShardSet, Stream};
 use bf_model::optim::{cosine_with_warmup, AdamW};
 use bf_model::precision::with_bf16_autocast;
+use bf_model::data::split_files;
+use bf_model::resume::{canonical_shards_dir, RunIdentity, ShardContent};
 use bf_model::train::{
-    batch_loss_hiding_history, batch_tensors, dropout_seed, history_mask, load_training_checkpoint, mean_loss, resolve_checkpoint, save_training_checkpoint,
-    trainable, TrainerState,
+    batch_loss_hiding_history, batch_tensors, dropout_seed, existing_run_files, history_mask, load_training_checkpoint, mean_loss, read_trainer_state,
+    remove_run, resolve_checkpoint, save_training_checkpoint, sweep_stale_temporaries, trainable, TrainerState,
 };
 use bf_model::{ChannelAttention, DecoderEeg, Model, ModelConfig, Objective};
 use bf_pipeline::shards::{ShardKind, WindowData};
@@ -32,6 +41,17 @@ use tch::nn::VarStore;
 /// samples_per_sec, tokens_per_sec; validation lines add val_loss), `last/` (the latest
 /// training checkpoint, for --resume), `best/` (the checkpoint with the lowest validation
 /// loss; give it to bf-eval). Model flags keep the seed's names (--d_model, --n_heads, ...).
+///
+/// An --out that already holds a run is refused unless --resume (continue it) or --overwrite
+/// (replace it) is given.
+///
+/// Preemption: SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 end training after the current step,
+/// write last/ and print the command that resumes; further signals wait for that save.
+/// Checkpoints are written to a temporary folder and renamed, so even SIGKILL leaves the
+/// previous last/ intact. On SLURM: `#SBATCH --signal=B:USR1@300` and requeue on status 75.
+///
+/// Exit status: 0 trained (or stopped by --stop_after / early stopping), 1 error, 75 stopped by
+/// a signal with last/ written (resumable with --resume; EX_TEMPFAIL).
 #[derive(Parser, Debug, Serialize)]
 #[command(version, about, long_about)]
 struct Args {
@@ -128,9 +148,23 @@ struct Args {
     /// Faster on GPUs and on CPUs with bfloat16 units; slower than f32 on other CPUs.
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
     precision: String,
-    /// Continue from --out/last (same arguments as the run that wrote it).
+    /// Continue from --out/last. The run must be the same: shards (by canonical path and
+    /// content), model shape and optimisation settings; a refusal names each differing
+    /// setting with both values. --max_steps may be raised to extend a run (the cosine
+    /// schedule then follows the new value from the saved step on); validation cadence,
+    /// --patience, --device and --threads may change.
     #[arg(long)]
     resume: bool,
+    /// Replace the run already in --out: its metrics.jsonl, last/ and best/ are removed once
+    /// the shards and settings are known good. Without it (or --resume), an --out that holds
+    /// a run is refused.
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
+    /// With --resume: continue although the shards' content changed since the checkpoint
+    /// (rebuilt in place with other data; a warning names the changed files). The data order
+    /// then differs from the original run's. Without it such a resume is refused.
+    #[arg(long = "allow-changed-shards", alias = "allow_changed_shards", requires = "resume")]
+    allow_changed_shards: bool,
     /// Stop after this step as an interruption would (checkpoint written); the schedule
     /// still follows --max_steps. For tests and time-boxed jobs.
     #[arg(long = "stop_after", alias = "stop-after")]
@@ -151,9 +185,73 @@ struct Args {
     quiet: bool,
 }
 
+/// Exit status of a run stopped by a signal after writing last/ (EX_TEMPFAIL of sysexits.h:
+/// "try again later"), for requeue scripts.
+const EXIT_RESUMABLE: i32 = 75;
+
+/// How a run ended without error.
+enum Ended {
+    Done,
+    /// Stopped by a signal with last/ written.
+    Interrupted,
+}
+
 fn main() {
     bf_model::device::keep_freed_memory_for_reuse();
-    brainformer_cli::exit_on_error(run(Args::parse()));
+    match run(Args::parse()) {
+        Ok(Ended::Interrupted) => std::process::exit(EXIT_RESUMABLE),
+        other => brainformer_cli::exit_on_error(other.map(|_| ())),
+    }
+}
+
+/// SIGTERM, SIGINT and SIGUSR1 only record themselves (the handler stores the signal number);
+/// the loop reads the record between steps. Further signals overwrite the record and change
+/// nothing else, so a second Ctrl-C cannot cut a checkpoint write short.
+struct StopRequest(Arc<AtomicUsize>);
+
+impl StopRequest {
+    const SIGNALS: [i32; 3] = [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGUSR1];
+
+    fn install() -> Result<StopRequest> {
+        let flag = Arc::new(AtomicUsize::new(0));
+        for sig in Self::SIGNALS {
+            signal_hook::flag::register_usize(sig, Arc::clone(&flag), sig as usize)
+                .with_context(|| format!("installing a handler for signal {sig}"))?;
+        }
+        Ok(StopRequest(flag))
+    }
+
+    /// The name of the signal received, if any.
+    fn received(&self) -> Option<&'static str> {
+        match self.0.load(Ordering::SeqCst) {
+            0 => None,
+            sig => Some(signal_hook::low_level::signal_name(sig as i32).unwrap_or("a signal")),
+        }
+    }
+}
+
+/// The command line that resumes this run: the same words in the same folder, `--overwrite`
+/// dropped (it would delete the run) and `--resume` added.
+fn resume_command() -> String {
+    let mut words: Vec<String> = std::env::args_os().map(|w| w.to_string_lossy().into_owned()).collect();
+    words.retain(|w| w != "--overwrite");
+    if !words.iter().any(|w| w == "--resume") {
+        words.push("--resume".into());
+    }
+    let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_else(|_| ".".into());
+    format!("cd {} && {}", brainformer_cli::shell_quote(&cwd), words.iter().map(|w| brainformer_cli::shell_quote(w)).collect::<Vec<_>>().join(" "))
+}
+
+/// The settings that change the weights a run computes, by their flag names: `--resume`
+/// refuses a checkpoint written with other values.
+const IDENTITY_SETTINGS: [&str; 20] = [
+    "objective", "d_model", "n_heads", "n_layers", "d_ff", "dropout", "sequence_length", "router_dim", "channel_attention", "decoder_eeg",
+    "patch_size", "history_dropout", "batch_size", "grad_accum", "lr", "warmup_steps", "weight_decay", "clip", "seed", "precision",
+];
+
+fn settings(args: &Args) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let v = serde_json::to_value(args).expect("arguments serialize");
+    IDENTITY_SETTINGS.iter().map(|k| (k.to_string(), v[*k].clone())).collect()
 }
 
 /// A probability in [0, 1).
@@ -166,16 +264,33 @@ fn unit_interval(s: &str) -> std::result::Result<f64, String> {
     }
 }
 
-fn run(args: Args) -> Result<()> {
+fn run(args: Args) -> Result<Ended> {
     let device = bf_model::device::parse_device(&args.device).map_err(anyhow::Error::msg)?;
     if args.self_check {
-        return self_check(device);
+        self_check(device)?;
+        return Ok(Ended::Done);
     }
     let (shards, out) = (args.shards.clone().expect("clap requires it"), args.out.clone().expect("clap requires it"));
+    let stop = StopRequest::install()?;
     if let Some(n) = args.threads {
         tch::set_num_threads(n);
     }
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+
+    // ---- the run folder (nothing is written before the inputs are known good) ---------
+    let last_dir = if args.resume {
+        Some(resolve_checkpoint(&out.join("last")).with_context(|| format!("--resume: no checkpoint in {}/last", out.display()))?)
+    } else {
+        let existing = existing_run_files(&out);
+        if !existing.is_empty() && !args.overwrite {
+            bail!(
+                "{}: already holds a training run ({}); add --resume to continue it or --overwrite to replace it",
+                out.display(),
+                existing.join(", ")
+            );
+        }
+        None
+    };
+    let then = last_dir.as_deref().map(read_trainer_state).transpose()?;
 
     // ---- data ------------------------------------------------------------------------
     let train_set = ShardSet::open(&shards, "train").context("opening the training shards")?;
@@ -188,8 +303,37 @@ fn run(args: Args) -> Result<()> {
         _ => {}
     }
 
+    // ---- the run's identity (what --resume compares; settings first, as they are cheap) --
+    let then_id = match (&last_dir, &then) {
+        (Some(dir), Some(t)) => Some(t.identity.clone().unwrap_or_else(|| {
+            eprintln!("warning: {} predates shard content keys: the shards are compared by path only", dir.display());
+            RunIdentity::from_legacy_args(&t.args, &IDENTITY_SETTINGS)
+        })),
+        _ => None,
+    };
+    let mut identity =
+        RunIdentity { shards: canonical_shards_dir(&shards)?, shards_content: None, settings: settings(&args), max_steps: args.max_steps };
+    if let (Some(dir), Some(then_id)) = (&last_dir, &then_id) {
+        check_same_settings(dir, then_id, &identity)?;
+    }
+    let cached = then_id.as_ref().and_then(|i| i.shards_content.as_ref());
+    let shard_files = [split_files(&shards, "train")?, split_files(&shards, "validation")?].concat();
+    identity.shards_content = Some(ShardContent::of(&shard_files, cached)?);
+    if let (Some(dir), Some(then_id)) = (&last_dir, &then_id) {
+        check_same_shards(dir, then_id, &identity, args.allow_changed_shards)?;
+    }
+    let saved_cfg = match &last_dir {
+        Some(dir) => Some(ModelConfig::load(&dir.join(bf_model::CONFIG_FILE))?),
+        None => None,
+    };
+
     // ---- model -----------------------------------------------------------------------
-    let cfg = model_config(&args, &train_set)?;
+    let cfg = model_config(&args, &train_set, saved_cfg.as_ref())?;
+    if let (Some(dir), Some(saved)) = (&last_dir, &saved_cfg) {
+        if (&saved.eeg_channels, &saved.meg_channels) != (&cfg.eeg_channels, &cfg.meg_channels) {
+            bail!("--resume: {} was trained on other channels than the shards now hold; a model cannot continue on other channels", dir.display());
+        }
+    }
     let mut vs = VarStore::new(device);
     tch::manual_seed(args.seed as i64);
     let model = Model::new(&vs, &cfg)?;
@@ -199,7 +343,7 @@ fn run(args: Args) -> Result<()> {
     tracing::info!(decayed, plain, "parameters (with / without weight decay)");
 
     // ---- resume ----------------------------------------------------------------------
-    let args_json = run_identity(&args);
+    let args_json = args_record(&args);
     let mut state = TrainerState {
         step: 0,
         position: 0,
@@ -207,20 +351,28 @@ fn run(args: Args) -> Result<()> {
         best_step: None,
         evals_without_improvement: 0,
         args: args_json.clone(),
+        identity: Some(identity.clone()),
     };
     let metrics_path = out.join("metrics.jsonl");
-    if args.resume {
-        let dir = resolve_checkpoint(&out.join("last")).with_context(|| format!("--resume: no checkpoint in {}/last", out.display()))?;
-        state = load_training_checkpoint(&dir, &mut vs, &mut opt)?;
-        if state.args != args_json {
-            bail!("--resume: {} was written with other arguments:\n  then: {}\n  now:  {}", dir.display(), state.args, args_json);
+    if let Some(dir) = &last_dir {
+        state = load_training_checkpoint(dir, &mut vs, &mut opt)?;
+        let old_max = then_id.as_ref().map(|i| i.max_steps);
+        if let Some(old_max) = old_max.filter(|&m| m < args.max_steps) {
+            eprintln!("--max_steps raised from {old_max} to {}: the schedule now decays to step {}", args.max_steps, args.max_steps);
         }
+        state.args = args_json;
+        state.identity = Some(identity);
+        sweep(&out)?;
         truncate_log_after(&metrics_path, state.step)?;
         eprintln!("resuming at step {} (example {})", state.step, state.position);
-    } else if metrics_path.exists() {
-        std::fs::remove_file(&metrics_path)?;
+    } else {
+        if args.overwrite {
+            remove_run(&out).with_context(|| format!("--overwrite: removing the run in {}", out.display()))?;
+        }
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        sweep(&out)?;
     }
-    let mut log = OpenOptions::new().create(true).append(true).open(&metrics_path)?;
+    let mut log = OpenOptions::new().create(true).append(true).open(&metrics_path).with_context(|| format!("opening {}", metrics_path.display()))?;
 
     // ---- the loop --------------------------------------------------------------------
     let spec = example_spec(&cfg);
@@ -230,7 +382,12 @@ fn run(args: Args) -> Result<()> {
     let bar = progress(&args, state.step, last_step);
     let tokens_per_example = (cfg.sequence_length * (cfg.source_sequence_dimension + cfg.target_sequence_dimension)) as f64;
     let mut stopped_early = false;
+    let mut interrupted = None;
     while state.step < last_step {
+        if let Some(signal) = stop.received() {
+            interrupted = Some(signal);
+            break;
+        }
         let t0 = Instant::now();
         let lr = args.lr * cosine_with_warmup(state.step, args.warmup_steps, args.max_steps);
         let (mut loss_sum, mut examples) = (0.0, 0usize);
@@ -285,13 +442,24 @@ fn run(args: Args) -> Result<()> {
         if evaluate {
             save_training_checkpoint(&out.join("last"), &vs, &cfg, &opt, &state)?;
         }
-        if args.patience > 0 && state.evals_without_improvement >= args.patience {
+        if evaluate && args.patience > 0 && state.evals_without_improvement >= args.patience {
             bar.println(format!("early stop: {} validations without improvement", args.patience));
             stopped_early = true;
             break;
         }
     }
     save_training_checkpoint(&out.join("last"), &vs, &cfg, &opt, &state)?;
+    if let Some(signal) = interrupted {
+        bar.finish_and_clear();
+        eprintln!(
+            "stopped by {signal} after step {} of {}: {}/last holds it; resume with:\n  {}",
+            state.step,
+            args.max_steps,
+            out.display(),
+            resume_command()
+        );
+        return Ok(Ended::Interrupted);
+    }
     if val_set.is_none() || state.best_step.is_none() {
         // No validation split: the last weights are the ones to evaluate.
         save_training_checkpoint(&out.join("best"), &vs, &cfg, &opt, &state)?;
@@ -303,6 +471,40 @@ fn run(args: Args) -> Result<()> {
     println!("checkpoints: {}/best (evaluate this one), {}/last (--resume)", out.display(), out.display());
     if let Some(repo) = &args.push_to_hub {
         push_to_hub(repo, &out.join("best"))?;
+    }
+    Ok(Ended::Done)
+}
+
+/// Refuses a `--resume` whose run differs from the checkpoint's (see `bf_model::resume`):
+/// one line naming every differing setting with its saved and current values.
+fn check_same_settings(dir: &Path, then: &RunIdentity, now: &RunIdentity) -> Result<()> {
+    let differences: Vec<String> = now.differences(then).iter().map(|d| d.to_string()).collect();
+    if !differences.is_empty() {
+        bail!(
+            "--resume: {} was written by another run; differing: {} (rerun with the checkpoint's values, or train into another --out)",
+            dir.display(),
+            differences.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// Refuses (or, when allowed, warns about) a `--resume` on shards whose content changed.
+fn check_same_shards(dir: &Path, then: &RunIdentity, now: &RunIdentity, allowed: bool) -> Result<()> {
+    if let Some(changed) = now.changed_shards(then) {
+        let what = format!("the shards in {} changed since {} was written ({})", now.shards.display(), dir.display(), changed.join(", "));
+        if !allowed {
+            bail!("--resume: {what}; add --allow-changed-shards to continue on the new shards anyway, or train into another --out");
+        }
+        eprintln!("warning: {what}; continuing on the new shards (--allow-changed-shards): the run now equals no run on a single set of shards");
+    }
+    Ok(())
+}
+
+/// Removes temporaries that killed or failed runs left in the run folder.
+fn sweep(out: &Path) -> Result<()> {
+    for p in sweep_stale_temporaries(out)? {
+        eprintln!("removed {} (left by a process that is gone)", p.display());
     }
     Ok(())
 }
@@ -319,8 +521,9 @@ fn push_to_hub(repo: &str, ckpt: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The model's configuration from the flags and the shards (channels, tokenizer, scale).
-fn model_config(args: &Args, set: &ShardSet) -> Result<ModelConfig> {
+/// The model's configuration from the flags and the shards (channels, tokenizer, scale). A
+/// resumed regression run keeps its checkpoint's value scale.
+fn model_config(args: &Args, set: &ShardSet, saved: Option<&ModelConfig>) -> Result<ModelConfig> {
     let meta = &set.meta;
     let mut cfg = ModelConfig {
         source_sequence_dimension: meta.n_eeg() as i64,
@@ -343,7 +546,10 @@ fn model_config(args: &Args, set: &ShardSet) -> Result<ModelConfig> {
         ..ModelConfig::default()
     };
     if cfg.objective == Objective::Regression {
-        cfg.value_scale = Some(regression_scale(set)?);
+        cfg.value_scale = match saved.and_then(|c| c.value_scale.clone()) {
+            Some(scale) => Some(scale),
+            None => Some(regression_scale(set)?),
+        };
     }
     cfg.validate()?;
     Ok(cfg)
@@ -392,10 +598,11 @@ fn example_spec(cfg: &ModelConfig) -> ExampleSpec {
     }
 }
 
-/// The arguments that must match for `--resume` (not the ones that only stop or print).
-fn run_identity(args: &Args) -> serde_json::Value {
+/// The arguments, as the checkpoint records them (for people; `--resume` compares the
+/// identity instead).
+fn args_record(args: &Args) -> serde_json::Value {
     let mut v = serde_json::to_value(args).expect("arguments serialize");
-    for transient in ["resume", "stop_after", "quiet", "prefetch", "threads", "device", "self_check", "out", "push_to_hub"] {
+    for transient in ["resume", "overwrite", "allow_changed_shards", "stop_after", "quiet", "prefetch", "threads", "device", "self_check", "out", "push_to_hub"] {
         v.as_object_mut().expect("an object").remove(transient);
     }
     v
