@@ -136,6 +136,27 @@ pub fn remove_run(out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// An exclusive advisory lock on a run folder (`flock` on the folder itself, so nothing is
+/// added to it), held until dropped or the process ends, however it ends.
+pub struct RunLock(#[allow(dead_code)] std::fs::File);
+
+/// Locks the run folder `out` (which must exist) for this process; `None` when another
+/// process holds it.
+pub fn lock_run_folder(out: &Path) -> Result<Option<RunLock>> {
+    use std::os::fd::AsRawFd;
+    let dir = std::fs::File::open(out).map_err(|e| Error::io(out, e))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(Some(RunLock(dir)));
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(None)
+    } else {
+        Err(Error::io(out, e))
+    }
+}
+
 /// The process id of a temporary named `.NAME.tmp-PID` (the atomic writers' pattern).
 pub fn temporary_pid(name: &str) -> Option<i32> {
     let (head, pid) = name.rsplit_once(".tmp-")?;

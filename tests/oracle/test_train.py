@@ -295,6 +295,11 @@ def test_signals_stop_after_a_step_with_a_checkpoint_that_resumes_exactly(shards
                 break
             time.sleep(0.02)
         assert proc.poll() is None, "the run ended before it could be signalled"
+        if sig == signal.SIGTERM:
+            # A second bf-train cannot write into a folder in use (a lock), resumed or not.
+            for extra in (["--resume"], ["--overwrite"]):
+                err = one_error_line(bf("bf-train", "--out", out, *common, *extra, check=False))
+                assert "another bf-train is training into this folder" in err, err
         proc.send_signal(sig)
         if sig == signal.SIGTERM:
             proc.send_signal(sig)

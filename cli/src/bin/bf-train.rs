@@ -8,8 +8,8 @@
 //!
 //! Around the loop: the run folder is checked before anything is written (an existing run is
 //! never replaced without `--overwrite`), `--resume` compares the run's identity
-//! (`bf_model::resume`), and SIGTERM/SIGINT/SIGUSR1 end the loop between steps with `last/`
-//! written and exit status 75.
+//! (`bf_model::resume`), the folder is locked for the run (flock: one bf-train per --out), and
+//! SIGTERM/SIGINT/SIGUSR1 end the loop between steps with `last/` written and exit status 75.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -25,7 +25,7 @@ use bf_model::precision::with_bf16_autocast;
 use bf_model::data::split_files;
 use bf_model::resume::{canonical_shards_dir, RunIdentity, ShardContent};
 use bf_model::train::{
-    batch_loss_hiding_history, batch_tensors, dropout_seed, existing_run_files, history_mask, load_training_checkpoint, mean_loss, read_trainer_state,
+    batch_loss_hiding_history, batch_tensors, dropout_seed, existing_run_files, history_mask, load_training_checkpoint, lock_run_folder, mean_loss, read_trainer_state,
     remove_run, resolve_checkpoint, save_training_checkpoint, sweep_stale_temporaries, trainable, TrainerState,
 };
 use bf_model::{ChannelAttention, DecoderEeg, Model, ModelConfig, Objective};
@@ -43,7 +43,7 @@ use tch::nn::VarStore;
 /// loss; give it to bf-eval). Model flags keep the seed's names (--d_model, --n_heads, ...).
 ///
 /// An --out that already holds a run is refused unless --resume (continue it) or --overwrite
-/// (replace it) is given.
+/// (replace it) is given; an --out that another bf-train is writing into is refused (lock).
 ///
 /// Preemption: SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 end training after the current step,
 /// write last/ and print the command that resumes; further signals wait for that save.
@@ -277,6 +277,8 @@ fn run(args: Args) -> Result<Ended> {
     }
 
     // ---- the run folder (nothing is written before the inputs are known good) ---------
+    // Locked now when it exists, else once created.
+    let lock = if out.is_dir() { Some(lock_out(&out)?) } else { None };
     let last_dir = if args.resume {
         Some(resolve_checkpoint(&out.join("last")).with_context(|| format!("--resume: no checkpoint in {}/last", out.display()))?)
     } else {
@@ -354,6 +356,11 @@ fn run(args: Args) -> Result<Ended> {
         identity: Some(identity.clone()),
     };
     let metrics_path = out.join("metrics.jsonl");
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let _lock = match lock {
+        Some(lock) => lock,
+        None => lock_out(&out)?,
+    };
     if let Some(dir) = &last_dir {
         state = load_training_checkpoint(dir, &mut vs, &mut opt)?;
         let old_max = then_id.as_ref().map(|i| i.max_steps);
@@ -368,8 +375,9 @@ fn run(args: Args) -> Result<Ended> {
     } else {
         if args.overwrite {
             remove_run(&out).with_context(|| format!("--overwrite: removing the run in {}", out.display()))?;
+        } else if !existing_run_files(&out).is_empty() {
+            bail!("{}: a training run appeared there while this one started; add --resume or --overwrite", out.display());
         }
-        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         sweep(&out)?;
     }
     let mut log = OpenOptions::new().create(true).append(true).open(&metrics_path).with_context(|| format!("opening {}", metrics_path.display()))?;
@@ -499,6 +507,13 @@ fn check_same_shards(dir: &Path, then: &RunIdentity, now: &RunIdentity, allowed:
         eprintln!("warning: {what}; continuing on the new shards (--allow-changed-shards): the run now equals no run on a single set of shards");
     }
     Ok(())
+}
+
+/// Locks the run folder for this process, or says who holds it.
+fn lock_out(out: &Path) -> Result<bf_model::train::RunLock> {
+    lock_run_folder(out)?.with_context(|| {
+        format!("{}: another bf-train is training into this folder (it holds the folder's lock); let it end, or use another --out", out.display())
+    })
 }
 
 /// Removes temporaries that killed or failed runs left in the run folder.
