@@ -48,7 +48,8 @@ use tch::nn::VarStore;
 /// Preemption: SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 end training after the current step,
 /// write last/ and print the command that resumes; further signals wait for that save.
 /// Checkpoints are written to a temporary folder and renamed, so even SIGKILL leaves the
-/// previous last/ intact. On SLURM: `#SBATCH --signal=B:USR1@300` and requeue on status 75.
+/// previous last/ intact. On SLURM: `#SBATCH --signal=USR1@300` (it signals job steps), run
+/// `srun bf-train ...`, and `scontrol requeue "$SLURM_JOB_ID"` when the status is 75.
 ///
 /// Exit status: 0 trained (or stopped by --stop_after / early stopping), 1 error, 75 stopped by
 /// a signal with last/ written (resumable with --resume; EX_TEMPFAIL).
