@@ -66,6 +66,10 @@ enum Command {
         /// tSSS subspace correlation limit.
         #[arg(long, default_value_t = 0.98)]
         st_correlation: f64,
+        /// tSSS in back-to-back windows (MNE's `st_overlap=False`, MaxFilter's buffers) instead
+        /// of MNE's default: windows overlapping by half, Hann-weighted (st_duration × sfreq even).
+        #[arg(long)]
+        no_st_overlap: bool,
         /// Print the origin, kept moments and condition number as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -592,8 +596,8 @@ fn run(command: Command, quiet: bool) -> Result<()> {
             commands::ingest::run(commands::ingest::IngestArgs { source, dest, subjects, include, datatypes, s3_endpoint, jobs, dry_run, choice, project, quiet })
         }
         // --- Maxwell (issue 14) ---
-        Command::Maxwell { input, out, origin, coord_frame, int_order, ext_order, regularize, bad_condition, calibration, cross_talk, st_duration, st_correlation, json } => {
-            commands::maxwell::run(&input, &out, &commands::maxwell::MaxwellArgs { origin, coord_frame, int_order, ext_order, regularize, bad_condition, calibration, cross_talk, st_duration, st_correlation, json })
+        Command::Maxwell { input, out, origin, coord_frame, int_order, ext_order, regularize, bad_condition, calibration, cross_talk, st_duration, st_correlation, no_st_overlap, json } => {
+            commands::maxwell::run(&input, &out, &commands::maxwell::MaxwellArgs { origin, coord_frame, int_order, ext_order, regularize, bad_condition, calibration, cross_talk, st_duration, st_correlation, st_overlap: !no_st_overlap, json })
         }
         Command::FindBadsMaxwell { input, origin, coord_frame, regularize, calibration, cross_talk, limit, h_freq, duration, min_count, json } => {
             commands::find_bads_maxwell::run(&input, &commands::find_bads_maxwell::FindBadsArgs { origin, coord_frame, regularize, calibration, cross_talk, limit, h_freq, duration, min_count, json })

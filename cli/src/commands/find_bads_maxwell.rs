@@ -35,6 +35,7 @@ pub fn run(input: &Path, a: &FindBadsArgs) -> Result<()> {
         cross_talk: a.cross_talk.clone(),
         st_duration: None,
         st_correlation: 0.98,
+        st_overlap: true,
         json: false,
     })?;
     let h_freq = match a.h_freq.as_str() {

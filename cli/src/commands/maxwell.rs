@@ -21,6 +21,7 @@ pub struct MaxwellArgs {
     pub cross_talk: Option<std::path::PathBuf>,
     pub st_duration: Option<f64>,
     pub st_correlation: f64,
+    pub st_overlap: bool,
     pub json: bool,
 }
 
@@ -51,7 +52,7 @@ pub fn params(a: &MaxwellArgs) -> Result<MaxwellParams> {
         b => bail!("--bad-condition is error or ignore, got {b:?}"),
     };
     Ok(MaxwellParams { origin, coord_frame, int_order: a.int_order, ext_order: a.ext_order, regularize, bad_condition, calibration: a.calibration.clone(), cross_talk: a.cross_talk.clone(),
-        st_duration: a.st_duration, st_correlation: a.st_correlation, ..MaxwellParams::default() })
+        st_duration: a.st_duration, st_correlation: a.st_correlation, st_overlap: a.st_overlap, ..MaxwellParams::default() })
 }
 
 pub fn run(input: &Path, out: &Path, a: &MaxwellArgs) -> Result<()> {

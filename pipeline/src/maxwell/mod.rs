@@ -4,14 +4,14 @@
 //! `mag_scale=100`, coil integration at accuracy "accurate"; origin given or `auto`;
 //! `coord_frame` head or meg; `regularize=None` or `'in'`; bad MEG channels left out of the
 //! fit and reconstructed; fine calibration (1-D and 3-D `.dat`), cross-talk (`ct_sparse.fif`),
-//! tSSS (`st_duration`, `st_correlation`, MNE's default `st_fixed=True`, no `st_overlap`).
+//! tSSS (`st_duration`, `st_correlation`, MNE's default `st_fixed=True`, `st_overlap` on or off).
 //! Measured on MNE's SSS empty-room test file: every case equals MNE 1.13 to ~1e-12 of each
 //! channel's RMS (tests/oracle/test_maxwell.py asserts 1e-6).
 //! [`find_bad_channels_maxwell`] ([`bads`]): MNE's flat/noisy MEG detection (40 Hz FIR low-pass,
 //! chunked `reconstruct='orig'` SSS residual z-scores), lists and per-chunk scores as MNE's.
 //!
 //! Not yet: movement compensation (`head_pos`), `destination`, eSSS (`extended_proj`),
-//! `st_only`, `st_overlap`, `mag_scale='auto'`, MEG reference
+//! `st_only`, `mag_scale='auto'`, MEG reference
 //! channels (CTF/KIT), `skip_by_annotation` (MNE processes each span between
 //! `edge`/`BAD_ACQ_SKIP` annotations separately and leaves samples inside `BAD_ACQ_SKIP`
 //! unprocessed, tSSS windows restart per span; we treat the recording as one span), the
@@ -43,8 +43,8 @@
 //! - `regularize='in'` removes, one at a time, the internal component with the lowest SNR;
 //!   a near tie could in principle resolve differently from MNE's LAPACK SVD.
 //! - tSSS: MNE re-orthonormalises the orth bases by QR before the principal angles; we skip
-//!   it (same subspaces). nalgebra's SVD of a window (time × channels) is the slow part on
-//!   long windows (10 s at 1 kHz): a bench against MNE is still to do.
+//!   it (same subspaces). We compute the projection from the window's channel Gram matrix
+//!   instead of MNE's two time × channel SVDs ([`tsss`]'s module doc: same result, ~1e-12).
 //! - Without `dev_head_t` (empty-room files) only `coord_frame='meg'` is possible, as in MNE.
 //! - MNE's `fix_mag_coil_types(use_cal=True)` is applied to the coil types used here
 //!   (3022/3023 with cal > 3e-11 → 3024), not to the output's channel info.
@@ -60,6 +60,7 @@ pub mod coils;
 pub mod ctc;
 pub mod finecal;
 pub mod geometry;
+mod gemm;
 pub mod sss;
 pub mod tsss;
 
@@ -72,15 +73,24 @@ pub use sss::{sss_operator, BadCondition, CoordFrame, MaxwellParams, Origin, Reg
 use crate::{RawReader, RecordingInfo, Result};
 
 /// A reader whose MEG channels are the Maxwell-filtered ones; other channels pass through.
+/// Reads may come from several threads at once (the cleaning chain reads time chunks in
+/// parallel).
 pub struct Maxwell<'a> {
     inner: &'a dyn RawReader,
     info: RecordingInfo,
     pub operator: SssOperator,
     /// Row of `operator.op` of each recording channel (None: not MEG, passed through).
     row_of: Vec<Option<usize>>,
-    /// tSSS: window bounds and correlation limit; the last processed window's MEG output.
-    st: Option<(Vec<(usize, usize)>, f64)>,
-    cache: std::sync::Mutex<Option<(usize, nalgebra::DMatrix<f64>)>>,
+    st: Option<Tsss>,
+}
+
+/// tSSS windows and, once computed, each window's operator ([`tsss::window_operator`]):
+/// n_meg × n_good f64 each (0.75 MB for 306 channels), kept for the reader's lifetime so
+/// that chunk reads in any order and from any thread compute every window once.
+struct Tsss {
+    windows: tsss::Windows,
+    corr: f64,
+    ops: Vec<std::sync::Mutex<Option<std::sync::Arc<nalgebra::DMatrix<f64>>>>>,
 }
 
 impl<'a> Maxwell<'a> {
@@ -115,89 +125,88 @@ impl<'a> Maxwell<'a> {
                     ));
                 }
                 let len = len as usize;
-                let w = if len <= src.n_samples { tsss::windows(src.n_samples, len) } else { vec![(0, src.n_samples)] };
-                let corr = if len <= src.n_samples { params.st_correlation } else { f64::INFINITY };
-                Some((w, corr))
+                // MNE: overlapping windows only when a full window fits (`tsss_valid`).
+                let valid = len <= src.n_samples;
+                let windows = tsss::Windows::new(src.n_samples, len.min(src.n_samples), params.st_overlap && valid)
+                    .map_err(|e| crate::Error::request(&src.path, format!("st_duration {d} s at {} Hz: {e}", src.sfreq)))?;
+                let corr = if valid { params.st_correlation } else { f64::INFINITY };
+                let ops = windows.spans.iter().map(|_| std::sync::Mutex::new(None)).collect();
+                Some(Tsss { windows, corr, ops })
             }
         };
-        Ok(Maxwell { inner, info, operator, row_of, st, cache: std::sync::Mutex::new(None) })
+        Ok(Maxwell { inner, info, operator, row_of, st })
     }
 
-    /// tSSS: all MEG channels of window `wi` (n_meg × window length), processed.
-    fn tsss_window(&self, wi: usize) -> Result<nalgebra::DMatrix<f64>> {
-        let (wins, corr) = self.st.as_ref().expect("tSSS");
-        if let Some((i, m)) = self.cache.lock().unwrap().as_ref() {
-            if *i == wi {
-                return Ok(m.clone());
-            }
+    /// tSSS: the operator of window `wi`, computed on first use (one thread computes it,
+    /// others asking for the same window wait; different windows go in parallel).
+    fn window_operator(&self, st: &Tsss, wi: usize) -> Result<std::sync::Arc<nalgebra::DMatrix<f64>>> {
+        let mut slot = st.ops[wi].lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = slot.as_ref() {
+            return Ok(t.clone());
         }
-        let (a, b) = wins[wi];
+        let (a, b) = st.windows.spans[wi];
         let good = &self.operator.good_picks;
         let mut raw = vec![0.0; good.len() * (b - a)];
         self.inner.read_into_f64(good, a, b, &mut raw)?;
-        let x = nalgebra::DMatrix::from_row_slice(good.len(), b - a, &raw);
-        let mut y = match &self.operator.ctc {
-            Some(c) => c * x,
-            None => x,
-        };
-        if corr.is_finite() {
-            let v = tsss::overlap_projector(&(&self.operator.op_in * &y), &(&self.operator.op_resid * &y), *corr);
-            tsss::project_out(&mut y, &v);
-        }
-        let out = &self.operator.op_sss * y;
-        *self.cache.lock().unwrap() = Some((wi, out.clone()));
-        Ok(out)
+        let xg = gemm::gram_rows(&raw, good.len(), b - a, b - a);
+        let t = std::sync::Arc::new(tsss::window_operator(&self.operator, &xg, b - a, st.corr));
+        *slot = Some(t.clone());
+        Ok(t)
     }
 
-    fn read(&self, picks: &[usize], start: usize, stop: usize) -> Result<Vec<f64>> {
+    /// Reads `picks` over `start..stop` into `out` (row-major, one row per pick): one read of
+    /// the inner recording (the passed-through channels and the good MEG channels), then one
+    /// product per operator span (the whole request for SSS, each overlapped window for tSSS).
+    fn read(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f64]) -> Result<()> {
         let n = stop - start;
-        self.info.check_request(picks, start, stop, picks.len() * n)?;
-        let mut out = vec![0.0; picks.len() * n];
-        let needs_meg = picks.iter().any(|&c| self.row_of[c].is_some());
-        if let (true, Some((wins, _))) = (needs_meg, &self.st) {
-            for (i, &c) in picks.iter().enumerate() {
-                if self.row_of[c].is_none() {
-                    self.inner.read_into_f64(&[c], start, stop, &mut out[i * n..(i + 1) * n])?;
+        self.info.check_request(picks, start, stop, out.len())?;
+        let meg: Vec<(usize, usize)> = picks.iter().enumerate().filter_map(|(i, &c)| self.row_of[c].map(|r| (i, r))).collect();
+        let passed: Vec<(usize, usize)> = picks.iter().enumerate().filter(|(_, &c)| self.row_of[c].is_none()).map(|(i, &c)| (i, c)).collect();
+        let mut inner_picks: Vec<usize> = passed.iter().map(|&(_, c)| c).collect();
+        let g0 = inner_picks.len();
+        if !meg.is_empty() {
+            inner_picks.extend_from_slice(&self.operator.good_picks);
+        }
+        let mut buf = vec![0.0; inner_picks.len() * n];
+        self.inner.read_into_f64(&inner_picks, start, stop, &mut buf)?;
+        for (k, &(i, _)) in passed.iter().enumerate() {
+            out[i * n..(i + 1) * n].copy_from_slice(&buf[k * n..(k + 1) * n]);
+        }
+        if meg.is_empty() {
+            return Ok(());
+        }
+        let x = &buf[g0 * n..];
+        let rows: Vec<usize> = meg.iter().map(|&(_, r)| r).collect();
+        let Some(st) = &self.st else {
+            let mut y = vec![0.0; rows.len() * n];
+            gemm::mul_rows(&self.operator.op.select_rows(&rows), x, n, n, &mut y);
+            for (k, &(i, _)) in meg.iter().enumerate() {
+                out[i * n..(i + 1) * n].copy_from_slice(&y[k * n..(k + 1) * n]);
+            }
+            return Ok(());
+        };
+        // tSSS: each window's operator on the samples it covers, weighted (MNE's overlap-add).
+        for &(i, _) in &meg {
+            out[i * n..(i + 1) * n].fill(0.0);
+        }
+        let mut y = Vec::new();
+        for (wi, &(a, b)) in st.windows.spans.iter().enumerate() {
+            let (lo, hi) = (a.max(start), b.min(stop));
+            if lo >= hi {
+                continue;
+            }
+            let t = self.window_operator(st, wi)?.select_rows(&rows);
+            let len = hi - lo;
+            y.resize(rows.len() * len, 0.0);
+            gemm::mul_rows(&t, &x[lo - start..], len, n, &mut y);
+            for (k, &(i, _)) in meg.iter().enumerate() {
+                let dst = &mut out[i * n + (lo - start)..i * n + (hi - start)];
+                for (j, (d, v)) in dst.iter_mut().zip(&y[k * len..(k + 1) * len]).enumerate() {
+                    *d += st.windows.weight(wi, lo + j - a) * v;
                 }
             }
-            for (wi, &(a, b)) in wins.iter().enumerate() {
-                let (lo, hi) = (a.max(start), b.min(stop));
-                if lo >= hi {
-                    continue;
-                }
-                let w = self.tsss_window(wi)?;
-                for (i, &c) in picks.iter().enumerate() {
-                    if let Some(r) = self.row_of[c] {
-                        for t in lo..hi {
-                            out[i * n + (t - start)] = w[(r, t - a)];
-                        }
-                    }
-                }
-            }
-            return Ok(out);
         }
-        let good = &self.operator.good_picks;
-        let mut gdata = Vec::new();
-        if needs_meg {
-            gdata = vec![0.0; good.len() * n];
-            self.inner.read_into_f64(good, start, stop, &mut gdata)?;
-        }
-        for (i, &c) in picks.iter().enumerate() {
-            let dst = &mut out[i * n..(i + 1) * n];
-            match self.row_of[c] {
-                None => self.inner.read_into_f64(&[c], start, stop, dst)?,
-                Some(r) => {
-                    // dst = Σ_j op[r, j] · good_j, summed in channel order.
-                    for (j, g) in gdata.chunks_exact(n).enumerate() {
-                        let w = self.operator.op[(r, j)];
-                        for (d, x) in dst.iter_mut().zip(g) {
-                            *d += w * x;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -206,12 +215,11 @@ impl RawReader for Maxwell<'_> {
         &self.info
     }
     fn read_into_f64(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f64]) -> Result<()> {
-        let v = self.read(picks, start, stop)?;
-        out.copy_from_slice(&v);
-        Ok(())
+        self.read(picks, start, stop, out)
     }
     fn read_into_f32(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f32]) -> Result<()> {
-        let v = self.read(picks, start, stop)?;
+        let mut v = vec![0.0; out.len()];
+        self.read(picks, start, stop, &mut v)?;
         for (o, x) in out.iter_mut().zip(v) {
             *o = x as f32;
         }

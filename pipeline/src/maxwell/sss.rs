@@ -59,6 +59,9 @@ pub struct MaxwellParams {
     pub st_duration: Option<f64>,
     /// tSSS subspace correlation limit (MNE's `st_correlation`, default 0.98).
     pub st_correlation: f64,
+    /// tSSS windows overlapping by half with Hann weights (MNE ≥ 1.11's default `st_overlap=True`);
+    /// false: back-to-back boxcar windows (MNE's `st_overlap=False`, MaxFilter's buffers).
+    pub st_overlap: bool,
 }
 
 impl Default for MaxwellParams {
@@ -75,6 +78,7 @@ impl Default for MaxwellParams {
             cross_talk: None,
             st_duration: None,
             st_correlation: 0.98,
+            st_overlap: true,
         }
     }
 }
