@@ -51,7 +51,7 @@ TRAIN="--d_model 64 --n_heads 4 --n_layers 1 --d_ff 256 --sequence_length 64 --b
   --warmup_steps 100 --max_steps ${TRAIN_STEPS:-3000} --eval_interval 250 --eval_batches 16 --device cuda --quiet \
   ${EXTRA_TRAIN:-}"
 for hd in ${HISTORY_DROPOUTS:-0 0.5}; do
-  timeout "${TRAIN_SECONDS:-100}" $B/bf-train --shards $S --out /tmp/run-hd$hd $TRAIN --history_dropout $hd
+  timeout "${TRAIN_SECONDS:-100}" $B/bf-train --shards $S --out /tmp/run-hd$hd $TRAIN --history_dropout $hd --overwrite
   echo "bf-train history_dropout $hd exit $?"
   tail -n 1 /tmp/run-hd$hd/metrics.jsonl
   timeout 45 $B/bf-eval --checkpoint /tmp/run-hd$hd/best --shards $S --out /tmp/eval-hd$hd --device cuda \

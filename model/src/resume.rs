@@ -216,6 +216,16 @@ mod tests {
     }
 
     #[test]
+    fn checkpoints_without_an_identity_compare_through_their_arguments() {
+        let args = serde_json::json!({"shards": "/nowhere/shards", "lr": 0.001, "channel_attention": "router", "max_steps": 100,
+                                      "quiet": true});
+        let then = RunIdentity::from_legacy_args(&args, &["lr", "channel_attention"]);
+        assert_eq!(then, identity("/nowhere/shards", 1e-3, 100), "unresolvable paths stay as given; other keys are ignored");
+        assert_eq!(then.differences(&identity("/nowhere/shards", 1e-3, 100)), []);
+        assert!(identity("/nowhere/shards", 1e-3, 100).changed_shards(&then).is_none(), "no content key: nothing to compare");
+    }
+
+    #[test]
     fn content_key_follows_bytes_and_reuses_the_cache() {
         let dir = std::env::temp_dir().join(format!("bf-resume-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
