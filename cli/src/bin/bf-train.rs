@@ -19,10 +19,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use bf_model::data::{ExampleSpec, ShardSet, Stream};
+use bf_model::data::{split_files, ExampleSpec, ShardSet, Stream};
 use bf_model::optim::{cosine_with_warmup, AdamW};
 use bf_model::precision::with_bf16_autocast;
-use bf_model::data::split_files;
 use bf_model::resume::{canonical_shards_dir, RunIdentity, ShardContent};
 use bf_model::train::{
     batch_loss_hiding_history, batch_tensors, dropout_seed, existing_run_files, history_mask, load_training_checkpoint, lock_run_folder, mean_loss, read_trainer_state,
