@@ -3,11 +3,13 @@
 //!
 //! A run's identity ([`RunIdentity`], saved in `trainer_state.json`) is what changes the
 //! weights it computes:
-//! - the shards, by **canonical path** of their `data/` folder (so `./x/`, `x`, an absolute
-//!   path or another working directory are the same shards) and by **content**
-//!   ([`ShardContent`]: BLAKE3 of every training and validation shard file, so shards rebuilt
-//!   in place with other data are noticed, and shards rebuilt with the same bytes, which the
-//!   deterministic writers give for the same inputs, are not);
+//! - the shards, by **content** ([`ShardContent`]: BLAKE3 of every training and validation
+//!   shard file, so shards rebuilt in place with other data are noticed, and shards rebuilt
+//!   with the same bytes, which the deterministic writers give for the same inputs, are not)
+//!   and by **canonical path** of their `data/` folder (so `./x/`, `x`, an absolute path or
+//!   another working directory are the same shards). The same content at another path (a
+//!   copy on a node's local disk) is the same shards, reported as a move; checkpoints written
+//!   before content keys existed are compared by path alone;
 //! - the settings that shape the model or the optimisation (a name → value map filled by the
 //!   binary: model size, objective, batch, learning rate, schedule, seed, ...);
 //! - `max_steps`, which may be raised on resume (to extend a run) but not lowered.
@@ -148,18 +150,10 @@ impl RunIdentity {
     }
 
     /// What differs from `then` (the checkpoint's identity) in ways that forbid resuming:
-    /// the shards' path, any setting, and a lower `max_steps`. The shards' content is checked
-    /// separately ([`RunIdentity::changed_shards`]).
+    /// any setting, and a lower `max_steps`. The shards are checked separately
+    /// ([`RunIdentity::shards_check`]), after hashing.
     pub fn differences(&self, then: &RunIdentity) -> Vec<Difference> {
         let mut v = Vec::new();
-        if self.shards != then.shards {
-            v.push(Difference {
-                key: "shards".into(),
-                then: then.shards.display().to_string(),
-                now: self.shards.display().to_string(),
-                note: None,
-            });
-        }
         let keys: std::collections::BTreeSet<&String> = self.settings.keys().chain(then.settings.keys()).collect();
         for k in keys {
             let (a, b) = (then.settings.get(k).unwrap_or(&Value::Null), self.settings.get(k).unwrap_or(&Value::Null));
@@ -178,12 +172,28 @@ impl RunIdentity {
         v
     }
 
-    /// The shard files whose content changed since `then`, or `None` when the content key
-    /// is the same (or `then` has none to compare with).
-    pub fn changed_shards(&self, then: &RunIdentity) -> Option<Vec<String>> {
-        let (now, then) = (self.shards_content.as_ref()?, then.shards_content.as_ref()?);
-        (now.key != then.key).then(|| now.changed_files(then))
+    /// How the shards compare with `then`'s (see the module docs).
+    pub fn shards_check(&self, then: &RunIdentity) -> ShardsCheck {
+        let moved = self.shards != then.shards;
+        match (&self.shards_content, &then.shards_content) {
+            (Some(now), Some(old)) if now.key != old.key => ShardsCheck::Changed { files: now.changed_files(old), moved },
+            (Some(_), Some(_)) if moved => ShardsCheck::Moved,
+            (_, None) if moved => ShardsCheck::OtherPath,
+            _ => ShardsCheck::Same,
+        }
     }
+}
+
+/// The shards of a resumed run against its checkpoint's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShardsCheck {
+    Same,
+    /// Same content key, another canonical path.
+    Moved,
+    /// Another content key: the files that differ, and whether the path differs too.
+    Changed { files: Vec<String>, moved: bool },
+    /// Another path, and the checkpoint has no content key to compare.
+    OtherPath,
 }
 
 #[cfg(test)]
@@ -205,14 +215,23 @@ mod tests {
         assert!(identity("/a/data", 1e-3, 100).differences(&then).is_empty());
         assert!(identity("/a/data", 1e-3, 200).differences(&then).is_empty(), "raising max_steps is allowed");
         let d: Vec<String> = identity("/b/data", 3e-3, 50).differences(&then).iter().map(|d| d.to_string()).collect();
-        assert_eq!(
-            d,
-            [
-                "shards /a/data → /b/data",
-                "lr 0.001 → 0.003",
-                "max_steps 100 → 50 (it may be raised, not lowered; --stop_after stops earlier)"
-            ]
-        );
+        assert_eq!(d, ["lr 0.001 → 0.003", "max_steps 100 → 50 (it may be raised, not lowered; --stop_after stops earlier)"]);
+    }
+
+    #[test]
+    fn shards_are_the_same_by_content_wherever_they_are() {
+        let with_key = |path: &str, key: &str| RunIdentity {
+            shards_content: Some(ShardContent { key: key.into(), files: BTreeMap::new() }),
+            ..identity(path, 1e-3, 100)
+        };
+        let then = with_key("/a/data", "k1");
+        assert_eq!(with_key("/a/data", "k1").shards_check(&then), ShardsCheck::Same);
+        assert_eq!(with_key("/b/data", "k1").shards_check(&then), ShardsCheck::Moved);
+        assert_eq!(with_key("/b/data", "k2").shards_check(&then), ShardsCheck::Changed { files: vec![], moved: true });
+        // Without a key in the checkpoint, only the path can be compared.
+        let legacy = identity("/a/data", 1e-3, 100);
+        assert_eq!(with_key("/a/data", "k1").shards_check(&legacy), ShardsCheck::Same);
+        assert_eq!(with_key("/b/data", "k1").shards_check(&legacy), ShardsCheck::OtherPath);
     }
 
     #[test]
@@ -222,7 +241,7 @@ mod tests {
         let then = RunIdentity::from_legacy_args(&args, &["lr", "channel_attention"]);
         assert_eq!(then, identity("/nowhere/shards", 1e-3, 100), "unresolvable paths stay as given; other keys are ignored");
         assert_eq!(then.differences(&identity("/nowhere/shards", 1e-3, 100)), []);
-        assert!(identity("/nowhere/shards", 1e-3, 100).changed_shards(&then).is_none(), "no content key: nothing to compare");
+        assert_eq!(identity("/nowhere/shards", 1e-3, 100).shards_check(&then), ShardsCheck::Same, "no content key: the path decides");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 use bf_model::data::{split_files, ExampleSpec, ShardSet, Stream};
 use bf_model::optim::{cosine_with_warmup, AdamW};
 use bf_model::precision::with_bf16_autocast;
-use bf_model::resume::{canonical_shards_dir, RunIdentity, ShardContent};
+use bf_model::resume::{canonical_shards_dir, RunIdentity, ShardContent, ShardsCheck};
 use bf_model::train::{
     batch_loss_hiding_history, batch_tensors, dropout_seed, existing_run_files, history_mask, load_training_checkpoint, lock_run_folder, mean_loss, read_trainer_state,
     remove_run, resolve_checkpoint, save_training_checkpoint, sweep_stale_temporaries, trainable, TrainerState,
@@ -148,9 +148,9 @@ struct Args {
     /// Faster on GPUs and on CPUs with bfloat16 units; slower than f32 on other CPUs.
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
     precision: String,
-    /// Continue from --out/last. The run must be the same: shards (by canonical path and
-    /// content), model shape and optimisation settings; a refusal names each differing
-    /// setting with both values. --max_steps may be raised to extend a run (the cosine
+    /// Continue from --out/last. The run must be the same: shards (by content; the same
+    /// files at another path are accepted as a move), model shape and optimisation settings;
+    /// a refusal names each differing setting with both values. --max_steps may be raised to extend a run (the cosine
     /// schedule then follows the new value from the saved step on); validation cadence,
     /// --patience, --device and --threads may change.
     #[arg(long)]
@@ -497,14 +497,25 @@ fn check_same_settings(dir: &Path, then: &RunIdentity, now: &RunIdentity) -> Res
     Ok(())
 }
 
-/// Refuses (or, when allowed, warns about) a `--resume` on shards whose content changed.
+/// Refuses (or, when allowed, warns about) a `--resume` on shards whose content changed; the
+/// same content at another path is the same shards.
 fn check_same_shards(dir: &Path, then: &RunIdentity, now: &RunIdentity, allowed: bool) -> Result<()> {
-    if let Some(changed) = now.changed_shards(then) {
-        let what = format!("the shards in {} changed since {} was written ({})", now.shards.display(), dir.display(), changed.join(", "));
-        if !allowed {
-            bail!("--resume: {what}; add --allow-changed-shards to continue on the new shards anyway, or train into another --out");
+    let (old, new) = (then.shards.display(), now.shards.display());
+    match now.shards_check(then) {
+        ShardsCheck::Same => {}
+        ShardsCheck::Moved => eprintln!("note: the shards moved from {old} to {new} (same content)"),
+        ShardsCheck::OtherPath => bail!(
+            "--resume: {} was trained on the shards in {old}, not {new} (it predates content keys, so only the path can be compared)",
+            dir.display()
+        ),
+        ShardsCheck::Changed { files, moved } => {
+            let place = if moved { format!("{old}, now {new}") } else { new.to_string() };
+            let what = format!("the shards in {place} changed since {} was written ({})", dir.display(), files.join(", "));
+            if !allowed {
+                bail!("--resume: {what}; add --allow-changed-shards to continue on the new shards anyway, or train into another --out");
+            }
+            eprintln!("warning: {what}; continuing on the new shards (--allow-changed-shards): the run now equals no run on a single set of shards");
         }
-        eprintln!("warning: {what}; continuing on the new shards (--allow-changed-shards): the run now equals no run on a single set of shards");
     }
     Ok(())
 }
