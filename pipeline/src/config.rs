@@ -19,6 +19,61 @@ pub struct ProjectConfig {
     pub split: SplitConfig,
     #[serde(default)]
     pub shards: ShardsConfig,
+    #[serde(default)]
+    pub maxwell: MaxwellConfig,
+}
+
+/// `[maxwell]`: MNE's `maxwell_filter`, preceded by `find_bad_channels_maxwell`, on the MEG
+/// channels before the band-pass (the preprocess stage). Names are MNE's; MNE-BIDS-Pipeline
+/// calls them `mf_*` (`mf_cal_fname`, `mf_ctc_fname`, `mf_st_duration`, …).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MaxwellConfig {
+    /// `auto` (default): on for raw Neuromag/Elekta/MEGIN FIF recordings when the dataset
+    /// carries a fine-calibration or cross-talk file; `on`; `off`.
+    pub apply: String,
+    /// Fine-calibration file: `auto` (BIDS `*_acq-calibration_meg.dat` beside the run, else
+    /// `derivatives/*/sss_cal.dat` as ds000117 keeps it), a path relative to the dataset
+    /// root (or absolute), or `none`.
+    pub calibration: String,
+    /// Cross-talk file: `auto` (`*_acq-crosstalk_meg.fif`, else `derivatives/*/ct_sparse.fif`),
+    /// a path, or `none`.
+    pub cross_talk: String,
+    /// Expansion origin: `auto` (sphere fitted to the digitized head shape) or `X,Y,Z` in metres.
+    pub origin: String,
+    /// `auto` (head when the recording has a device→head transform, else meg), `head`, `meg`.
+    pub coord_frame: String,
+    pub int_order: usize,
+    pub ext_order: usize,
+    /// `in` (MNE's default) or `none`.
+    pub regularize: String,
+    /// tSSS window in seconds (absent: plain SSS, MNE's default).
+    pub st_duration: Option<f64>,
+    pub st_correlation: f64,
+    /// tSSS windows overlapping by half with Hann weights (MNE ≥ 1.11's default).
+    pub st_overlap: bool,
+    /// Find flat and noisy MEG channels first (MNE's `find_bad_channels_maxwell` with its
+    /// defaults); they join the run's bads, are left out of the fit and reconstructed.
+    pub find_bads: bool,
+}
+
+impl Default for MaxwellConfig {
+    fn default() -> Self {
+        MaxwellConfig {
+            apply: "auto".into(),
+            calibration: "auto".into(),
+            cross_talk: "auto".into(),
+            origin: "auto".into(),
+            coord_frame: "auto".into(),
+            int_order: 8,
+            ext_order: 3,
+            regularize: "in".into(),
+            st_duration: None,
+            st_correlation: 0.98,
+            st_overlap: true,
+            find_bads: true,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -129,6 +184,7 @@ impl ProjectConfig {
             tokenize: TokenizeConfig { clamp_percentiles: [0.5, 99.5], mu: 255.0, levels: 255 },
             split: SplitConfig { by: "subject".into(), seed: 0, validation_fraction: 0.15, test_fraction: 0.15 },
             shards: ShardsConfig::default(),
+            maxwell: MaxwellConfig::default(),
         }
     }
 

@@ -158,7 +158,7 @@ impl DagArgs {
     fn project(&self) -> Result<Project> {
         let config = self.config()?;
         let root = config.dataset.root.clone();
-        let runs = discover_runs(&config.dataset)?;
+        let runs = discover_runs(&config)?;
         Ok(Project { root, config, runs })
     }
 }

@@ -26,26 +26,9 @@ pub struct MaxwellArgs {
 }
 
 pub fn params(a: &MaxwellArgs) -> Result<MaxwellParams> {
-    let origin = if a.origin == "auto" {
-        Origin::Auto
-    } else {
-        let v: Vec<f64> = a.origin.split(',').map(|t| t.trim().parse::<f64>()).collect::<std::result::Result<_, _>>()
-            .map_err(|_| anyhow::anyhow!("--origin takes `auto` or X,Y,Z in metres, got {:?}", a.origin))?;
-        if v.len() != 3 {
-            bail!("--origin takes `auto` or three numbers X,Y,Z in metres, got {}", v.len());
-        }
-        Origin::Point([v[0], v[1], v[2]])
-    };
-    let coord_frame = match a.coord_frame.as_str() {
-        "head" => CoordFrame::Head,
-        "meg" => CoordFrame::Meg,
-        f => bail!("--coord-frame is head or meg, got {f:?}"),
-    };
-    let regularize = match a.regularize.as_str() {
-        "in" => Regularize::In,
-        "none" => Regularize::None,
-        r => bail!("--regularize is in or none, got {r:?}"),
-    };
+    let origin: Origin = a.origin.parse().map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let coord_frame: CoordFrame = a.coord_frame.parse().map_err(|e| anyhow::anyhow!("--{}", String::from(e).replace("coord_frame", "coord-frame")))?;
+    let regularize: Regularize = a.regularize.parse().map_err(|e| anyhow::anyhow!("--{e}"))?;
     let bad_condition = match a.bad_condition.as_str() {
         "error" => BadCondition::Error,
         "ignore" => BadCondition::Ignore,

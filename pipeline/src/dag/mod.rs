@@ -167,6 +167,17 @@ pub struct RunEntry {
     pub datatype: String,
     /// Content hash of the data files and the sidecars that apply.
     pub input_hash: String,
+    /// Maxwell filtering of this run's MEG (`[maxwell]` in brainformer.toml), if it applies.
+    pub maxwell: Option<RunMaxwell>,
+}
+
+/// The calibration files the Maxwell filter of one run uses, and their content hash (part of
+/// the preprocess key: a new calibration file rebuilds the runs it applies to).
+#[derive(Clone, Debug)]
+pub struct RunMaxwell {
+    pub calibration: Option<PathBuf>,
+    pub cross_talk: Option<PathBuf>,
+    pub files_hash: String,
 }
 
 /// The dataset and the effective configuration.

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use super::{Node, Project, RunEntry, Stage};
+use super::{Node, Project, RunEntry, RunMaxwell, Stage};
+use crate::config::MaxwellConfig;
+use crate::maxwell::{find_bad_channels_maxwell, read_head_geometry, CoordFrame, FindBadsParams, HeadGeometry, Maxwell, MaxwellParams};
 use crate::bads::{find_bad_channels, interpolate_bads_eeg, BadReason, BadsParams};
 use crate::bids::Dataset;
 use crate::clean::{clean, CleanParams};
@@ -23,12 +25,47 @@ use crate::tokenizer::{Tokenizer, TokenizerFit, DEFAULT_FIT_CAP};
 
 pub fn preprocess_params(cfg: &ProjectConfig, run: &RunEntry) -> Value {
     let b = BadsParams::default();
-    json!({
+    let mut v = json!({
         "input": run.input_hash,
         "preprocess": cfg.preprocess,
         "bads": {"z_thresh": b.z_thresh, "hf_z_thresh": b.hf_z_thresh, "hf_freq": b.hf_freq, "flat_rel": b.flat_rel,
                   "eeg_interpolation": "spherical spline (MNE interpolate_bads, origin auto)", "meg": "marked, kept"},
+    });
+    // Only where it applies, so runs without Maxwell filtering keep their keys.
+    if let Some(m) = &run.maxwell {
+        v["maxwell"] = json!({"config": cfg.maxwell, "files": m.files_hash});
+    }
+    v
+}
+
+/// MNE's `maxwell_filter` parameters from `[maxwell]` for a recording with geometry `geom`
+/// (`coord_frame = "auto"`: head when it has a device→head transform, else meg).
+fn maxwell_params(cfg: &MaxwellConfig, m: &RunMaxwell, geom: &HeadGeometry, file: &std::path::Path) -> Result<MaxwellParams> {
+    let bad = |e: String| Error::request(file, format!("[maxwell] in brainformer.toml: {e}"));
+    let coord_frame = match cfg.coord_frame.as_str() {
+        "auto" if geom.dev_head_t.is_some() => CoordFrame::Head,
+        "auto" => CoordFrame::Meg,
+        f => f.parse().map_err(bad)?,
+    };
+    Ok(MaxwellParams {
+        origin: cfg.origin.parse().map_err(bad)?,
+        coord_frame,
+        int_order: cfg.int_order,
+        ext_order: cfg.ext_order,
+        regularize: cfg.regularize.parse().map_err(bad)?,
+        calibration: m.calibration.clone(),
+        cross_talk: m.cross_talk.clone(),
+        st_duration: cfg.st_duration,
+        st_correlation: cfg.st_correlation,
+        st_overlap: cfg.st_overlap,
+        ..MaxwellParams::default()
     })
+}
+
+/// Neuromag/Elekta/MEGIN sensors (VectorView and TRIUX gradiometers and magnetometers):
+/// what MNE's Maxwell filter has coil definitions and calibration files for.
+fn has_neuromag_meg(info: &RecordingInfo) -> bool {
+    info.channels.iter().any(|c| c.kind.is_meg() && matches!(c.coil_type & 0xFFFF, 3012 | 3013 | 3014 | 3022 | 3023 | 3024))
 }
 
 pub fn segment_params(cfg: &ProjectConfig) -> Value {
@@ -94,11 +131,23 @@ fn preprocess(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<St
     let cfg = &project.config.preprocess;
     let ds = Dataset::open(&project.root)?;
     let mut warnings = Vec::new();
-    let (reader, info) = open_with_bids_at(&ds, &run.file, &run.anchor, &run.datatype, &mut warnings)?;
-    if reader.maxshield() && !project.config.dataset.allow_maxshield {
+    let (reader, mut info) = open_with_bids_at(&ds, &run.file, &run.anchor, &run.datatype, &mut warnings)?;
+    let mut messages = Vec::new();
+    let maxwell = match &run.maxwell {
+        Some(m) if has_neuromag_meg(&info) => Some(m),
+        Some(_) if project.config.maxwell.apply == "on" => {
+            return Err(Error::request(&run.file, "[maxwell] apply = \"on\", but the recording has no Neuromag/Elekta/MEGIN MEG channels"));
+        }
+        Some(_) => {
+            messages.push(format!("{}: not Neuromag MEG, Maxwell filter skipped", run.id));
+            None
+        }
+        None => None,
+    };
+    if reader.maxshield() && maxwell.is_none() && !project.config.dataset.allow_maxshield {
         return Err(Error::request(
             &run.file,
-            "MaxShield (IAS) data, distorted until Maxwell-filtered: use meg_source = \"proc-sss\" where the dataset has MaxFilter output, or allow_maxshield = true in brainformer.toml (ingest --allow-maxshield) to take it as it is",
+            "MaxShield (IAS) data, distorted until Maxwell-filtered: use meg_source = \"proc-sss\" where the dataset has MaxFilter output, [maxwell] apply = \"on\" with the site's calibration files, or allow_maxshield = true in brainformer.toml (ingest --allow-maxshield) to take it as it is",
         ));
     }
     // Ingest already reported the sidecar quirks it tolerated, once per dataset.
@@ -106,7 +155,50 @@ fn preprocess(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<St
         tracing::debug!("{w}");
     }
     let bids_bads = info.bads.clone();
-    let reader = WithInfo { inner: reader.as_ref(), info };
+    let mut maxwell_record = Value::Null;
+    let with_info;
+    let filtered;
+    let reader: &dyn RawReader = match maxwell {
+        None => {
+            with_info = WithInfo { inner: reader.as_ref(), info };
+            &with_info
+        }
+        Some(m) => {
+            let geom = read_head_geometry(&run.file)?;
+            let params = maxwell_params(&project.config.maxwell, m, &geom, &run.file)?;
+            let mut found = json!(null);
+            if project.config.maxwell.find_bads {
+                let probe = WithInfo { inner: reader.as_ref(), info: info.clone() };
+                let fb = FindBadsParams { maxwell: MaxwellParams { st_duration: None, ..params.clone() }, ..FindBadsParams::default() };
+                let b = find_bad_channels_maxwell(&probe, &geom, &fb)?;
+                for name in b.noisy.iter().chain(&b.flat) {
+                    if !info.bads.contains(name) {
+                        info.bads.push(name.clone());
+                    }
+                }
+                found = json!({"noisy": b.noisy, "flat": b.flat});
+            }
+            let reconstructed: Vec<String> = info.bads.iter().filter(|b| info.channels.iter().any(|c| &c.name == *b && c.kind.is_meg())).cloned().collect();
+            with_info = WithInfo { inner: reader.as_ref(), info };
+            filtered = Maxwell::with_geometry(&with_info, &geom, &params)?;
+            let op = &filtered.operator;
+            let rel = |p: &Option<PathBuf>| p.as_ref().map(|p| p.strip_prefix(&project.root).unwrap_or(p).display().to_string());
+            maxwell_record = json!({
+                "method": "MNE maxwell_filter (SSS; tSSS when st_duration is set)",
+                "config": project.config.maxwell,
+                "calibration": rel(&m.calibration),
+                "cross_talk": rel(&m.cross_talk),
+                "coord_frame": match params.coord_frame { CoordFrame::Head => "head", CoordFrame::Meg => "meg" },
+                "origin": op.origin,
+                "n_internal_moments": op.n_use_in,
+                "n_external_moments": op.reg_moments.len() - op.n_use_in,
+                "condition": op.cond,
+                "bads_found": found,
+                "reconstructed": reconstructed,
+            });
+            &filtered
+        }
+    };
     let params = CleanParams {
         l_freq: Some(cfg.l_freq),
         h_freq: Some(cfg.h_freq),
@@ -117,14 +209,15 @@ fn preprocess(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<St
     };
     // The scratch copy goes beside the output (same filesystem), removed when done.
     let scratch = project.run_dir(run);
-    let mut cleaned = clean(&reader, &params, &scratch, &|| {})?;
+    let mut cleaned = clean(reader, &params, &scratch, &|| {})?;
 
-    let detected: Vec<_> = find_bad_channels(&cleaned.info, &cleaned.data, &BadsParams::default()).into_iter().filter(|b| !bids_bads.contains(&b.name)).collect();
-    let mut bads = bids_bads.clone();
+    // After Maxwell filtering the MEG bads are reconstructed channels (its reader cleared them).
+    let kept_bads = reader.info().bads.clone();
+    let detected: Vec<_> = find_bad_channels(&cleaned.info, &cleaned.data, &BadsParams::default()).into_iter().filter(|b| !kept_bads.contains(&b.name)).collect();
+    let mut bads = kept_bads;
     bads.extend(detected.iter().map(|b| b.name.clone()));
     let kind_of = |name: &str| cleaned.info.channels.iter().find(|c| c.name == name).map(|c| c.kind);
     let eeg_bads: Vec<String> = bads.iter().filter(|b| kind_of(b) == Some(ChannelKind::Eeg)).cloned().collect();
-    let mut messages = Vec::new();
     let interpolated = if eeg_bads.is_empty() {
         vec![]
     } else {
@@ -143,13 +236,18 @@ fn preprocess(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<St
     let written = write_raw(&cleaned, &cleaned.all_picks(), 0, cleaned.info.n_samples, &fif, &WriteOptions::default())?;
     let sidecar = project.run_file(run, "desc-clean_meg.json");
     let description = json!({
-        "Description": "Cleaned continuous data: band-pass, notch, resampling (MNE's FIR design and FFT resampling), bad channels detected and EEG bads interpolated.",
+        "Description": if maxwell_record.is_null() {
+            "Cleaned continuous data: band-pass, notch, resampling (MNE's FIR design and FFT resampling), bad channels detected and EEG bads interpolated."
+        } else {
+            "Cleaned continuous data: Maxwell filtering of the MEG (MNE's maxwell_filter, after find_bad_channels_maxwell), band-pass, notch, resampling (MNE's FIR design and FFT resampling), bad channels detected and EEG bads interpolated."
+        },
         "Sources": [format!("bids:{}:{}", if run.file == run.anchor { "raw" } else { "derivatives" }, run.file.strip_prefix(&project.root).unwrap_or(&run.file).display())],
         "SamplingFrequency": cleaned.info.sfreq,
         "HighpassFilter": cfg.l_freq,
         "LowpassFilter": cfg.h_freq,
         "NotchFrequencies": cfg.notch,
         "Parameters": preprocess_params(&project.config, run),
+        "MaxwellFilter": maxwell_record,
         "BadChannels": {
             "from_channels_tsv": bids_bads,
             "detected": detected.iter().map(|b| json!({"name": b.name, "reason": reason_text(&b.reason)})).collect::<Vec<_>>(),

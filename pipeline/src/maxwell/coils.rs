@@ -143,6 +143,15 @@ impl Coils {
                 ))
             })?;
             let (r, r0) = loc_to_coil_trans(&ch.loc);
+            // A coil frame that is not a rotation (all zeros where a writer left `loc` empty)
+            // puts every integration point at one place with no orientation.
+            let ez = (r[0][2] * r[0][2] + r[1][2] * r[1][2] + r[2][2] * r[2][2]).sqrt();
+            if !ch.loc.iter().all(|v| v.is_finite()) || (ez - 1.0).abs() > 1e-3 {
+                return Err(Error::request(path, format!(
+                    "channel {}: its sensor position and orientation (loc) are missing or invalid; Maxwell filtering needs the MEG sensor geometry",
+                    ch.name
+                )));
+            }
             for p in 0..d.w.len() {
                 let (x, n) = (d.rmag[p], d.cosmag[p]);
                 let mut rp = [0.0; 3];

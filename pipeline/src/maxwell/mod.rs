@@ -149,7 +149,11 @@ impl<'a> Maxwell<'a> {
         let mut raw = vec![0.0; good.len() * (b - a)];
         self.inner.read_into_f64(good, a, b, &mut raw)?;
         let xg = gemm::gram_rows(&raw, good.len(), b - a, b - a);
-        let t = std::sync::Arc::new(tsss::window_operator(&self.operator, &xg, b - a, st.corr));
+        let t = tsss::window_operator(&self.operator, &xg, b - a, st.corr).ok_or_else(|| {
+            let sf = self.info.sfreq;
+            crate::Error::request(&self.info.path, format!("tSSS window {:.1}–{:.1} s: non-finite MEG samples (or a decomposition that did not converge)", a as f64 / sf, b as f64 / sf))
+        })?;
+        let t = std::sync::Arc::new(t);
         *slot = Some(t.clone());
         Ok(t)
     }

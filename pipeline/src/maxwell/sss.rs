@@ -41,6 +41,44 @@ pub enum BadCondition {
     Ignore,
 }
 
+impl std::str::FromStr for Origin {
+    type Err = String;
+    /// `auto` or `X,Y,Z` in metres.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s.trim() == "auto" {
+            return Ok(Origin::Auto);
+        }
+        let v: Vec<f64> = s.split(',').map(|t| t.trim().parse::<f64>()).collect::<std::result::Result<_, _>>()
+            .map_err(|_| format!("origin is `auto` or X,Y,Z in metres, got {s:?}"))?;
+        match v[..] {
+            [x, y, z] if v.iter().all(|c| c.is_finite()) => Ok(Origin::Point([x, y, z])),
+            _ => Err(format!("origin is `auto` or three finite numbers X,Y,Z in metres, got {s:?}")),
+        }
+    }
+}
+
+impl std::str::FromStr for CoordFrame {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "head" => Ok(CoordFrame::Head),
+            "meg" => Ok(CoordFrame::Meg),
+            _ => Err(format!("coord_frame is head or meg, got {s:?}")),
+        }
+    }
+}
+
+impl std::str::FromStr for Regularize {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "in" => Ok(Regularize::In),
+            "none" => Ok(Regularize::None),
+            _ => Err(format!("regularize is in or none, got {s:?}")),
+        }
+    }
+}
+
 /// The parameters of MNE's `maxwell_filter` we implement (its defaults in [`Default`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct MaxwellParams {
@@ -237,6 +275,9 @@ pub fn sss_operator(path: &Path, info: &RecordingInfo, geom: &HeadGeometry, p: &
     if info.channels.iter().any(|c| c.kind == ChannelKind::RefMeg) {
         return Err(err("Maxwell filtering of systems with MEG reference channels is not implemented".into()));
     }
+    if info.projs.iter().any(|p| p.active) {
+        return Err(err("projectors are applied to the data (active SSP projectors); Maxwell filtering needs the data without them, as MNE refuses".into()));
+    }
     if info.comp_grade != 0 {
         return Err(err(format!("data carry software gradient compensation grade {}", info.comp_grade)));
     }
@@ -347,6 +388,11 @@ pub fn sss_operator(path: &Path, info: &RecordingInfo, geom: &HeadGeometry, p: &
     }
     let good_rows: Vec<usize> = (0..meg_picks.len()).filter(|&i| good_mask[i]).collect();
     let s_decomp = s_full.select_rows(&good_rows);
+    // A NaN here would make every SVD below iterate forever (nalgebra does not give up).
+    if let Some(r) = (0..s_decomp.nrows()).find(|&r| s_decomp.row(r).iter().any(|v| !v.is_finite())) {
+        let name = &info.channels[meg_picks[good_rows[r]]].name;
+        return Err(Error::request(path, format!("the multipole basis is not finite at channel {name}: is its sensor position (loc) or the origin wrong?")));
+    }
     let n_in = n_moments(p.int_order);
     let (in_removes, out_removes) = match p.regularize {
         Regularize::In => regularize_in(p.int_order, p.ext_order, &s_decomp, &mag_or_fine),
