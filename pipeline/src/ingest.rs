@@ -56,18 +56,21 @@ pub struct IngestOptions {
     pub meg_source: MegSource,
     /// Take MaxShield recordings as they are (MNE's `allow_maxshield`).
     pub allow_maxshield: bool,
+    /// `[maxwell]`: MaxShield recordings it will filter are taken.
+    pub maxwell: crate::config::MaxwellConfig,
 }
 
 impl Default for IngestOptions {
     fn default() -> Self {
-        IngestOptions { meg_source: MegSource::Raw, allow_maxshield: false }
+        IngestOptions { meg_source: MegSource::Raw, allow_maxshield: false, maxwell: Default::default() }
     }
 }
 
 impl IngestOptions {
-    pub fn from_config(cfg: &crate::config::DatasetConfig) -> Result<IngestOptions> {
-        let meg_source = cfg.meg_source.parse().map_err(|e: String| Error::request(&cfg.root, format!("brainformer.toml: dataset.meg_source: {e}")))?;
-        Ok(IngestOptions { meg_source, allow_maxshield: cfg.allow_maxshield })
+    pub fn from_config(cfg: &crate::config::ProjectConfig) -> Result<IngestOptions> {
+        let d = &cfg.dataset;
+        let meg_source = d.meg_source.parse().map_err(|e: String| Error::request(&d.root, format!("brainformer.toml: dataset.meg_source: {e}")))?;
+        Ok(IngestOptions { meg_source, allow_maxshield: d.allow_maxshield, maxwell: cfg.maxwell.clone() })
     }
 }
 
@@ -154,7 +157,7 @@ impl Skipped {
             SkipReason::MissingModality(which) => format!("{}: no {which} channels in {} after channels.tsv; the model needs EEG and MEG of the same run", self.run_id, rel(&self.path)),
             SkipReason::NoProcSss(expected) => format!("{}: --meg-source proc-sss, but the dataset has no MaxFilter output {} for it; fetch it, or ingest with --meg-source raw", self.run_id, rel(expected)),
             SkipReason::MaxShield(p) => format!(
-                "{}: {} is MaxShield (IAS) data, distorted until Maxwell-filtered; use --meg-source proc-sss where the dataset has MaxFilter output, or --allow-maxshield to take it as it is",
+                "{}: {} is MaxShield (IAS) data, distorted until Maxwell-filtered; use --meg-source proc-sss where the dataset has MaxFilter output, put the site's sss_cal.dat / ct_sparse.fif in the dataset ([maxwell] in brainformer.toml), or --allow-maxshield to take it as it is",
                 self.run_id,
                 rel(p)
             ),
@@ -295,7 +298,11 @@ fn inspect_files(ds: &Dataset, run: &Run, meg_file: Option<&Path>, opts: &Ingest
     };
     let eeg = run.eeg.as_ref().map(|f| open_with_bids_at(ds, f, f, "eeg", warnings)).transpose()?;
     for (reader, info) in meg.iter().chain(eeg.iter()) {
-        if reader.maxshield() && !opts.allow_maxshield {
+        let filtered = || {
+            let anchor = run.meg.as_deref().unwrap_or(&info.path);
+            crate::maxwell::site::maxwell_for_run(ds, &opts.maxwell, opts.meg_source, &info.path, anchor, "meg").is_ok_and(|m| m.is_some())
+        };
+        if reader.maxshield() && !opts.allow_maxshield && !filtered() {
             return skip(&info.path, SkipReason::MaxShield(info.path.clone()));
         }
     }
@@ -667,5 +674,15 @@ mod tests {
         let report = outcomes(root, &IngestOptions { allow_maxshield: true, ..Default::default() });
         assert!(report.skipped.iter().all(|s| !matches!(s.reason, SkipReason::MaxShield(_)) && !s.is_failure()));
         assert_eq!(report.records.len() + report.skipped.len(), 1);
+        // With the site's cross-talk file where ds000117 keeps it, [maxwell] will filter it: taken.
+        let ctc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mne-testing-data/SSS/ct_sparse.fif");
+        fs::create_dir_all(root.join("derivatives/meg_derivatives")).unwrap();
+        fs::copy(&ctc, root.join("derivatives/meg_derivatives/ct_sparse.fif")).unwrap();
+        let report = outcomes(root, &IngestOptions::default());
+        assert!(report.skipped.iter().all(|s| !matches!(s.reason, SkipReason::MaxShield(_))), "{:?}", report.skipped.iter().map(|s| s.describe(root, "local")).collect::<Vec<_>>());
+        // ... unless [maxwell] is off.
+        let off = crate::config::MaxwellConfig { apply: "off".into(), ..Default::default() };
+        let report = outcomes(root, &IngestOptions { maxwell: off, ..Default::default() });
+        assert!(matches!(report.skipped[0].reason, SkipReason::MaxShield(_)));
     }
 }

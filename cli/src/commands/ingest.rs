@@ -53,7 +53,7 @@ pub fn run(args: IngestArgs) -> Result<()> {
     if runs.is_empty() {
         bail!("{}: no MEG or EEG runs found (or none match --subjects/--datatype)", root.display());
     }
-    let opts = IngestOptions { meg_source: args.choice.meg_source.parse().map_err(anyhow::Error::msg)?, allow_maxshield: args.choice.allow_maxshield };
+    let opts = IngestOptions { meg_source: args.choice.meg_source.parse().map_err(anyhow::Error::msg)?, allow_maxshield: args.choice.allow_maxshield, ..Default::default() };
     let bar = bar(args.quiet, runs.len() as u64, "{spinner} checking runs [{bar:30}] {pos}/{len} {wide_msg}");
     let report = inspect_dataset(&ds, &runs, &opts, &|r: &Run| {
         bar.set_message(r.id());

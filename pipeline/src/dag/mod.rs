@@ -148,6 +148,8 @@ pub struct Stamp {
     pub outputs: Vec<(String, u64)>,
 }
 
+pub use crate::maxwell::site::RunMaxwell;
+
 /// One run as the pipeline sees it.
 #[derive(Clone, Debug)]
 pub struct RunEntry {
@@ -171,14 +173,6 @@ pub struct RunEntry {
     pub maxwell: Option<RunMaxwell>,
 }
 
-/// The calibration files the Maxwell filter of one run uses, and their content hash (part of
-/// the preprocess key: a new calibration file rebuilds the runs it applies to).
-#[derive(Clone, Debug)]
-pub struct RunMaxwell {
-    pub calibration: Option<PathBuf>,
-    pub cross_talk: Option<PathBuf>,
-    pub files_hash: String,
-}
 
 /// The dataset and the effective configuration.
 pub struct Project {

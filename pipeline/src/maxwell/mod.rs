@@ -61,6 +61,7 @@ pub mod ctc;
 pub mod finecal;
 pub mod geometry;
 mod gemm;
+pub mod site;
 pub mod sss;
 pub mod tsss;
 
