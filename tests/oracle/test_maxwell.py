@@ -210,3 +210,19 @@ def test_tsss_odd_window_is_refused_like_mne(tmp_path):
                   "--regularize", "none", "--st-duration", repr(st), check=False)
     assert proc.returncode != 0 and "overlap-add to a constant" in proc.stderr, proc.stderr
     assert not (tmp_path / "o.npy").exists()
+
+
+def test_three_d_fine_calibration_against_mne(tmp_path):
+    """A 3-D fine-calibration file (three imbalance terms per gradiometer), written by MNE from
+    the 1-D test file with added orthogonal terms (../shared has only the 1-D kind)."""
+    cal = mne.preprocessing.read_fine_calibration(SSS / "sss_cal_3053.dat")
+    cal["imb_cals"] = [np.array([c[0], 0.3 * c[0] + 1e-4, -0.2 * c[0] - 2e-4]) if len(c) == 1 and abs(c[0]) < 0.5 else c
+                       for c in cal["imb_cals"]]
+    three_d = tmp_path / "sss_cal_3d.dat"
+    mne.preprocessing.write_fine_calibration(three_d, cal)
+    assert {len(line.split()) for line in three_d.read_text().splitlines()} == {14, 16}  # mags 1, grads 3
+    raw = read(ERM)
+    exp = maxwell_filter(raw, coord_frame="meg", origin=MEG_ORIGIN, regularize=None, calibration=three_d)
+    data, _ = ours(ERM, tmp_path, "--coord-frame", "meg", "--origin", ",".join(map(str, MEG_ORIGIN)),
+                   "--regularize", "none", "--calibration", three_d)
+    assert_equal_to_mne(data, exp)

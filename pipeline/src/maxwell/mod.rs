@@ -85,13 +85,16 @@ pub struct Maxwell<'a> {
     st: Option<Tsss>,
 }
 
-/// tSSS windows and, once computed, each window's operator ([`tsss::window_operator`]):
-/// n_meg × n_good f64 each (0.75 MB for 306 channels), kept for the reader's lifetime so
-/// that chunk reads in any order and from any thread compute every window once.
+/// tSSS windows and, once computed, every window's operator ([`tsss::window_operator`]):
+/// n_meg × n_good f64 each (0.75 MB for 306 channels; 37 MB for a ds000117 run at 10 s,
+/// 270 MB for an hour), kept for the reader's lifetime. Each is computed once, by the first
+/// thread to claim it; see [`Maxwell::window_operator`].
 struct Tsss {
     windows: tsss::Windows,
     corr: f64,
-    ops: Vec<std::sync::Mutex<Option<std::sync::Arc<nalgebra::DMatrix<f64>>>>>,
+    ops: Vec<std::sync::OnceLock<nalgebra::DMatrix<f64>>>,
+    claimed: Vec<std::sync::atomic::AtomicBool>,
+    failed: std::sync::OnceLock<String>,
 }
 
 impl<'a> Maxwell<'a> {
@@ -131,32 +134,59 @@ impl<'a> Maxwell<'a> {
                 let windows = tsss::Windows::new(src.n_samples, len.min(src.n_samples), params.st_overlap && valid)
                     .map_err(|e| crate::Error::request(&src.path, format!("st_duration {d} s at {} Hz: {e}", src.sfreq)))?;
                 let corr = if valid { params.st_correlation } else { f64::INFINITY };
-                let ops = windows.spans.iter().map(|_| std::sync::Mutex::new(None)).collect();
-                Some(Tsss { windows, corr, ops })
+                let n = windows.spans.len();
+                let ops = (0..n).map(|_| std::sync::OnceLock::new()).collect();
+                let claimed = (0..n).map(|_| std::sync::atomic::AtomicBool::new(false)).collect();
+                Some(Tsss { windows, corr, ops, claimed, failed: std::sync::OnceLock::new() })
             }
         };
         Ok(Maxwell { inner, info, operator, row_of, st })
     }
 
-    /// tSSS: the operator of window `wi`, computed on first use (one thread computes it,
-    /// others asking for the same window wait; different windows go in parallel).
-    fn window_operator(&self, st: &Tsss, wi: usize) -> Result<std::sync::Arc<nalgebra::DMatrix<f64>>> {
-        let mut slot = st.ops[wi].lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = slot.as_ref() {
-            return Ok(t.clone());
+    /// tSSS: the operator of window `wi`. No thread ever blocks on another: a reader that
+    /// finds `wi` being computed elsewhere computes the next unclaimed window instead (reads
+    /// come in time order, so it is needed soon), and with none left it yields to rayon's
+    /// queue. Blocking here could deadlock: the computing thread's own reads of the inner
+    /// recording may need rayon workers that would all be waiting.
+    fn window_operator<'s>(&self, st: &'s Tsss, wi: usize) -> Result<&'s nalgebra::DMatrix<f64>> {
+        use std::sync::atomic::Ordering;
+        let n = st.ops.len();
+        let ahead = 2 * rayon::current_num_threads().max(1);
+        loop {
+            if let Some(t) = st.ops[wi].get() {
+                return Ok(t);
+            }
+            if let Some(e) = st.failed.get() {
+                return Err(crate::Error::request(&self.info.path, e.clone()));
+            }
+            let claim = std::iter::once(wi).chain(wi + 1..(wi + 1 + ahead).min(n)).find(|&w| !st.claimed[w].swap(true, Ordering::AcqRel));
+            match claim {
+                Some(w) => match self.compute_window_operator(st, w) {
+                    Ok(t) => {
+                        let _ = st.ops[w].set(t);
+                    }
+                    Err(e) => {
+                        let _ = st.failed.set(e);
+                    }
+                },
+                None if rayon::current_thread_index().is_some() => {
+                    rayon::yield_now();
+                }
+                None => std::thread::yield_now(),
+            }
         }
+    }
+
+    fn compute_window_operator(&self, st: &Tsss, wi: usize) -> std::result::Result<nalgebra::DMatrix<f64>, String> {
         let (a, b) = st.windows.spans[wi];
         let good = &self.operator.good_picks;
         let mut raw = vec![0.0; good.len() * (b - a)];
-        self.inner.read_into_f64(good, a, b, &mut raw)?;
+        self.inner.read_into_f64(good, a, b, &mut raw).map_err(|e| e.to_string())?;
         let xg = gemm::gram_rows(&raw, good.len(), b - a, b - a);
-        let t = tsss::window_operator(&self.operator, &xg, b - a, st.corr).ok_or_else(|| {
+        tsss::window_operator(&self.operator, &xg, b - a, st.corr).ok_or_else(|| {
             let sf = self.info.sfreq;
-            crate::Error::request(&self.info.path, format!("tSSS window {:.1}–{:.1} s: non-finite MEG samples (or a decomposition that did not converge)", a as f64 / sf, b as f64 / sf))
-        })?;
-        let t = std::sync::Arc::new(t);
-        *slot = Some(t.clone());
-        Ok(t)
+            format!("tSSS window {:.1}–{:.1} s: non-finite MEG samples (or a decomposition that did not converge)", a as f64 / sf, b as f64 / sf)
+        })
     }
 
     /// Reads `picks` over `start..stop` into `out` (row-major, one row per pick): one read of

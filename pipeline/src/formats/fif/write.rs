@@ -263,31 +263,41 @@ impl FilePiece<'_> {
         t.end_block(k::B_MNE_ANNOTATIONS)
     }
 
+    /// Buffers are read and encoded in parallel batches (readers take `&self`; a filtering
+    /// reader such as the Maxwell filter does most of its work there) and written in order,
+    /// so the bytes do not depend on the thread count.
     fn write_buffers(&self, t: &mut TagWriter) -> Result<()> {
-        let nch = self.picks.len();
-        let mut data = vec![0.0f64; nch * self.buffer];
-        let mut bytes = Vec::new();
-        let mut s = self.s0;
-        while s < self.s1 {
-            let e = (s + self.buffer).min(self.s1);
-            let len = e - s;
-            let chunk = &mut data[..nch * len];
-            self.reader.read_into_f64(self.picks, s, e, chunk)?;
-            bytes.clear();
-            for i in 0..len {
-                for c in 0..nch {
-                    let v = chunk[c * len + i] / self.cals[c];
-                    match self.format {
-                        FifSampleFormat::Float32 => bytes.extend_from_slice(&(v as f32).to_be_bytes()),
-                        FifSampleFormat::Int16 => bytes.extend_from_slice(&(v.round().clamp(-32768.0, 32767.0) as i16).to_be_bytes()),
-                    }
-                }
+        use rayon::prelude::*;
+        let starts: Vec<usize> = (self.s0..self.s1).step_by(self.buffer).collect();
+        let batch = 2 * rayon::current_num_threads().max(1);
+        let typ = if self.format == FifSampleFormat::Int16 { k::T_SHORT } else { k::T_FLOAT };
+        for group in starts.chunks(batch) {
+            let encoded: Vec<Vec<u8>> = group.par_iter().map(|&s| self.encode_buffer(s, (s + self.buffer).min(self.s1))).collect::<Result<_>>()?;
+            for bytes in encoded {
+                t.tag(k::DATA_BUFFER, typ, &bytes)?;
             }
-            let typ = if self.format == FifSampleFormat::Int16 { k::T_SHORT } else { k::T_FLOAT };
-            t.tag(k::DATA_BUFFER, typ, &bytes)?;
-            s = e;
         }
         Ok(())
+    }
+
+    /// Samples `s..e` of the picks, time-major, big-endian in the file's sample format.
+    fn encode_buffer(&self, s: usize, e: usize) -> Result<Vec<u8>> {
+        let nch = self.picks.len();
+        let len = e - s;
+        let mut chunk = vec![0.0f64; nch * len];
+        self.reader.read_into_f64(self.picks, s, e, &mut chunk)?;
+        let width = if self.format == FifSampleFormat::Int16 { 2 } else { 4 };
+        let mut bytes = Vec::with_capacity(nch * len * width);
+        for i in 0..len {
+            for c in 0..nch {
+                let v = chunk[c * len + i] / self.cals[c];
+                match self.format {
+                    FifSampleFormat::Float32 => bytes.extend_from_slice(&(v as f32).to_be_bytes()),
+                    FifSampleFormat::Int16 => bytes.extend_from_slice(&(v.round().clamp(-32768.0, 32767.0) as i16).to_be_bytes()),
+                }
+            }
+        }
+        Ok(bytes)
     }
 }
 
