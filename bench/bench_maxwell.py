@@ -42,8 +42,7 @@ with info._unlock():
     info["lowpass"] = sfreq / 2
     info["projs"] = []  # test-ave's SSP projectors are applied there; MNE refuses those
 rng = np.random.default_rng(0)
-meg = mne.pick_types(info, meg=True)
-mag = mne.pick_types(info, meg="mag")
+grad, mag = mne.pick_types(info, meg="grad"), mne.pick_types(info, meg="mag")
 normals = np.array([info["chs"][i]["loc"][9:12] for i in mag])
 t = np.arange(n) / sfreq
 data = np.empty((len(info["ch_names"]), n), np.float32)
@@ -51,10 +50,13 @@ for s in range(0, n, 55_000):
     e = min(n, s + 55_000)
     tt = t[s:e]
     x = rng.standard_normal((len(info["ch_names"]), e - s))
-    x[meg] *= 2e-14  # sensor noise (T, T/m at this scale)
+    # VectorView sensor noise (~3 fT/cm/sqrt(Hz), ~3 fT/sqrt(Hz) over 550 Hz), a 10 Hz rhythm.
+    x[grad] *= 5e-12
+    x[mag] *= 5e-14
     x[mne.pick_types(info, eeg=True)] *= 5e-6
-    brain = np.sin(2 * np.pi * 10 * tt) * 1e-13
-    x[meg] += brain * rng.standard_normal((len(meg), 1))
+    alpha = np.sin(2 * np.pi * 10 * tt)
+    x[grad] += alpha * 5e-12 * rng.standard_normal((len(grad), 1))
+    x[mag] += alpha * 1e-13 * rng.standard_normal((len(mag), 1))
     field = np.stack([np.sin(2 * np.pi * f * tt + p) for f, p in ((0.2, 0), (1.3, 1), (50, 2))]) * 1e-11
     x[mag] += normals @ field  # a homogeneous external field seen by the magnetometers
     data[:, s:e] = x

@@ -151,6 +151,10 @@ pub fn find_bad_channels_maxwell(reader: &dyn RawReader, geom: &HeadGeometry, p:
     let mut flat_count = vec![0usize; n_meg];
     let mut noisy_count = vec![0usize; n_meg];
     let mut all_flat = vec![false; n_meg];
+    // The operator depends only on which channels are left out; most chunks leave out the
+    // same ones (the recording's flat channels, no noisy one), so it is computed once per set
+    // rather than once per chunk and round as MNE does (same numbers, deterministic).
+    let mut operators: std::collections::HashMap<Vec<usize>, super::SssOperator> = std::collections::HashMap::new();
 
     for (si, &(start, stop)) in bounds.iter().enumerate() {
         let n = stop - start;
@@ -183,13 +187,17 @@ pub fn find_bad_channels_maxwell(reader: &dyn RawReader, geom: &HeadGeometry, p:
         // 4. Noisy pass.
         let mut chunk_noisy: Vec<usize> = Vec::new();
         for _round in 1..=100 {
-            let mut sub = info.clone();
-            for r in 0..n_meg {
-                if (all_flat[r] || chunk_noisy.contains(&r)) && !sub.bads.contains(&name(r)) {
-                    sub.bads.push(name(r));
+            let left_out: Vec<usize> = (0..n_meg).filter(|&r| all_flat[r] || chunk_noisy.contains(&r)).collect();
+            if !operators.contains_key(&left_out) {
+                let mut sub = info.clone();
+                for &r in &left_out {
+                    if !sub.bads.contains(&name(r)) {
+                        sub.bads.push(name(r));
+                    }
                 }
+                operators.insert(left_out.clone(), sss_operator(&path, &sub, geom, &p.maxwell)?);
             }
-            let op = sss_operator(&path, &sub, geom, &p.maxwell)?;
+            let op = &operators[&left_out];
             let good: Vec<usize> = op.good_picks.iter().map(|c| meg_picks.iter().position(|m| m == c).expect("MEG")).collect();
             let mut x = DMatrix::<f64>::zeros(good.len(), n);
             for (i, &r) in good.iter().enumerate() {
