@@ -137,44 +137,48 @@ fn cola_constant(w: &[f64], step: usize) -> Option<f64> {
 /// The whole of tSSS and SSS on one window as one matrix: MEG output = T · (good MEG data of
 /// the window). `xg` is the window's Gram matrix X Xᵀ of the good channels (raw, before
 /// cross-talk), `n_times` its length; `corr` infinite skips the projection (MNE's rule for a
-/// window longer than the data).
-pub fn window_operator(op: &SssOperator, xg: &DMatrix<f64>, n_times: usize, corr: f64) -> DMatrix<f64> {
+/// window longer than the data). None when the window holds non-finite samples (nalgebra's
+/// decompositions would not terminate on them) or a decomposition does not converge.
+pub fn window_operator(op: &SssOperator, xg: &DMatrix<f64>, n_times: usize, corr: f64) -> Option<DMatrix<f64>> {
+    if xg.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
     let n_good = xg.nrows();
     let (ctc_yg, yg) = match &op.ctc {
         Some(c) => (c.clone(), c * xg * c.transpose()),
         None => (DMatrix::identity(n_good, n_good), xg.clone()),
     };
     if !corr.is_finite() {
-        return &op.op_sss * ctc_yg;
+        return Some(&op.op_sss * ctc_yg);
     }
     let yg_rt = &yg * op.op_resid.transpose(); // Y Bᵀ
     let ga = &op.op_in * &yg * op.op_in.transpose();
     let gb = &op.op_resid * &yg_rt;
     let gab = &op.op_in * &yg_rt;
     let tol_len = n_times.max(n_good);
-    let (ka, kb) = (whitener(&ga, tol_len), whitener(&gb, tol_len));
+    let (ka, kb) = (whitener(&ga, tol_len)?, whitener(&gb, tol_len)?);
     if ka.ncols() == 0 || kb.ncols() == 0 {
-        return &op.op_sss * ctc_yg;
+        return Some(&op.op_sss * ctc_yg);
     }
-    let cosines = (ka.transpose() * gab * &kb).svd(false, true);
+    let cosines = (ka.transpose() * gab * &kb).try_svd(false, true, f64::EPSILON, 1_000_000)?;
     let vt = cosines.v_t.expect("V^T");
     let keep: Vec<usize> = (0..cosines.singular_values.len()).filter(|&i| cosines.singular_values[i] >= corr).collect();
     if keep.is_empty() {
-        return &op.op_sss * ctc_yg;
+        return Some(&op.op_sss * ctc_yg);
     }
     let kv = kb * vt.select_rows(&keep).transpose(); // n_good × k
     let p = yg_rt * &kv * (kv.transpose() * &op.op_resid);
-    &op.op_sss * (DMatrix::identity(n_good, n_good) - p) * ctc_yg
+    Some(&op.op_sss * (DMatrix::identity(n_good, n_good) - p) * ctc_yg)
 }
 
 /// K with Kᵀ G K = I over G's range: eigenvectors of the Gram matrix G (symmetric, positive
 /// semi-definite) whose eigenvalue exceeds `len`·eps·λ_max, scaled by λ^{-1/2}.
-fn whitener(g: &DMatrix<f64>, len: usize) -> DMatrix<f64> {
+fn whitener(g: &DMatrix<f64>, len: usize) -> Option<DMatrix<f64>> {
     let sym = (g + g.transpose()) * 0.5;
-    let eig = sym.symmetric_eigen();
+    let eig = sym.try_symmetric_eigen(f64::EPSILON, 1_000_000)?;
     let lmax = eig.eigenvalues.iter().cloned().fold(0.0, f64::max);
     if lmax <= 0.0 || !lmax.is_finite() {
-        return DMatrix::zeros(g.nrows(), 0);
+        return Some(DMatrix::zeros(g.nrows(), 0));
     }
     let tol = len as f64 * f64::EPSILON * lmax;
     let keep: Vec<usize> = (0..eig.eigenvalues.len()).filter(|&i| eig.eigenvalues[i] > tol).collect();
@@ -182,7 +186,7 @@ fn whitener(g: &DMatrix<f64>, len: usize) -> DMatrix<f64> {
     for (j, &i) in keep.iter().enumerate() {
         k.column_mut(j).unscale_mut(eig.eigenvalues[i].sqrt());
     }
-    k
+    Some(k)
 }
 
 #[cfg(test)]
@@ -305,7 +309,7 @@ mod tests {
             let mix = DMatrix::from_fn(n, 2, |_, _| rnd());
             let x = DMatrix::from_fn(n, t, |_, _| 1e-2 * rnd()) + mix * shared;
             let xg = &x * x.transpose();
-            let t_op = window_operator(&op, &xg, t, corr);
+            let t_op = window_operator(&op, &xg, t, corr).unwrap();
             let mut y = match &op.ctc { Some(c) => c * &x, None => x.clone() };
             if corr.is_finite() {
                 let v = overlap_projector(&(&op.op_in * &y), &(&op.op_resid * &y), corr);
