@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_read import BIN, ROOT, run_child  # noqa: E402
+from bench_read import BIN, ROOT, run_child, warm_page_cache  # noqa: E402
 
 SHARED = Path(os.environ.get("SHARED", ROOT.parent / "shared"))
 AVE = SHARED / "data" / "mne-python" / "tests" / "data" / "test-ave.fif.gz"
@@ -97,9 +97,7 @@ def prepare(out):
     fif = out / "ds000117_like_meg_raw.fif"
     if not fif.exists():
         subprocess.run([sys.executable, "-c", MAKE_INPUT, AVE, fif, str(N_TIMES), str(SFREQ)], check=True)
-    with open(fif, "rb") as f:
-        while f.read(1 << 24):
-            pass
+    warm_page_cache(fif)
     return fif
 
 

@@ -60,6 +60,13 @@ def run_child(cmd):
     return json.loads(res["stdout"].strip().splitlines()[-1]), wall, res["maxrss_kib"] / 1024
 
 
+def warm_page_cache(path):
+    """Reads `path` once so the page cache holds it for every reader that follows."""
+    with open(path, "rb") as f:
+        while f.read(1 << 24):
+            pass
+
+
 def prepare_bench_file(out):
     """The generated ds000117-sized FIF (written once, never committed), read once so the
     page cache holds it for every reader that follows."""
@@ -69,9 +76,7 @@ def prepare_bench_file(out):
     if not fif.exists():
         subprocess.run([BIN / "bf-fixtures", "raw-fif", "--out", fif, "--full-run"], check=True,
                        stdout=subprocess.DEVNULL)
-    with open(fif, "rb") as f:
-        while f.read(1 << 24):
-            pass
+    warm_page_cache(fif)
     return fif
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_read import BIN, run_child  # noqa: E402
+from bench_read import BIN, run_child, warm_page_cache  # noqa: E402
 
 MNE_TOKENIZE = r"""
 import sys, time, json
@@ -68,9 +68,7 @@ def main():
     out = Path(args.out_dir).resolve()
     big = fresh_dataset(out / "tokenize-full-run", "--full-run")
     fif = next((big / "ds" / "sub-01").rglob("*_meg.fif"))  # not sub-emptyroom's
-    with open(fif, "rb") as f:  # page cache, for both sides alike
-        while f.read(1 << 24):
-            pass
+    warm_page_cache(fif)  # for both sides alike
     ours, _, ours_rss = run_child([sys.executable, "-c", OURS, big, BIN / "bf-pipeline"])
     theirs, _, mne_rss = run_child([sys.executable, "-c", MNE_TOKENIZE, fif, out / "mne_tokens.parquet"])
     print(f"one run: {fif.stat().st_size / 1e6:.0f} MB, 404 ch × 540,100 samples at 1100 Hz, float32; "

@@ -33,6 +33,15 @@ def run_bf(*args, check=True):
     return proc
 
 
+def run_project(base, *args, check=True):
+    """Runs `bf-pipeline --quiet ARGS --project BASE/brainformer.toml` (text mode)."""
+    proc = subprocess.run([str(bin_path("bf-pipeline")), "--quiet", *map(str, args), "--project", str(base / "brainformer.toml")],
+                          capture_output=True, text=True)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
 def bf_info(path):
     return json.loads(run_bf("info", path, "--json").stdout)
 

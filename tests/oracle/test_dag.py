@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conftest import SHARED_DATA, bin_path
+from conftest import SHARED_DATA, bin_path, run_project
 from shards_check import check_shards
 
 mne.set_log_level("ERROR")
@@ -36,12 +36,7 @@ def project(tmp_path_factory):
     return base
 
 
-def bf(base, *args, check=True):
-    proc = subprocess.run([bin_path("bf-pipeline"), "--quiet", *map(str, args), "--project", base / "brainformer.toml"],
-                          capture_output=True, text=True)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
+bf = run_project
 
 
 def derivatives(base):

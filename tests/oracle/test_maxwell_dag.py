@@ -17,7 +17,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA, bin_path
+from conftest import SHARED_DATA, bin_path, run_project
 
 mne = pytest.importorskip("mne")
 mne_bids = pytest.importorskip("mne_bids")
@@ -71,12 +71,7 @@ def dataset(tmp_path_factory):
     return base, root, bp.fpath
 
 
-def bf(base, *args, check=True):
-    proc = subprocess.run([bin_path("bf-pipeline"), "--quiet", *map(str, args), "--project", base / "brainformer.toml"],
-                          capture_output=True, text=True)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
+bf = run_project
 
 
 def outputs(root):
