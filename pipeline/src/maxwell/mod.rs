@@ -234,10 +234,13 @@ impl<'a> Maxwell<'a> {
             let len = hi - lo;
             y.resize(rows.len() * len, 0.0);
             gemm::mul_rows(&t, &x[lo - start..], len, n, &mut y);
+            let weights = st.windows.weights(wi).map(|w| &w[lo - a..hi - a]);
             for (k, &(i, _)) in meg.iter().enumerate() {
                 let dst = &mut out[i * n + (lo - start)..i * n + (hi - start)];
-                for (j, (d, v)) in dst.iter_mut().zip(&y[k * len..(k + 1) * len]).enumerate() {
-                    *d += st.windows.weight(wi, lo + j - a) * v;
+                let src = &y[k * len..(k + 1) * len];
+                match weights {
+                    None => dst.iter_mut().zip(src).for_each(|(d, v)| *d += v),
+                    Some(w) => dst.iter_mut().zip(src).zip(w).for_each(|((d, v), w)| *d += w * v),
                 }
             }
         }

@@ -96,20 +96,16 @@ impl Windows {
         Ok(Windows { spans, weights: Some((first, h.clone(), last)) })
     }
 
-    /// Weight of window `wi` at its `j`-th sample.
-    pub fn weight(&self, wi: usize, j: usize) -> f64 {
-        match &self.weights {
-            None => 1.0,
-            Some((first, mid, last)) => {
-                if wi == 0 {
-                    first[j]
-                } else if wi == self.spans.len() - 1 {
-                    last[j]
-                } else {
-                    mid[j]
-                }
-            }
-        }
+    /// Weights of window `wi`, one per sample from its start (None: boxcar, every weight 1).
+    pub fn weights(&self, wi: usize) -> Option<&[f64]> {
+        let (first, mid, last) = self.weights.as_ref()?;
+        Some(if wi == 0 {
+            first
+        } else if wi == self.spans.len() - 1 {
+            last
+        } else {
+            mid
+        })
     }
 }
 
@@ -208,7 +204,7 @@ mod tests {
             let mut sum = vec![0.0; n];
             for (wi, &(a, b)) in w.spans.iter().enumerate() {
                 for t in a..b {
-                    sum[t] += w.weight(wi, t - a);
+                    sum[t] += w.weights(wi).expect("overlapping")[t - a];
                 }
             }
             assert!(sum.iter().all(|s| (s - 1.0).abs() < 1e-12), "n {n} len {len}: {:?}", &sum[..10.min(n)]);
