@@ -7,7 +7,8 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 use bf_pipeline::formats::fif::write::{write_raw, WriteOptions};
-use bf_pipeline::maxwell::{BadCondition, CoordFrame, Maxwell, MaxwellParams, Origin, Regularize};
+use bf_pipeline::config::MaxwellConfig;
+use bf_pipeline::maxwell::{BadCondition, Maxwell, MaxwellParams};
 use bf_pipeline::RawReader;
 
 pub struct MaxwellArgs {
@@ -26,16 +27,29 @@ pub struct MaxwellArgs {
 }
 
 pub fn params(a: &MaxwellArgs) -> Result<MaxwellParams> {
-    let origin: Origin = a.origin.parse().map_err(|e| anyhow::anyhow!("--{e}"))?;
-    let coord_frame: CoordFrame = a.coord_frame.parse().map_err(|e| anyhow::anyhow!("--{}", String::from(e).replace("coord_frame", "coord-frame")))?;
-    let regularize: Regularize = a.regularize.parse().map_err(|e| anyhow::anyhow!("--{e}"))?;
     let bad_condition = match a.bad_condition.as_str() {
         "error" => BadCondition::Error,
         "ignore" => BadCondition::Ignore,
         b => bail!("--bad-condition is error or ignore, got {b:?}"),
     };
-    Ok(MaxwellParams { origin, coord_frame, int_order: a.int_order, ext_order: a.ext_order, regularize, bad_condition, calibration: a.calibration.clone(), cross_talk: a.cross_talk.clone(),
-        st_duration: a.st_duration, st_correlation: a.st_correlation, st_overlap: a.st_overlap, ..MaxwellParams::default() })
+    let cfg = MaxwellConfig {
+        origin: a.origin.clone(),
+        coord_frame: a.coord_frame.clone(),
+        int_order: a.int_order,
+        ext_order: a.ext_order,
+        regularize: a.regularize.clone(),
+        st_duration: a.st_duration,
+        st_correlation: a.st_correlation,
+        st_overlap: a.st_overlap,
+        ..MaxwellConfig::default()
+    };
+    // The command takes head or meg only (it has no recording to decide "auto" from yet).
+    if a.coord_frame == "auto" {
+        bail!("--coord-frame is head or meg, got \"auto\"");
+    }
+    let p = MaxwellParams::from_config(&cfg, a.calibration.clone(), a.cross_talk.clone(), true)
+        .map_err(|e| anyhow::anyhow!("--{}", e.replace("coord_frame", "coord-frame")))?;
+    Ok(MaxwellParams { bad_condition, ..p })
 }
 
 pub fn run(input: &Path, out: &Path, a: &MaxwellArgs) -> Result<()> {

@@ -6,9 +6,8 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use super::{Node, Project, RunEntry, RunMaxwell, Stage};
-use crate::config::MaxwellConfig;
-use crate::maxwell::{find_bad_channels_maxwell, read_head_geometry, CoordFrame, FindBadsParams, HeadGeometry, Maxwell, MaxwellParams};
+use super::{Node, Project, RunEntry, Stage};
+use crate::maxwell::{find_bad_channels_maxwell, read_head_geometry, CoordFrame, FindBadsParams, Maxwell, MaxwellParams};
 use crate::bads::{find_bad_channels, interpolate_bads_eeg, BadReason, BadsParams};
 use crate::bids::Dataset;
 use crate::clean::{clean, CleanParams};
@@ -36,30 +35,6 @@ pub fn preprocess_params(cfg: &ProjectConfig, run: &RunEntry) -> Value {
         v["maxwell"] = json!({"config": cfg.maxwell, "files": m.files_hash});
     }
     v
-}
-
-/// MNE's `maxwell_filter` parameters from `[maxwell]` for a recording with geometry `geom`
-/// (`coord_frame = "auto"`: head when it has a device→head transform, else meg).
-fn maxwell_params(cfg: &MaxwellConfig, m: &RunMaxwell, geom: &HeadGeometry, file: &std::path::Path) -> Result<MaxwellParams> {
-    let bad = |e: String| Error::request(file, format!("[maxwell] in brainformer.toml: {e}"));
-    let coord_frame = match cfg.coord_frame.as_str() {
-        "auto" if geom.dev_head_t.is_some() => CoordFrame::Head,
-        "auto" => CoordFrame::Meg,
-        f => f.parse().map_err(bad)?,
-    };
-    Ok(MaxwellParams {
-        origin: cfg.origin.parse().map_err(bad)?,
-        coord_frame,
-        int_order: cfg.int_order,
-        ext_order: cfg.ext_order,
-        regularize: cfg.regularize.parse().map_err(bad)?,
-        calibration: m.calibration.clone(),
-        cross_talk: m.cross_talk.clone(),
-        st_duration: cfg.st_duration,
-        st_correlation: cfg.st_correlation,
-        st_overlap: cfg.st_overlap,
-        ..MaxwellParams::default()
-    })
 }
 
 /// Neuromag/Elekta/MEGIN sensors (VectorView and TRIUX gradiometers and magnetometers):
@@ -165,7 +140,8 @@ fn preprocess(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<St
         }
         Some(m) => {
             let geom = read_head_geometry(&run.file)?;
-            let params = maxwell_params(&project.config.maxwell, m, &geom, &run.file)?;
+            let params = MaxwellParams::from_config(&project.config.maxwell, m.calibration.clone(), m.cross_talk.clone(), geom.dev_head_t.is_some())
+                .map_err(|e| Error::request(&run.file, format!("[maxwell] in brainformer.toml: {e}")))?;
             let mut found = json!(null);
             if project.config.maxwell.find_bads {
                 let probe = WithInfo { inner: reader.as_ref(), info: info.clone() };

@@ -121,6 +121,32 @@ impl Default for MaxwellParams {
     }
 }
 
+impl MaxwellParams {
+    /// The parameters `[maxwell]` (or the command line, through the same struct) names, with
+    /// the site files to use. `coord_frame = "auto"` is head when the recording has a
+    /// device→head transform (`has_dev_head_t`), else meg. Errors say which setting is wrong.
+    pub fn from_config(cfg: &crate::config::MaxwellConfig, calibration: Option<PathBuf>, cross_talk: Option<PathBuf>, has_dev_head_t: bool) -> std::result::Result<Self, String> {
+        let coord_frame = match cfg.coord_frame.as_str() {
+            "auto" if has_dev_head_t => CoordFrame::Head,
+            "auto" => CoordFrame::Meg,
+            f => f.parse()?,
+        };
+        Ok(MaxwellParams {
+            origin: cfg.origin.parse()?,
+            coord_frame,
+            int_order: cfg.int_order,
+            ext_order: cfg.ext_order,
+            regularize: cfg.regularize.parse()?,
+            calibration,
+            cross_talk,
+            st_duration: cfg.st_duration,
+            st_correlation: cfg.st_correlation,
+            st_overlap: cfg.st_overlap,
+            ..MaxwellParams::default()
+        })
+    }
+}
+
 /// The fixed SSS projection of one recording.
 #[derive(Clone, Debug)]
 pub struct SssOperator {
