@@ -69,7 +69,8 @@ def main():
     big = fresh_dataset(out / "tokenize-full-run", "--full-run")
     fif = next((big / "ds" / "sub-01").rglob("*_meg.fif"))  # not sub-emptyroom's
     warm_page_cache(fif)  # for both sides alike
-    ours, _, ours_rss = run_child([sys.executable, "-c", OURS, big, BIN / "bf-pipeline"])
+    # One subject: no validation or test subject, on purpose.
+    ours, _, ours_rss = run_child([sys.executable, "-c", OURS, big, BIN / "bf-pipeline", "--allow-empty-split"])
     theirs, _, mne_rss = run_child([sys.executable, "-c", MNE_TOKENIZE, fif, out / "mne_tokens.parquet"])
     print(f"one run: {fif.stat().st_size / 1e6:.0f} MB, 404 ch × 540,100 samples at 1100 Hz, float32; "
           f"machine: {platform.machine()}, {os.cpu_count()} cores")

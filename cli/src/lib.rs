@@ -14,11 +14,72 @@ pub fn init_logging(quiet: bool) {
 }
 
 /// Ends the process with the error's whole chain on one line (`file: what is wrong`) and
-/// exit code 1, instead of a debug dump with a backtrace.
+/// exit code 1, instead of a debug dump with a backtrace; a [`Resumable`] stop prints its
+/// message and exits with [`EXIT_RESUMABLE`].
 pub fn exit_on_error(result: anyhow::Result<()>) {
     if let Err(e) = result {
+        if let Some(r) = e.downcast_ref::<Resumable>() {
+            eprintln!("{r}");
+            std::process::exit(EXIT_RESUMABLE);
+        }
         eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
+    }
+}
+
+/// Exit status of a command stopped by a signal at a safe point, whose rerun continues
+/// (EX_TEMPFAIL of sysexits.h, "try again later"; bf-train uses it too).
+pub const EXIT_RESUMABLE: i32 = 75;
+
+/// A command stopped by a signal at a safe point: the message says what is kept and how to
+/// continue.
+#[derive(Debug)]
+pub struct Resumable(pub String);
+
+impl std::fmt::Display for Resumable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Resumable {}
+
+/// SIGTERM, SIGINT and SIGUSR1 for commands that stop between units of work (the pipeline's
+/// targets): the first records itself, a second one of SIGTERM/SIGINT ends the process at once
+/// with status 128 + 2 (safe where every output is written atomically: the next run sweeps the
+/// temporaries). SLURM sends SIGTERM (or `--signal`) before a time limit or a preemption.
+#[derive(Clone)]
+pub struct StopSignals {
+    signal: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl StopSignals {
+    pub fn install() -> anyhow::Result<StopSignals> {
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+        use std::sync::Arc;
+        use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+        let signal = Arc::new(AtomicUsize::new(0));
+        let armed = Arc::new(AtomicBool::new(false));
+        for sig in [SIGTERM, SIGINT, SIGUSR1] {
+            // Handlers run in the order they were registered: the shutdown sees `armed` as the
+            // previous signal left it.
+            if sig != SIGUSR1 {
+                signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&armed))
+                    .map_err(|e| anyhow::anyhow!("installing a handler for signal {sig}: {e}"))?;
+            }
+            signal_hook::flag::register_usize(sig, Arc::clone(&signal), sig as usize)
+                .map_err(|e| anyhow::anyhow!("installing a handler for signal {sig}: {e}"))?;
+            signal_hook::flag::register(sig, Arc::clone(&armed)).map_err(|e| anyhow::anyhow!("installing a handler for signal {sig}: {e}"))?;
+        }
+        Ok(StopSignals { signal })
+    }
+
+    /// The name of the signal received, if any.
+    pub fn received(&self) -> Option<&'static str> {
+        match self.signal.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => None,
+            sig => Some(signal_hook::low_level::signal_name(sig as i32).unwrap_or("a signal")),
+        }
     }
 }
 

@@ -7,6 +7,7 @@ import json
 import os
 import random
 import shlex
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -94,6 +95,106 @@ def test_sigkill_then_rerun_gives_the_same_bytes(project, built):
     assert shard_hashes(project) == built
     leftovers = [p for p in derivatives(project).rglob("*") if ".tmp-" in p.name or p.name.startswith(".bf-transpose")]
     assert leftovers == [], leftovers
+
+
+def start_tokenize(base, *args, stderr=subprocess.DEVNULL):
+    return subprocess.Popen([bin_path("bf-pipeline"), "--quiet", *map(str, args), "--project", base / "brainformer.toml"],
+                            stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+
+
+def wait_until(what, cond, proc, timeout=60):
+    t0 = time.time()
+    while not cond():
+        assert proc.poll() is None, f"the process ended before {what}"
+        assert time.time() - t0 < timeout, f"timed out waiting until {what}"
+        time.sleep(0.05)
+
+
+def holds_lock(base, proc):
+    lock = derivatives(base) / ".lock"
+    return lambda: lock.exists() and f'"pid":{proc.pid},' in lock.read_text()
+
+
+def test_two_tokenize_at_once_refuse_or_wait_and_leave_consistent_shards(project, built):
+    """The race of issue 19: a second tokenize with other settings (--window 128) while one
+    runs. With --no-wait it refuses at once, naming the running one; without, it waits for the
+    lock, then plans on what the first left: every shard of every split has 128-sample
+    windows and one metadata (without the lock, train/validation could keep 256)."""
+    first = start_tokenize(project, "tokenize", "--force", "preprocess", "--jobs", "1")
+    wait_until("the first tokenize holds the lock", holds_lock(project, first), first)
+    refused = bf(project, "tokenize", "--window", "128", "--stride", "128", "--no-wait", check=False)
+    assert refused.returncode == 1, refused.stderr
+    assert "in use by another bf-pipeline" in refused.stderr and f"pid {first.pid} " in refused.stderr, refused.stderr
+    assert refused.stderr.count("\n") == 1, refused.stderr
+    second = start_tokenize(project, "tokenize", "--window", "128", "--stride", "128", stderr=subprocess.PIPE)
+    assert first.wait(timeout=300) == 0
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err
+    assert "waiting for it to finish" in err and f"pid {first.pid} " in err, err
+    check_shards(derivatives(project) / "shards", n_eeg=70, n_meg=306, window=128, full_datasets=False)
+    bf(project, "tokenize")
+    assert shard_hashes(project) == built
+
+
+def test_array_tasks_share_the_lock_and_a_global_run_waits_for_them(project, built):
+    """--shard i/n tasks take the lock shared: two run at once (neither waits), while a
+    tokenize, which writes the stages over all runs, is refused (--no-wait) until they end."""
+    tasks = [start_tokenize(project, "segment", "--shard", f"{i}/2", "--force", "preprocess", "--jobs", "1", stderr=subprocess.PIPE)
+             for i in range(2)]
+    for t in tasks:
+        wait_until("both array tasks hold the lock", holds_lock(project, t), t)
+    refused = bf(project, "tokenize", "--no-wait", check=False)
+    assert refused.returncode == 1 and "in use by another bf-pipeline" in refused.stderr, refused.stderr
+    assert all(f"pid {t.pid} " in refused.stderr for t in tasks), refused.stderr
+    for t in tasks:
+        _, err = t.communicate(timeout=300)
+        assert t.returncode == 0 and "waiting" not in err, err
+    assert "nothing to do" in bf(project, "tokenize").stdout
+    assert shard_hashes(project) == built
+
+
+def test_sigterm_stops_tokenize_between_targets_and_a_rerun_continues(project, built):
+    """SIGTERM (SLURM's notice before a time limit or a preemption): the target in progress
+    finishes, no other starts, the exit status is 75 with a message saying a rerun continues,
+    nothing half-written stays, and the rerun builds only what is left, to the same bytes."""
+    bf(project, "clean", "--yes")
+    proc = start_tokenize(project, "tokenize", "--jobs", "1", stderr=subprocess.PIPE)
+    stamps = derivatives(project) / "stamps" / "preprocess"
+    wait_until("one run is preprocessed", lambda: len(list(stamps.glob("*.json"))) >= 1, proc, timeout=120)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err
+    assert "stopped by SIGTERM" in err and "run the same command again to continue" in err, err
+    leftovers = [p for p in derivatives(project).rglob("*") if ".tmp-" in p.name or p.name.startswith(".bf-transpose")]
+    assert leftovers == [], leftovers
+    plan = json.loads(bf(project, "plan", "--json").stdout)
+    done = [t["target"] for t in plan if not t["build"]]
+    assert any(t.startswith("preprocess:") for t in done) and "shards" not in done, done
+    assert all(t.startswith("preprocess:") for t in done), done
+    out = bf(project, "tokenize").stdout
+    assert f"{len(done)} up to date" in out, out
+    assert shard_hashes(project) == built
+
+
+def test_a_split_without_subjects_is_refused_unless_allowed(tmp_path):
+    """Two subjects: validation and test (15 % each) get nobody. tokenize refuses before
+    building anything, naming the splits and the counts; --allow-empty-split goes on with a
+    warning. Every run prints how many subjects each split holds."""
+    subprocess.run([bin_path("bf-fixtures"), "--out", tmp_path / "ds", "--subjects", "2", "--runs", "1", "--seconds", "12"],
+                   check=True, capture_output=True)
+    subprocess.run([bin_path("bf-pipeline"), "--quiet", "ingest", tmp_path / "ds"], cwd=tmp_path, check=True, capture_output=True)
+    counts = "splits: train 2 subjects (2 runs), validation 0 subjects (0 runs), test 0 subjects (0 runs)"
+    proc = bf(tmp_path, "tokenize", check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "no subject in the validation (validation_fraction 0.15 of 2) and the test (test_fraction 0.15 of 2) splits" in proc.stderr, proc.stderr
+    assert "--allow-empty-split" in proc.stderr and counts.removeprefix("splits: ") in proc.stderr, proc.stderr
+    assert list((derivatives(tmp_path) / "stamps").glob("*/*.json")) == []  # no target built
+    proc = bf(tmp_path, "tokenize", "--allow-empty-split")
+    assert counts in proc.stdout, proc.stdout
+    assert "warning: no subject in the validation" in proc.stderr, proc.stderr
+    data = derivatives(tmp_path) / "shards" / "data"
+    rows = {split: sum(pl.read_parquet(p).height for p in data.glob(f"{split}-*.parquet")) for split in ("train", "validation", "test")}
+    assert rows["train"] > 0 and rows["validation"] == rows["test"] == 0, rows
 
 
 def test_no_subject_in_two_splits_and_tokenizer_fitted_on_train(project, built):

@@ -4,12 +4,15 @@
 //! `bf_pipeline::dag`; this file loads the project, applies command-line overrides, sizes the
 //! thread pool and draws the progress bars.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use bf_pipeline::config::{ProjectConfig, PROJECT_FILE};
-use bf_pipeline::dag::{self, inputs::discover_runs, Plan, Project, RunOptions, Stage, STAGES};
+use bf_pipeline::dag::lock::{self, FolderLock, LockMode};
+use bf_pipeline::dag::{self, inputs::discover_runs, stages, Plan, Project, RunOptions, Stage, STAGES};
+
+use crate::StopSignals;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -73,6 +76,19 @@ pub struct DagArgs {
     /// --shard.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
+    /// When another pipeline process holds derivatives/brainformer's lock, stop with an error
+    /// naming it instead of waiting for it to finish.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Folder for preprocess's scratch copies (each run transposed as f64, ~2x a float32 FIF;
+    /// removed when the run is done). Default: beside the outputs. A free-space check covers
+    /// it and the outputs before anything starts.
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
+    /// Go on (with a warning) when the train/validation/test split leaves a split with a
+    /// non-zero fraction without any subject (or run); by default tokenize refuses.
+    #[arg(long)]
+    pub allow_empty_split: bool,
 }
 
 impl DagArgs {
@@ -159,8 +175,95 @@ impl DagArgs {
         let config = self.config()?;
         let root = config.dataset.root.clone();
         let runs = discover_runs(&config)?;
-        Ok(Project { root, config, runs })
+        Ok(Project { root, config, runs, scratch: self.scratch.clone() })
     }
+
+    /// Exclusive unless this is an array task (`--shard i/n`, n > 1) running per-run targets.
+    fn lock_mode(&self, opts: &RunOptions) -> LockMode {
+        match opts.shard {
+            Some((_, n)) if n > 1 => LockMode::Shared,
+            _ => LockMode::Exclusive,
+        }
+    }
+}
+
+/// This process's command line, for the lock's list of holders.
+fn command_line() -> String {
+    std::env::args_os().map(|w| crate::shell_quote(&w.to_string_lossy())).collect::<Vec<_>>().join(" ")
+}
+
+/// Takes derivatives/brainformer's lock: at once when it is free; else, with --no-wait, an
+/// error naming the holders; else waits (polling, so a signal can end the wait), saying once
+/// whom it waits for. `Ok(None)`: a signal came while waiting.
+fn take_lock(der: &Path, mode: LockMode, no_wait: bool, stop: Option<&StopSignals>) -> Result<Option<FolderLock>> {
+    let who = || {
+        let h = lock::holders(der);
+        if h.is_empty() { "another process (no record of it)".to_string() } else { h.iter().map(|h| h.describe()).collect::<Vec<_>>().join("; ") }
+    };
+    let mut told = false;
+    loop {
+        if let Some(l) = FolderLock::try_acquire(der, mode, &command_line())? {
+            if told {
+                eprintln!("{}: lock taken, going on", der.display());
+            }
+            return Ok(Some(l));
+        }
+        if no_wait {
+            bail!(
+                "{}: in use by another bf-pipeline ({}); nothing was done. Rerun when it has finished, or without --no-wait to wait for it",
+                der.display(),
+                who()
+            );
+        }
+        if !told {
+            eprintln!("{}: in use by another bf-pipeline ({}); waiting for it to finish (--no-wait refuses instead)", der.display(), who());
+            told = true;
+        }
+        if stop.is_some_and(|s| s.received().is_some()) {
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Subjects (or runs, with split.by = "run") per split: refuses a split with a positive
+/// fraction and nobody in it unless `allow_empty`, then prints the counts.
+fn check_splits(project: &Project, allow_empty: bool) -> Result<Vec<String>> {
+    let assignment = stages::assign_splits(project);
+    let s = &project.config.split;
+    let mut counts = Vec::new();
+    for (split, fraction) in [("train", 1.0 - s.validation_fraction - s.test_fraction), ("validation", s.validation_fraction), ("test", s.test_fraction)] {
+        let runs: Vec<&dag::RunEntry> = project.runs.iter().zip(&assignment).filter(|(_, a)| **a == split).map(|(r, _)| r).collect();
+        let mut subjects: Vec<&str> = runs.iter().map(|r| r.subject.as_str()).collect();
+        subjects.sort_unstable();
+        subjects.dedup();
+        counts.push((split, fraction, subjects.len(), runs.len()));
+    }
+    let line = counts
+        .iter()
+        .map(|(split, _, subj, runs)| format!("{split} {subj} subject{} ({runs} run{})", if *subj == 1 { "" } else { "s" }, if *runs == 1 { "" } else { "s" }))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let unit = if s.by == "run" { "run" } else { "subject" };
+    let n_units = if s.by == "run" { project.runs.len() } else { counts.iter().map(|c| c.2).sum() };
+    let empty: Vec<String> = counts
+        .iter()
+        .filter(|(_, fraction, subj, runs)| *fraction > 0.0 && if s.by == "run" { *runs == 0 } else { *subj == 0 })
+        .map(|(split, fraction, ..)| format!("{split} ({split}_fraction {fraction} of {n_units})"))
+        .collect();
+    let mut warnings = Vec::new();
+    if !empty.is_empty() {
+        let what = format!("no {unit} in the {} split{}: {n_units} {unit}(s) in all, split as {line}", empty.join(" and the "), if empty.len() > 1 { "s" } else { "" });
+        if !allow_empty {
+            bail!(
+                "{}: {what}. Nothing was built. Add {unit}s, set [split] validation_fraction/test_fraction in the project file (0 means none, on purpose), or pass --allow-empty-split to go on without them",
+                project.config.dataset.root.display()
+            );
+        }
+        warnings.push(format!("{what}; going on (--allow-empty-split)"));
+    }
+    println!("splits: {line}");
+    Ok(warnings)
 }
 
 fn stage_names() -> String {
@@ -183,31 +286,89 @@ fn validate(c: &ProjectConfig) -> Result<()> {
 }
 
 /// `bf-pipeline tokenize | preprocess | segment`: build everything up to `until`.
+///
+/// Takes derivatives/brainformer's lock first (exclusive; shared for `--shard i/n` tasks),
+/// then plans, so a process that waited sees what the other built. SIGTERM/SIGINT/SIGUSR1:
+/// the targets in progress finish, none starts, and the command exits with
+/// [`crate::EXIT_RESUMABLE`]; a second SIGTERM/SIGINT ends it at once.
 pub fn run(args: &DagArgs, until: Stage, quiet: bool) -> Result<()> {
+    let stop = crate::StopSignals::install()?;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(args.jobs.unwrap_or(0)).build().context("thread pool")?;
+    let config = args.config()?;
+    let options = args.options(until)?;
+    let der = bf_pipeline::ingest::derivatives_dir(&config.dataset.root);
+    let Some(held) = take_lock(&der, args.lock_mode(&options), args.no_wait, Some(&stop))? else {
+        return Err(crate::Resumable(format!("stopped by {} while waiting for {}'s lock; nothing was done", stop.received().unwrap_or("a signal"), der.display())).into());
+    };
     pool.install(|| {
         let project = args.project()?;
-        let plan = dag::plan(&project, &args.options(until)?)?;
+        let plan = dag::plan(&project, &options)?;
+        let global = plan.nodes.iter().zip(&plan.status).any(|(n, s)| n.stage == Stage::Split && s != &dag::Status::OtherShard);
+        let mut warnings = if global { check_splits(&project, args.allow_empty_split)? } else { vec![] };
         let todo = plan.status.iter().filter(|s| s.needs_build()).count();
         if todo == 0 {
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
             println!("nothing to do: all {} targets up to date", plan.nodes.len());
             return Ok(());
         }
+        dag::space::space_need(&project, &plan, rayon::current_num_threads()).require()?;
         let bars = Bars::new(quiet, todo);
-        let summary = dag::execute(&project, &plan, &bars)?;
+        let watcher = StopAnnouncer::start(&stop);
+        let summary = dag::execute(&project, &plan, &held, &bars, &|| stop.received().is_some())?;
+        drop(watcher);
         bars.finish();
-        for m in &summary.messages {
+        warnings.extend(summary.messages.iter().cloned());
+        for m in &warnings {
             eprintln!("warning: {m}");
         }
         let built: Vec<String> = summary.built.iter().map(|(s, n)| format!("{} {}", n, s.name())).collect();
+        if summary.left > 0 {
+            return Err(crate::Resumable(format!(
+                "stopped by {}: {} target(s) built ({}), {} left; every finished target is kept and nothing is half-written: run the same command again to continue",
+                stop.received().unwrap_or("a signal"),
+                summary.built.values().sum::<usize>(),
+                if built.is_empty() { "none".to_string() } else { built.join(", ") },
+                summary.left
+            ))
+            .into());
+        }
         println!("built {} ({} up to date)", built.join(", "), summary.up_to_date);
-        if until == Stage::Shards {
+        if until == Stage::Shards && options.shard.is_none_or(|(_, n)| n == 1) {
             let shards = project.derivatives().join("shards");
             println!("shards: {}", shards.display());
             println!("load them: python -c \"import datasets; print(datasets.load_dataset('{}'))\"", shards.display());
         }
         Ok(())
     })
+}
+
+/// Says once, as soon as a stop signal arrives, that the run is finishing the targets in
+/// progress (a signal handler cannot print). Stops watching when dropped.
+struct StopAnnouncer(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl StopAnnouncer {
+    fn start(stop: &crate::StopSignals) -> StopAnnouncer {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (d, stop) = (done.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !d.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Some(sig) = stop.received() {
+                    eprintln!("{sig}: finishing the targets in progress, then stopping (send it again to stop at once; outputs stay whole)");
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+        StopAnnouncer(done)
+    }
+}
+
+impl Drop for StopAnnouncer {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// `bf-pipeline plan`: every target, whether it would run, and why.
@@ -257,7 +418,8 @@ pub fn config(args: &DagArgs) -> Result<()> {
     Ok(())
 }
 
-/// `bf-pipeline clean`: removes `derivatives/brainformer` except the manifest (ingest's).
+/// `bf-pipeline clean`: removes `derivatives/brainformer` except the manifest (ingest's),
+/// holding the folder's lock.
 pub fn clean(args: &DagArgs, yes: bool) -> Result<()> {
     let c = args.config()?;
     let der = bf_pipeline::ingest::derivatives_dir(&c.dataset.root);
@@ -265,10 +427,12 @@ pub fn clean(args: &DagArgs, yes: bool) -> Result<()> {
         println!("nothing to remove: {} does not exist", der.display());
         return Ok(());
     }
+    let _held = if yes { take_lock(&der, LockMode::Exclusive, args.no_wait, None)? } else { None };
+    // The lock file stays: a process waiting on it must not end up locking a removed file.
     let entries: Vec<PathBuf> = std::fs::read_dir(&der)
         .with_context(|| format!("{}: cannot list", der.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().is_some_and(|n| n != "manifest.parquet"))
+        .filter(|p| p.file_name().is_some_and(|n| n != "manifest.parquet" && n != lock::LOCK_FILE))
         .collect();
     if !yes {
         for e in &entries {

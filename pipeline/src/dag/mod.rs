@@ -16,6 +16,8 @@
 //! inputs give the same bytes for any `--jobs`.
 
 pub mod inputs;
+pub mod lock;
+pub mod space;
 pub mod stages;
 
 use std::collections::BTreeMap;
@@ -179,6 +181,9 @@ pub struct Project {
     pub root: PathBuf,
     pub config: ProjectConfig,
     pub runs: Vec<RunEntry>,
+    /// Where preprocess puts its transposed scratch copy of a run (`--scratch`); `None`:
+    /// beside the run's outputs.
+    pub scratch: Option<PathBuf>,
 }
 
 impl Project {
@@ -378,36 +383,84 @@ pub struct Summary {
     pub built: BTreeMap<Stage, usize>,
     pub up_to_date: usize,
     pub messages: Vec<String>,
+    /// Targets left unbuilt because `stop` asked to stop (0 when the run finished).
+    pub left: usize,
 }
 
 /// Runs every target that needs building, stage by stage; targets of a per-run stage run in
 /// parallel on the current rayon pool. Stops at the first error (finished targets stay).
-pub fn execute(project: &Project, plan: &Plan, progress: &dyn Progress) -> Result<Summary> {
-    remove_stale_temporaries(&project.derivatives());
+///
+/// `stop` is asked before each target starts: once it says true, targets in progress finish
+/// (outputs and stamp written) and no other starts; [`Summary::left`] counts those left.
+/// Each per-run target is built holding its run's lock ([`lock::lock_run`]); the caller
+/// holds the folder's lock (`held`). Temporaries of killed processes are swept only under
+/// the exclusive lock: shared holders may be array tasks on other machines, whose process
+/// ids mean nothing here.
+pub fn execute(project: &Project, plan: &Plan, held: &lock::FolderLock, progress: &dyn Progress, stop: &(dyn Fn() -> bool + Sync)) -> Result<Summary> {
+    if held.mode() == lock::LockMode::Exclusive {
+        remove_stale_temporaries(&project.derivatives());
+        if let Some(dir) = &project.scratch {
+            remove_stale_scratch(dir);
+        }
+    }
     let mut summary = Summary { up_to_date: plan.status.iter().filter(|s| !s.needs_build()).count(), ..Default::default() };
     for stage in STAGES {
         let todo: Vec<usize> = (0..plan.nodes.len()).filter(|&i| plan.nodes[i].stage == stage && plan.status[i].needs_build()).collect();
         if todo.is_empty() {
             continue;
         }
+        if stop() {
+            summary.left += todo.len();
+            continue;
+        }
         progress.stage_started(stage, todo.len());
-        let results: Vec<Result<Vec<String>>> = todo
+        let results: Vec<Result<Option<Vec<String>>>> = todo
             .par_iter()
             .map(|&i| {
+                if stop() {
+                    return Ok(None);
+                }
                 let node = &plan.nodes[i];
+                let _run_lock = match node.run {
+                    Some(r) => Some(lock::lock_run(&project.derivatives(), &project.runs[r].id)?),
+                    None => None,
+                };
                 let (outputs, messages) = stages::build(project, node)?;
                 write_stamp(project, node, &plan.nodes, &outputs)?;
                 progress.target_done(stage, &node.id(project));
-                Ok(messages)
+                Ok(Some(messages))
             })
             .collect();
         progress.stage_finished(stage);
+        let mut built = 0;
         for r in results {
-            summary.messages.extend(r?);
+            match r? {
+                Some(m) => {
+                    summary.messages.extend(m);
+                    built += 1;
+                }
+                None => summary.left += 1,
+            }
         }
-        summary.built.insert(stage, todo.len());
+        if built > 0 {
+            summary.built.insert(stage, built);
+        }
     }
     Ok(summary)
+}
+
+/// Deletes the transposed scratch copies (`.bf-transpose-PID-…`, at the top of `dir` only:
+/// a `--scratch` folder may be shared with other programs) whose process is gone.
+fn remove_stale_scratch(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(".bf-transpose-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::info!(path = %entry.path().display(), "removing a scratch file left by an interrupted run");
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Deletes temporaries (`.NAME.tmp-PID`, `.bf-transpose-PID-…`) left by a process that was

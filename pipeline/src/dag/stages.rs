@@ -183,8 +183,8 @@ fn preprocess(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<St
         screen: Some(FlatClipParams::default()),
         ..Default::default()
     };
-    // The scratch copy goes beside the output (same filesystem), removed when done.
-    let scratch = project.run_dir(run);
+    // The scratch copy goes to --scratch, else beside the output; removed when done.
+    let scratch = project.scratch.clone().unwrap_or_else(|| project.run_dir(run));
     let mut cleaned = clean(reader, &params, &scratch, &|| {})?;
 
     // After Maxwell filtering the MEG bads are reconstructed channels (its reader cleared them).

@@ -40,7 +40,7 @@ use std::sync::Mutex;
 
 pub use openneuro::{local_path, part_path, relative_path};
 pub use plan::{
-    both, human_bytes, local_state, nearest_existing, space_margin, space_needed, DownloadPlan, LocalState,
+    available_space, both, human_bytes, local_state, nearest_existing, space_margin, space_needed, DownloadPlan, LocalState,
     PlanGroup, PlanTotals, PlannedFile, SpaceCheck, FREE_SPACE_ENV, SPACE_MARGIN_MIN, TOP_LEVEL_GROUP,
 };
 pub use s3::{describe_error_body, etag_kind, parse_list_page, EtagKind, ListPage, RemoteObject, S3Client};

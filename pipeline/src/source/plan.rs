@@ -328,8 +328,9 @@ pub fn nearest_existing(path: &Path) -> PathBuf {
     }
 }
 
-/// `(bytes available, folder measured, overridden by FREE_SPACE_ENV)` for `dest`.
-fn available_space(dest: &Path) -> Result<(u64, PathBuf, bool)> {
+/// `(bytes available, folder measured, overridden by FREE_SPACE_ENV)` for `dest` (also the
+/// pipeline's check before a run, `dag::space`).
+pub fn available_space(dest: &Path) -> Result<(u64, PathBuf, bool)> {
     let at = nearest_existing(dest);
     if let Some(v) = std::env::var_os(FREE_SPACE_ENV) {
         let s = v.to_string_lossy();
