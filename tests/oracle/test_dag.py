@@ -6,7 +6,9 @@ import hashlib
 import json
 import os
 import random
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -273,15 +275,14 @@ def test_plan_graph_config_and_bad_project(project, built, tmp_path):
 
 
 def test_slurm_script_array_tasks_give_the_same_bytes(project, built, tmp_path):
-    """`bf-pipeline slurm` writes a job-array script. Here sbatch is run for real when
-    slurm-wlm is installed (`../shared/slurm/local-slurm` starts a one-node cluster);
-    otherwise each array task and the dependent job are run locally, in a shuffled order,
-    exactly as the script's `--task I` / `--final` entry points run them under SLURM."""
+    """`bf-pipeline slurm` writes a job-array script. Here each array task and the dependent
+    job are run locally, in a shuffled order, through the script's `--task I` / `--final`
+    entry points, which SLURM runs (the next test submits to a real one-node SLURM)."""
     script = tmp_path / "bf.sh"
     out = bf(project, "slurm", "--tasks", "3", "--out", script).stdout
     assert script.exists() and "3 array tasks" in out
     text = script.read_text()
-    assert "--array=0-2" in text and "--dependency=afterok:" in text and "--shard \"$2/3\"" in text
+    assert "--array=0-2" in text and "--dependency=afterok:" in text and "--shard \"${2:-${SLURM_ARRAY_TASK_ID" in text and '}}/3"' in text
     bf(project, "clean", "--yes")
     order = [2, 0, 1]
     for i in order:
@@ -292,31 +293,106 @@ def test_slurm_script_array_tasks_give_the_same_bytes(project, built, tmp_path):
     assert shard_hashes(project) == built
 
 
-def test_slurm_script_submits_from_a_path_with_spaces(project, built, tmp_path):
-    """The script's --wrap commands are run by another shell on the compute node: a path with
-    spaces must reach it quoted. A stand-in `sbatch` records each --wrap, which is then run as
-    SLURM would run it (`sh -c`), with the array task id in the environment."""
-    jobs = tmp_path / "my jobs"
-    jobs.mkdir()
-    script = jobs / "bf run.sh"
-    out = bf(project, "slurm", "--tasks", "2", "--out", script).stdout
-    assert "submit with: bash '" in out, out
+LOCAL_SLURM = SHARED_DATA.parent / "slurm" / "local-slurm"
+
+
+def slurm_unavailable():
+    """Why the real one-node SLURM cannot run here, or None."""
+    if not LOCAL_SLURM.exists():
+        return f"{LOCAL_SLURM} is absent"
+    if not all(shutil.which(b) for b in ("sbatch", "slurmctld", "slurmd", "munged")):
+        return "slurm-wlm and munge are not installed (apt-get install -y slurm-wlm munge)"
+    if os.geteuid() != 0:
+        return "local-slurm needs root (munged and slurmd are started as their users)"
+    return None
+
+
+def wait_for_jobs(env, ids, timeout=600):
+    t0 = time.time()
+    while True:
+        q = subprocess.run(["squeue", "-h", "-o", "%i %T %r", "-j", ",".join(ids)], env=env, capture_output=True, text=True)
+        if q.returncode == 0 and not q.stdout.strip():
+            return
+        assert "DependencyNeverSatisfied" not in q.stdout, q.stdout
+        assert time.time() - t0 < timeout, f"jobs still queued: {q.stdout}"
+        time.sleep(1)
+
+
+def test_slurm_script_runs_its_array_on_a_real_slurm_from_paths_with_spaces(project, built, tmp_path):
+    """The issue's evidence: the project, the dataset and the script under folders whose names
+    have spaces and non-ASCII letters; `bash SCRIPT` submits the array and the dependent job
+    to the one-node SLURM of ../shared/slurm (started here: ~2 s), the jobs run, and the shards
+    are the bytes of a local build. Then a script that sbatch refuses (unknown partition) says
+    so, exits non-zero and leaves nothing queued. Skipped where that SLURM cannot start."""
+    why = slurm_unavailable()
+    if why:
+        pytest.skip(f"needs the real one-node SLURM: {why}")
+    state = tmp_path / "slurm"  # slurm.conf cannot hold a path with spaces: SLURM's own state only
+    start = subprocess.run([LOCAL_SLURM, "start", state], capture_output=True, text=True)
+    try:
+        assert start.returncode == 0, start.stderr
+        env = dict(os.environ, SLURM_CONF=str(state / "slurm.conf"))
+        home = tmp_path / "my project ü"
+        home.mkdir()
+        shutil.copytree(project / "ds", home / "the ds é", ignore=shutil.ignore_patterns("derivatives"))
+        subprocess.run([bin_path("bf-pipeline"), "--quiet", "ingest", home / "the ds é"], cwd=home, check=True, capture_output=True)
+        script = home / "bf run ü.sh"
+        out = bf(home, "slurm", "--tasks", "3", "--cpus-per-task", "1", "--mem", "1G", "--out", script).stdout
+        assert "submit with: bash '" in out, out
+        sub = subprocess.run(["bash", script], env=env, cwd=home, capture_output=True, text=True)
+        assert sub.returncode == 0 and "submitted array job" in sub.stdout, sub.stderr
+        ids = re.search(r"array job (\d+) .* and job (\d+)", sub.stdout).groups()
+        wait_for_jobs(env, ids)
+        logs = {p.name: p.read_text() for p in home.glob("bf-*.log")}
+        assert len(logs) == 4, logs
+        shards = home / "the ds é" / "derivatives" / "brainformer" / "shards"
+        got = {str(p.relative_to(shards)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(shards.rglob("*")) if p.is_file()}
+        assert got == built, logs
+        bad = home / "bad partition.sh"
+        bf(home, "slurm", "--tasks", "2", "--partition", "no-such-partition", "--out", bad)
+        sub = subprocess.run(["bash", bad], env=env, cwd=home, capture_output=True, text=True)
+        assert sub.returncode == 1 and "submitted" not in sub.stdout, sub.stdout
+        assert "sbatch refused the array job" in sub.stderr and "nothing was submitted" in sub.stderr, sub.stderr
+        q = subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True)
+        assert q.stdout.strip() == "", q.stdout
+    finally:
+        subprocess.run([LOCAL_SLURM, "stop", state], capture_output=True)
+
+
+def test_slurm_script_that_cannot_submit_says_so(project, built, tmp_path):
+    """Stand-in sbatch/scancel (no SLURM needed): a refused array job stops the script with
+    status 1 and a message, never "submitted"; a refused final job cancels the array; a
+    project the binary cannot read is caught before anything is submitted."""
+    script = tmp_path / "bf.sh"
+    bf(project, "slurm", "--tasks", "2", "--out", script)
     fake = tmp_path / "bin"
     fake.mkdir()
-    wraps = tmp_path / "wraps.txt"
+    calls = tmp_path / "calls.txt"
     (fake / "sbatch").write_text(
         "#!/usr/bin/env bash\n"
-        "while [ $# -gt 0 ]; do if [ \"$1\" = --wrap ]; then printf '%s\\0' \"$2\" >> " + shlex.quote(str(wraps)) + "; shift; fi; shift; done\n"
-        "echo 4242\n")
-    (fake / "sbatch").chmod(0o755)
+        f"echo sbatch \"$*\" >> {shlex.quote(str(calls))}\n"
+        "n=$(grep -c '^sbatch' " + shlex.quote(str(calls)) + ")\n"
+        "if [ \"$n\" -le \"${ACCEPT:-0}\" ]; then echo 4242; exit 0; fi\n"
+        "echo 'sbatch: error: Batch job submission failed: Invalid account' >&2; exit 1\n")
+    (fake / "scancel").write_text(f"#!/usr/bin/env bash\necho scancel \"$*\" >> {shlex.quote(str(calls))}\n")
+    for f in ("sbatch", "scancel"):
+        (fake / f).chmod(0o755)
     env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}")
-    proc = subprocess.run(["bash", script], env=env, capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 0 and "submitted array job 4242" in proc.stdout, proc.stderr
-    task_cmd, final_cmd = wraps.read_text().split("\0")[:2]
-    for i in range(2):
-        subprocess.run(["sh", "-c", task_cmd], env=dict(env, SLURM_ARRAY_TASK_ID=str(i)), check=True, capture_output=True)
-    subprocess.run(["sh", "-c", final_cmd], env=env, check=True, capture_output=True)
-    assert shard_hashes(project) == built
+    proc = subprocess.run(["bash", script], env=env, capture_output=True, text=True)
+    assert proc.returncode == 1 and "submitted" not in proc.stdout, proc.stdout
+    assert "Invalid account" in proc.stderr and "sbatch refused the array job" in proc.stderr, proc.stderr
+    calls.unlink()
+    proc = subprocess.run(["bash", script], env=dict(env, ACCEPT="1"), capture_output=True, text=True)
+    assert proc.returncode == 1 and "submitted" not in proc.stdout, proc.stdout
+    assert "array job 4242 was cancelled" in proc.stderr, proc.stderr
+    assert calls.read_text().splitlines()[-1] == "scancel 4242"
+    calls.unlink()
+    (project / "brainformer.toml").rename(project / "moved.toml")
+    try:
+        proc = subprocess.run(["bash", script], env=env, capture_output=True, text=True)
+    finally:
+        (project / "moved.toml").rename(project / "brainformer.toml")
+    assert proc.returncode == 1 and "nothing was submitted" in proc.stderr and not calls.exists(), proc.stderr
 
 
 def test_epochs_mode_equals_mne_epochs_with_baseline(project, built):

@@ -531,7 +531,8 @@ fn override_args(a: &DagArgs) -> Vec<String> {
     push("max-shard-mb", a.max_shard_mb.map(|x| x.to_string()));
     push("tmin", a.tmin.map(|x| x.to_string()));
     push("tmax", a.tmax.map(|x| x.to_string()));
-    for (flag, on) in [("--continuous", a.continuous), ("--epochs", a.epochs), ("--no-baseline", a.no_baseline)] {
+    push("scratch", a.scratch.as_ref().map(|d| std::path::absolute(d).unwrap_or_else(|_| d.clone()).to_string_lossy().into_owned()));
+    for (flag, on) in [("--continuous", a.continuous), ("--epochs", a.epochs), ("--no-baseline", a.no_baseline), ("--allow-empty-split", a.allow_empty_split)] {
         if on {
             v.push(flag.to_string());
         }
@@ -547,6 +548,12 @@ fn shell_quote(s: &str) -> String {
 /// array (`SCRIPT --task I`: preprocess + segment of runs I, I+N, … via `--shard I/N`) and a
 /// job that depends on it (`SCRIPT --final`: split, tokenizer fit, tokenize, shards). Tasks
 /// share nothing but the dataset's filesystem: the DAG's stamps and keys make them agree.
+///
+/// The script submits itself as the batch script (`sbatch … SCRIPT --task`), so no command
+/// line is parsed by a shell again (`--wrap` was): paths with spaces, quotes or non-ASCII
+/// characters reach the jobs as they are. Before submitting it checks that sbatch exists and
+/// that the binary reads the project; a refused submission says so and exits non-zero, and
+/// a refused second job cancels the first.
 pub fn slurm(args: &DagArgs, s: &SlurmArgs) -> Result<()> {
     if s.tasks == 0 {
         bail!("--tasks must be at least 1");
@@ -554,6 +561,7 @@ pub fn slurm(args: &DagArgs, s: &SlurmArgs) -> Result<()> {
     let config = args.config()?;
     let project = std::fs::canonicalize(&args.project).with_context(|| format!("{}: cannot resolve", args.project.display()))?;
     let exe = std::env::current_exe().context("cannot find the bf-pipeline binary")?;
+    let utf8 = |p: &Path| p.to_str().map(str::to_string).with_context(|| format!("{}: not valid UTF-8, which a shell script cannot carry safely", p.display()));
     let overrides: Vec<String> = override_args(args).iter().map(|a| shell_quote(a)).collect();
     let partition = s.partition.as_ref().map(|p| format!(" --partition={}", shell_quote(p))).unwrap_or_default();
     let opts = format!("--time={} --cpus-per-task={} --mem={}{partition}", shell_quote(&s.time), s.cpus_per_task, shell_quote(&s.mem));
@@ -565,29 +573,35 @@ pub fn slurm(args: &DagArgs, s: &SlurmArgs) -> Result<()> {
 #                          then, when it succeeds, one job for split, tokenizer, tokenize, shards
 #   bash {name} --task I   what array task I runs (also usable without SLURM)
 #   bash {name} --final    what the dependent job runs
+# sbatch runs this same script as each job's batch script (with --task or --final).
 set -euo pipefail
 BF={exe}
 PROJECT={project}
 ARGS=({overrides})
 case "${{1:-}}" in
-  --task)  exec "$BF" --quiet segment --project "$PROJECT" "${{ARGS[@]}}" --jobs "${{SLURM_CPUS_PER_TASK:-0}}" --shard "$2/{n}" ;;
+  --task)  exec "$BF" --quiet segment --project "$PROJECT" "${{ARGS[@]}}" --jobs "${{SLURM_CPUS_PER_TASK:-0}}" --shard "${{2:-${{SLURM_ARRAY_TASK_ID:?--task needs I}}}}/{n}" ;;
   --final) exec "$BF" --quiet tokenize --project "$PROJECT" "${{ARGS[@]}}" --jobs "${{SLURM_CPUS_PER_TASK:-0}}" ;;
   "") ;;
   *) echo "usage: $0 [--task I | --final]" >&2; exit 2 ;;
 esac
+fail() {{ echo "bf-pipeline slurm: $*" >&2; exit 1; }}
+command -v sbatch >/dev/null || fail "sbatch not found: submit from a SLURM login node (or run --task I and --final by hand); nothing was submitted"
+"$BF" --quiet config --project "$PROJECT" "${{ARGS[@]}}" >/dev/null   || fail "$BF cannot read $PROJECT with these settings (message above); nothing was submitted"
 self=$(readlink -f "$0")
-# --wrap is run by a shell again: quote the script's path there (spaces), keep the task id
-# to be expanded by that shell.
-task_cmd=$(printf 'bash %q --task $SLURM_ARRAY_TASK_ID' "$self")
-final_cmd=$(printf 'bash %q --final' "$self")
-array=$(sbatch --parsable --job-name=bf-segment --array=0-{last} {opts} --output=bf-segment-%A_%a.log --wrap "$task_cmd")
-final=$(sbatch --parsable --job-name=bf-tokenize --dependency=afterok:${{array%%;*}} {opts} --output=bf-tokenize-%j.log --wrap "$final_cmd")
+array=$(sbatch --parsable --job-name=bf-segment --array=0-{last} {opts} --output=bf-segment-%A_%a.log "$self" --task)   || fail "sbatch refused the array job (message above); nothing was submitted"
+array=${{array%%;*}}
+case "$array" in ''|*[!0-9]*) fail "sbatch answered '$array' instead of a job id; nothing else was submitted" ;; esac
+final=$(sbatch --parsable --job-name=bf-tokenize --dependency=afterok:$array {opts} --output=bf-tokenize-%j.log "$self" --final) || {{
+  scancel "$array" || true
+  fail "sbatch refused the final job (message above); array job $array was cancelled, nothing is left submitted"
+}}
+final=${{final%%;*}}
 echo "submitted array job $array ({n} tasks) and job $final (runs after it)"
 "#,
         root = config.dataset.root.display(),
         name = s.out.display(),
-        exe = shell_quote(&exe.to_string_lossy()),
-        project = shell_quote(&project.to_string_lossy()),
+        exe = shell_quote(&utf8(&exe)?),
+        project = shell_quote(&utf8(&project)?),
         overrides = overrides.join(" "),
         last = n - 1,
     );
