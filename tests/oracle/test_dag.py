@@ -178,6 +178,35 @@ def test_sigterm_stops_tokenize_between_targets_and_a_rerun_continues(project, b
     assert shard_hashes(project) == built
 
 
+def test_scratch_goes_to_scratch_dir_after_a_free_space_check(project, built, tmp_path):
+    """--scratch DIR: preprocess's transposed copies go there (none beside the outputs) and are
+    removed; before anything starts, the scratch copies and outputs are held against the free
+    space (BF_FREE_SPACE_BYTES stands in for statvfs): too little is refused in one line that
+    names the folder and the figures, with nothing built."""
+    scratch = tmp_path / "scratch space"
+    cmd = [bin_path("bf-pipeline"), "--quiet", "preprocess", "--force", "preprocess", "--jobs", "1", "--scratch", scratch,
+           "--project", project / "brainformer.toml"]
+    stamps = sorted(derivatives(project).glob("stamps/*/*.json"))
+    before = {p: p.stat().st_mtime_ns for p in stamps}
+    proc = subprocess.run(cmd, env=dict(os.environ, BF_FREE_SPACE_BYTES="1000"), capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "not enough free disk space to preprocess 4 run(s)" in proc.stderr, proc.stderr
+    assert "BF_FREE_SPACE_BYTES" in proc.stderr and "--scratch" in proc.stderr and "nothing was started" in proc.stderr, proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in stamps} == before
+    run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen_scratch, seen_beside = set(), set()
+    while run.poll() is None:
+        if scratch.is_dir():
+            seen_scratch |= {p.name for p in scratch.iterdir() if p.name.startswith(".bf-transpose-")}
+        seen_beside |= {p.name for p in derivatives(project).rglob(".bf-transpose-*")}
+        time.sleep(0.02)
+    assert run.returncode == 0, run.stderr.read()
+    assert seen_scratch and not seen_beside, (seen_scratch, seen_beside)
+    assert list(scratch.iterdir()) == []
+    assert "nothing to do" in bf(project, "tokenize").stdout
+    assert shard_hashes(project) == built
+
+
 def test_a_split_without_subjects_is_refused_unless_allowed(tmp_path):
     """Two subjects: validation and test (15 % each) get nobody. tokenize refuses before
     building anything, naming the splits and the counts; --allow-empty-split goes on with a
