@@ -23,8 +23,9 @@
 //! our info reader does not keep; the head-shape sphere fit), [`finecal`], [`ctc`], [`sss`]
 //! (the operator: regularisation, pseudo-inverse, reconstruction), [`tsss`], and [`Maxwell`],
 //! a [`RawReader`] that applies it to whatever is read. Memory: plain SSS is one fixed
-//! n_meg × n_good matrix applied per chunk; tSSS holds one window (n_good × st_duration
-//! samples) and caches the last processed one.
+//! n_meg × n_good matrix applied per chunk; tSSS adds a low-rank correction per window,
+//! computed in one pass over the recording when the reader is made (a few blocks of
+//! n_good × st_duration/2 samples in memory at a time).
 //!
 //! Gotchas for the next person:
 //! - The basis follows MNE 1.13's `_sss_basis` expression by expression (√2 on m ≠ 0 columns,
@@ -85,16 +86,12 @@ pub struct Maxwell<'a> {
     st: Option<Tsss>,
 }
 
-/// tSSS windows and, once computed, every window's operator ([`tsss::window_operator`]):
-/// n_meg × n_good f64 each (0.75 MB for 306 channels; 37 MB for a ds000117 run at 10 s,
-/// 270 MB for an hour), kept for the reader's lifetime. Each is computed once, by the first
-/// thread to claim it; see [`Maxwell::window_operator`].
+/// tSSS windows and every window's correction ([`tsss::window_correction`]): n_meg × k and
+/// k × n_good, k the number of time courses the window removes (a few kB each), computed
+/// when the reader is made: one pass over the good MEG channels.
 struct Tsss {
     windows: tsss::Windows,
-    corr: f64,
-    ops: Vec<std::sync::OnceLock<nalgebra::DMatrix<f64>>>,
-    claimed: Vec<std::sync::atomic::AtomicBool>,
-    failed: std::sync::OnceLock<String>,
+    corrections: Vec<tsss::Correction>,
 }
 
 impl<'a> Maxwell<'a> {
@@ -133,60 +130,16 @@ impl<'a> Maxwell<'a> {
                 let valid = len <= src.n_samples;
                 let windows = tsss::Windows::new(src.n_samples, len.min(src.n_samples), params.st_overlap && valid)
                     .map_err(|e| crate::Error::request(&src.path, format!("st_duration {d} s at {} Hz: {e}", src.sfreq)))?;
-                let corr = if valid { params.st_correlation } else { f64::INFINITY };
-                let n = windows.spans.len();
-                let ops = (0..n).map(|_| std::sync::OnceLock::new()).collect();
-                let claimed = (0..n).map(|_| std::sync::atomic::AtomicBool::new(false)).collect();
-                Some(Tsss { windows, corr, ops, claimed, failed: std::sync::OnceLock::new() })
+                // A window longer than the data is not projected: plain SSS.
+                if valid {
+                    let corrections = tsss_corrections(inner, &operator, &windows, params.st_correlation)?;
+                    Some(Tsss { windows, corrections })
+                } else {
+                    None
+                }
             }
         };
         Ok(Maxwell { inner, info, operator, row_of, st })
-    }
-
-    /// tSSS: the operator of window `wi`. No thread ever blocks on another: a reader that
-    /// finds `wi` being computed elsewhere computes the next unclaimed window instead (reads
-    /// come in time order, so it is needed soon), and with none left it yields to rayon's
-    /// queue. Blocking here could deadlock: the computing thread's own reads of the inner
-    /// recording may need rayon workers that would all be waiting.
-    fn window_operator<'s>(&self, st: &'s Tsss, wi: usize) -> Result<&'s nalgebra::DMatrix<f64>> {
-        use std::sync::atomic::Ordering;
-        let n = st.ops.len();
-        let ahead = 2 * rayon::current_num_threads().max(1);
-        loop {
-            if let Some(t) = st.ops[wi].get() {
-                return Ok(t);
-            }
-            if let Some(e) = st.failed.get() {
-                return Err(crate::Error::request(&self.info.path, e.clone()));
-            }
-            let claim = std::iter::once(wi).chain(wi + 1..(wi + 1 + ahead).min(n)).find(|&w| !st.claimed[w].swap(true, Ordering::AcqRel));
-            match claim {
-                Some(w) => match self.compute_window_operator(st, w) {
-                    Ok(t) => {
-                        let _ = st.ops[w].set(t);
-                    }
-                    Err(e) => {
-                        let _ = st.failed.set(e);
-                    }
-                },
-                None if rayon::current_thread_index().is_some() => {
-                    rayon::yield_now();
-                }
-                None => std::thread::yield_now(),
-            }
-        }
-    }
-
-    fn compute_window_operator(&self, st: &Tsss, wi: usize) -> std::result::Result<nalgebra::DMatrix<f64>, String> {
-        let (a, b) = st.windows.spans[wi];
-        let good = &self.operator.good_picks;
-        let mut raw = vec![0.0; good.len() * (b - a)];
-        self.inner.read_into_f64(good, a, b, &mut raw).map_err(|e| e.to_string())?;
-        let xg = gemm::gram_rows(&raw, good.len(), b - a, b - a);
-        tsss::window_operator(&self.operator, &xg, b - a, st.corr).ok_or_else(|| {
-            let sf = self.info.sfreq;
-            format!("tSSS window {:.1}–{:.1} s: non-finite MEG samples (or a decomposition that did not converge)", a as f64 / sf, b as f64 / sf)
-        })
     }
 
     /// Reads `picks` over `start..stop` into `out` (row-major, one row per pick): one read of
@@ -212,40 +165,91 @@ impl<'a> Maxwell<'a> {
         }
         let x = &buf[g0 * n..];
         let rows: Vec<usize> = meg.iter().map(|&(_, r)| r).collect();
+        let mut y = vec![0.0; rows.len() * n];
+        gemm::mul_rows(&self.operator.op.select_rows(&rows), x, n, n, &mut y);
+        for (k, &(i, _)) in meg.iter().enumerate() {
+            out[i * n..(i + 1) * n].copy_from_slice(&y[k * n..(k + 1) * n]);
+        }
         let Some(st) = &self.st else {
-            let mut y = vec![0.0; rows.len() * n];
-            gemm::mul_rows(&self.operator.op.select_rows(&rows), x, n, n, &mut y);
-            for (k, &(i, _)) in meg.iter().enumerate() {
-                out[i * n..(i + 1) * n].copy_from_slice(&y[k * n..(k + 1) * n]);
-            }
             return Ok(());
         };
-        // tSSS: each window's operator on the samples it covers, weighted (MNE's overlap-add).
-        for &(i, _) in &meg {
-            out[i * n..(i + 1) * n].fill(0.0);
-        }
-        let mut y = Vec::new();
+        // tSSS: minus each window's correction on the samples it covers, weighted (MNE's
+        // overlap-add; the weights sum to one, so the SSS term above needs none).
+        let mut z = Vec::new();
         for (wi, &(a, b)) in st.windows.spans.iter().enumerate() {
             let (lo, hi) = (a.max(start), b.min(stop));
-            if lo >= hi {
+            let c = &st.corrections[wi];
+            if lo >= hi || c.rank() == 0 {
                 continue;
             }
-            let t = self.window_operator(st, wi)?.select_rows(&rows);
             let len = hi - lo;
+            z.resize(c.rank() * len, 0.0);
+            gemm::mul_rows(&c.vt, &x[lo - start..], len, n, &mut z);
             y.resize(rows.len() * len, 0.0);
-            gemm::mul_rows(&t, &x[lo - start..], len, n, &mut y);
+            gemm::mul_rows(&c.u.select_rows(&rows), &z, len, len, &mut y);
             let weights = st.windows.weights(wi).map(|w| &w[lo - a..hi - a]);
             for (k, &(i, _)) in meg.iter().enumerate() {
                 let dst = &mut out[i * n + (lo - start)..i * n + (hi - start)];
                 let src = &y[k * len..(k + 1) * len];
                 match weights {
-                    None => dst.iter_mut().zip(src).for_each(|(d, v)| *d += v),
-                    Some(w) => dst.iter_mut().zip(src).zip(w).for_each(|((d, v), w)| *d += w * v),
+                    None => dst.iter_mut().zip(src).for_each(|(d, v)| *d -= v),
+                    Some(w) => dst.iter_mut().zip(src).zip(w).for_each(|((d, v), w)| *d -= w * v),
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Every tSSS window's correction, in one pass over the good MEG channels: the Gram matrix of
+/// each block between window edges is computed once (in parallel, a batch of windows at a
+/// time so memory stays at a few blocks) and summed into the windows that cover it.
+fn tsss_corrections(inner: &dyn RawReader, op: &SssOperator, windows: &tsss::Windows, corr: f64) -> Result<Vec<tsss::Correction>> {
+    use rayon::prelude::*;
+    let info = inner.info();
+    let edges = windows.block_edges();
+    let block_of = |sample: usize| edges.binary_search(&sample).expect("window edges are block edges");
+    let good = &op.good_picks;
+    let block_gram = |bi: usize| -> Result<nalgebra::DMatrix<f64>> {
+        let (a, b) = (edges[bi], edges[bi + 1]);
+        let mut raw = vec![0.0; good.len() * (b - a)];
+        inner.read_into_f64(good, a, b, &mut raw)?;
+        Ok(gemm::gram_rows(&raw, good.len(), b - a, b - a))
+    };
+    let n_w = windows.spans.len();
+    let batch = (2 * rayon::current_num_threads()).max(2);
+    let mut grams: std::collections::BTreeMap<usize, nalgebra::DMatrix<f64>> = Default::default();
+    let mut out = Vec::with_capacity(n_w);
+    for w0 in (0..n_w).step_by(batch) {
+        let w1 = (w0 + batch).min(n_w);
+        let (b0, b1) = (block_of(windows.spans[w0].0), block_of(windows.spans[w1 - 1].1));
+        let missing: Vec<usize> = (b0..b1).filter(|b| !grams.contains_key(b)).collect();
+        let computed: Vec<nalgebra::DMatrix<f64>> = missing.par_iter().map(|&bi| block_gram(bi)).collect::<Result<_>>()?;
+        grams.extend(missing.into_iter().zip(computed));
+        let batch_out: Vec<tsss::Correction> = (w0..w1)
+            .into_par_iter()
+            .map(|wi| {
+                let (a, b) = windows.spans[wi];
+                let mut xg = grams[&block_of(a)].clone();
+                for bi in block_of(a) + 1..block_of(b) {
+                    xg += &grams[&bi];
+                }
+                tsss::window_correction(op, &xg, b - a, corr).ok_or_else(|| {
+                    let sf = info.sfreq;
+                    crate::Error::request(
+                        &info.path,
+                        format!("tSSS window {:.1}–{:.1} s: non-finite MEG samples (or a decomposition that did not converge)", a as f64 / sf, b as f64 / sf),
+                    )
+                })
+            })
+            .collect::<Result<_>>()?;
+        out.extend(batch_out);
+        if w1 < n_w {
+            let keep_from = block_of(windows.spans[w1].0);
+            grams.retain(|&bi, _| bi >= keep_from);
+        }
+    }
+    Ok(out)
 }
 
 impl RawReader for Maxwell<'_> {

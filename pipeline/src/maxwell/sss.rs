@@ -168,6 +168,12 @@ pub struct SssOperator {
     /// good channels, for tSSS.
     pub op_in: DMatrix<f64>,
     pub op_resid: DMatrix<f64>,
+    /// Left factors with the same row space (over time) as those parts: for any data Y,
+    /// `l_in·Y` spans the time courses of `op_in·Y` (n_use_in × n_good: the internal rows of
+    /// the pseudo-inverse) and `l_resid·Y` those of `op_resid·Y` (rank × n_good). tSSS
+    /// whitens in these smaller spaces ([`super::tsss`]).
+    pub l_in: DMatrix<f64>,
+    pub l_resid: DMatrix<f64>,
     /// The expansion origin in `coord_frame` (metres) and in the head (or device) frame the
     /// bases were computed in.
     pub origin: [f64; 3],
@@ -206,6 +212,35 @@ fn col_norm_pinv(x: &DMatrix<f64>) -> (DMatrix<f64>, Vec<f64>) {
     let mut sv: Vec<f64> = s.iter().copied().collect();
     sv.sort_by(|a, b| b.partial_cmp(a).unwrap());
     (vs * u.transpose(), sv)
+}
+
+/// For an operator `left·right` (left with full column rank): L = R·right, with left = Q·R
+/// (thin QR), so that `left·right·Y = Q·(L·Y)` and L·Y has the same singular values as the
+/// operator's output, not merely the same row space. tSSS thresholds ranks on those
+/// singular values (relative to the largest, as MNE does on its time × channel matrices); an
+/// unbalanced L (the pseudo-inverse's rows span orders of magnitude across degrees) would
+/// drop genuine components.
+fn same_singular_values(left: DMatrix<f64>, right: DMatrix<f64>) -> DMatrix<f64> {
+    left.qr().r() * right
+}
+
+/// L (rank × n) with `op_resid·Y = Q·(L·Y)` for an orthonormal Q ([`same_singular_values`]):
+/// `op_resid` is D⁻¹(I − P)D, with P the orthogonal projector on the fitted moments' span
+/// and D the coil scales (×100 on magnetometers; the pseudo-inverse works on scaled data), so
+/// op_resid = (D⁻¹R₀)(R₀ᵀD) with R₀ the eigenvectors of I − P whose eigenvalue is one.
+pub(crate) fn residual_rows(op_resid: &DMatrix<f64>, scale: &[f64]) -> DMatrix<f64> {
+    let n = op_resid.nrows();
+    let p = DMatrix::from_fn(n, n, |i, j| scale[i] * op_resid[(i, j)] / scale[j]);
+    let eig = ((&p + p.transpose()) * 0.5).symmetric_eigen();
+    let keep: Vec<usize> = (0..n).filter(|&i| eig.eigenvalues[i] > 0.5).collect();
+    let r0 = eig.eigenvectors.select_columns(&keep);
+    let mut left = r0.clone();
+    let mut right = r0.transpose();
+    for (j, s) in scale.iter().enumerate() {
+        left.row_mut(j).unscale_mut(*s);
+        right.column_mut(j).scale_mut(*s);
+    }
+    same_singular_values(left, right)
 }
 
 /// MNE's `_compute_sphere_activation_in`: expected squared internal moment per degree for
@@ -449,6 +484,9 @@ pub fn sss_operator(path: &Path, info: &RecordingInfo, geom: &HeadGeometry, p: &
     let n_out = s_dec.ncols() - n_use_in;
     let op_resid = DMatrix::<f64>::identity(n_good, n_good) - &op_in - s_dec.columns(n_use_in, n_out) * pinv.rows(n_use_in, n_out);
     let op_sss = s_recon_reg * pinv.rows(0, n_use_in);
+    let l_in = same_singular_values(s_dec.columns(0, n_use_in).into_owned(), pinv.rows(0, n_use_in).into_owned());
+    let good_scale: Vec<f64> = good_rows.iter().map(|&r| coil_scale[r]).collect();
+    let l_resid = residual_rows(&op_resid, &good_scale);
     // MNE's `reconstruct='orig'`: S_decomp_full (all MEG rows) on the kept moments, divided
     // by coil_scale, times the scaled pseudo-inverse.
     let mut s_full_reg = s_full.select_columns(&reg_moments);
@@ -468,5 +506,5 @@ pub fn sss_operator(path: &Path, info: &RecordingInfo, geom: &HeadGeometry, p: &
         ctc = Some(c);
     }
     let good_picks = good_rows.iter().map(|&r| meg_picks[r]).collect();
-    Ok(SssOperator { meg_picks, good_picks, op, op_sss, op_orig, ctc, op_in, op_resid, origin, origin_head, reg_moments, n_use_in, cond })
+    Ok(SssOperator { meg_picks, good_picks, op, op_sss, op_orig, ctc, op_in, op_resid, l_in, l_resid, origin, origin_head, reg_moments, n_use_in, cond })
 }

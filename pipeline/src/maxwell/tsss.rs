@@ -2,20 +2,28 @@
 //! `st_duration` samples, find the time courses shared by the internal reconstruction and the
 //! residual (principal angles with cosine ≥ `st_correlation`) and project them out of the
 //! good channels' data before the SSS reconstruction (MNE's `_do_tSSS_on_avg_trans` +
-//! `_overlap_projector`, with its default `st_fixed=True`, no overlap: boxcar windows).
+//! `_overlap_projector`, with its default `st_fixed=True`; the windows are [`Windows`]).
 //!
 //! MNE takes two SVDs of time × channel matrices per window (LAPACK's gesdd on 11,000 × 306
 //! for a 10 s window at 1.1 kHz). We never form the temporal bases: every quantity the
-//! projection needs is a product of the window's channel Gram matrix X Xᵀ (one GEMM), so
-//! a window costs one Gram and the output one GEMM — the same as plain SSS applied twice —
-//! and the window's whole effect is one n_meg × n_good matrix ([`window_operator`]).
+//! projection needs is a product of the window's channel Gram matrix X Xᵀ, and the window's
+//! whole effect is a low-rank correction of plain SSS ([`window_correction`]): the output is
+//! one SSS product over the whole read plus a rank-k term per window. With overlapping
+//! windows each half window's Gram is computed once and shared by the two windows covering
+//! it ([`Windows::block_edges`]), so every sample costs one Gram update and one SSS product,
+//! whatever the overlap.
 //!
 //! With A = op_in·Y and B = op_resid·Y (Y the cross-talk-corrected data): an orthonormal basis
-//! of A's row space is Q_A = Aᵀ K_A, K_A = W Λ^{-1/2} from the eigenpairs of A Aᵀ (and the
-//! same for B); the principal cosines are the singular values of Q_Aᵀ Q_B = K_Aᵀ (A Bᵀ) K_B;
-//! the directions to remove are V = Q_B V_h = Bᵀ K_V, and Y − (Y V) Vᵀ = (I − Y Bᵀ K_V K_Vᵀ op_resid) Y.
+//! of A's row space is Q_A = (L_A Y)ᵀ K_A, K_A = W Λ^{-1/2} from the eigenpairs of
+//! L_A Y Yᵀ L_Aᵀ, where A = Q·(L_A Y) with Q orthonormal (L_A: the internal rows of the
+//! pseudo-inverse times R of a QR of the internal basis, n_in × n_good; so the eigenproblem
+//! is n_in-sized, not n_good, with A's own eigenvalues) — the same for B with L_B (rank of
+//! the residual × n_good); the principal cosines are the singular values of
+//! Q_Aᵀ Q_B = K_Aᵀ (L_A Y Yᵀ L_Bᵀ) K_B; the directions to remove are V = Q_B V_h = Yᵀ L_Bᵀ K_V,
+//! and Y − (Y V) Vᵀ = (I − Y Yᵀ L_Bᵀ K_V K_Vᵀ L_B) Y.
 //! Ranks: MNE keeps singular values above max(n_times, n_chan)·eps·s_max; we apply that
-//! tolerance to the Gram eigenvalues (s²), below which f64 cannot resolve them. The two
+//! tolerance to the Gram eigenvalues (s²) of L_A Y and L_B Y (the singular values of A and B),
+//! below which f64 cannot resolve them. The two
 //! agree unless a genuine singular value lies between 2.4e-12 and 1.6e-6 of the largest
 //! (10 s windows), which noise-bearing recordings do not produce (exactly rank-deficient
 //! data gives numerical zeros, dropped by both). Accuracy: squaring costs precision in the
@@ -96,6 +104,17 @@ impl Windows {
         Ok(Windows { spans, weights: Some((first, h.clone(), last)) })
     }
 
+    /// The sample boundaries at which any window starts or ends, ascending: consecutive edges
+    /// bound the blocks every window is a union of (half windows with overlap, the windows
+    /// themselves without), so a window's Gram matrix is the sum of its blocks' and each
+    /// sample enters one Gram only.
+    pub fn block_edges(&self) -> Vec<usize> {
+        let mut e: Vec<usize> = self.spans.iter().flat_map(|&(a, b)| [a, b]).collect();
+        e.sort_unstable();
+        e.dedup();
+        e
+    }
+
     /// Weights of window `wi`, one per sample from its start (None: boxcar, every weight 1).
     pub fn weights(&self, wi: usize) -> Option<&[f64]> {
         let (first, mid, last) = self.weights.as_ref()?;
@@ -130,41 +149,65 @@ fn cola_constant(w: &[f64], step: usize) -> Option<f64> {
     (dev <= 1e-10).then_some(median)
 }
 
-/// The whole of tSSS and SSS on one window as one matrix: MEG output = T · (good MEG data of
-/// the window). `xg` is the window's Gram matrix X Xᵀ of the good channels (raw, before
-/// cross-talk), `n_times` its length; `corr` infinite skips the projection (MNE's rule for a
-/// window longer than the data). None when the window holds non-finite samples (nalgebra's
-/// decompositions would not terminate on them) or a decomposition does not converge.
-pub fn window_operator(op: &SssOperator, xg: &DMatrix<f64>, n_times: usize, corr: f64) -> Option<DMatrix<f64>> {
+/// One window's tSSS as a low-rank correction of plain SSS: over the window, MEG output =
+/// `op·x − u·(vt·x)` (x the good channels' raw data, `op` the SSS operator with cross-talk),
+/// `u` n_meg × k and `vt` k × n_good, k the number of time courses removed (often a handful;
+/// zero when none reach `corr`).
+#[derive(Clone, Debug)]
+pub struct Correction {
+    pub u: DMatrix<f64>,
+    pub vt: DMatrix<f64>,
+}
+
+impl Correction {
+    pub fn none(n_meg: usize, n_good: usize) -> Correction {
+        Correction { u: DMatrix::zeros(n_meg, 0), vt: DMatrix::zeros(0, n_good) }
+    }
+    pub fn rank(&self) -> usize {
+        self.vt.nrows()
+    }
+}
+
+/// tSSS on one window. `xg` is the window's Gram matrix X Xᵀ of the good channels (raw,
+/// before cross-talk C), `n_times` its length. None when the window holds non-finite samples
+/// (nalgebra's decompositions would not terminate on them) or a decomposition does not
+/// converge.
+///
+/// The spaces are whitened through the operator's left factors ([`SssOperator::l_in`],
+/// `l_resid`): M_A = l_in·C and M_B = l_resid·C give the internal and residual time courses'
+/// Grams M X Xᵀ Mᵀ in n_in and rank(resid) dimensions instead of n_good; the directions to
+/// remove are V = Xᵀ M_Bᵀ K_V, and SSS after removing them from Y = C X is
+/// op·X − (op·X Xᵀ M_Bᵀ K_V)(K_Vᵀ M_B)·X.
+pub fn window_correction(op: &SssOperator, xg: &DMatrix<f64>, n_times: usize, corr: f64) -> Option<Correction> {
     if xg.iter().any(|v| !v.is_finite()) {
         return None;
     }
     let n_good = xg.nrows();
-    let (ctc_yg, yg) = match &op.ctc {
-        Some(c) => (c.clone(), c * xg * c.transpose()),
-        None => (DMatrix::identity(n_good, n_good), xg.clone()),
-    };
+    let n_meg = op.op.nrows();
     if !corr.is_finite() {
-        return Some(&op.op_sss * ctc_yg);
+        return Some(Correction::none(n_meg, n_good));
     }
-    let yg_rt = &yg * op.op_resid.transpose(); // Y Bᵀ
-    let ga = &op.op_in * &yg * op.op_in.transpose();
-    let gb = &op.op_resid * &yg_rt;
-    let gab = &op.op_in * &yg_rt;
+    let (ma, mb) = match &op.ctc {
+        Some(c) => (&op.l_in * c, &op.l_resid * c),
+        None => (op.l_in.clone(), op.l_resid.clone()),
+    };
+    let xg_mbt = xg * mb.transpose(); // X Xᵀ M_Bᵀ
+    let ga = &ma * xg * ma.transpose();
+    let gb = &mb * &xg_mbt;
+    let gab = &ma * &xg_mbt;
     let tol_len = n_times.max(n_good);
     let (ka, kb) = (whitener(&ga, tol_len)?, whitener(&gb, tol_len)?);
     if ka.ncols() == 0 || kb.ncols() == 0 {
-        return Some(&op.op_sss * ctc_yg);
+        return Some(Correction::none(n_meg, n_good));
     }
     let cosines = (ka.transpose() * gab * &kb).try_svd(false, true, f64::EPSILON, 1_000_000)?;
     let vt = cosines.v_t.expect("V^T");
     let keep: Vec<usize> = (0..cosines.singular_values.len()).filter(|&i| cosines.singular_values[i] >= corr).collect();
     if keep.is_empty() {
-        return Some(&op.op_sss * ctc_yg);
+        return Some(Correction::none(n_meg, n_good));
     }
-    let kv = kb * vt.select_rows(&keep).transpose(); // n_good × k
-    let p = yg_rt * &kv * (kv.transpose() * &op.op_resid);
-    Some(&op.op_sss * (DMatrix::identity(n_good, n_good) - p) * ctc_yg)
+    let kv = kb * vt.select_rows(&keep).transpose(); // rank(resid) × k
+    Some(Correction { u: &op.op * (xg_mbt * &kv), vt: kv.transpose() * mb })
 }
 
 /// K with Kᵀ G K = I over G's range: eigenvectors of the Gram matrix G (symmetric, positive
@@ -195,6 +238,8 @@ mod tests {
         assert_eq!(Windows::new(17, 4, false).unwrap().spans, vec![(0, 4), (4, 8), (8, 12), (12, 17)]);
         assert_eq!(Windows::new(27, 10, true).unwrap().spans, vec![(0, 10), (5, 15), (10, 20), (15, 27)]);
         assert!(Windows::new(100, 7, true).unwrap_err().contains("even"));
+        assert_eq!(Windows::new(27, 10, true).unwrap().block_edges(), vec![0, 5, 10, 15, 20, 27]);
+        assert_eq!(Windows::new(17, 4, false).unwrap().block_edges(), vec![0, 4, 8, 12, 17]);
     }
 
     #[test]
@@ -280,15 +325,22 @@ mod tests {
         let op_in = &bi * bi.transpose();
         let op_resid = DMatrix::identity(n, n) - &op_in - &bo * bo.transpose();
         let ctc = ctc.then(|| DMatrix::identity(n, n) + DMatrix::from_fn(n, n, |_, _| 0.02 * rnd()));
+        let op = match &ctc {
+            Some(c) => &op_in * c,
+            None => op_in.clone(),
+        };
+        // op_in = bi·biᵀ with bi orthonormal: l_in = biᵀ; l_resid as the SSS code derives it.
+        let l_in = bi.transpose();
+        let l_resid = crate::maxwell::sss::residual_rows(&op_resid, &vec![1.0; n]);
         SssOperator {
-            meg_picks: (0..n).collect(), good_picks: (0..n).collect(), op: op_in.clone(), op_sss: op_in.clone(),
-            op_orig: op_in.clone(), ctc, op_in, op_resid, origin: [0.0; 3], origin_head: [0.0; 3],
+            meg_picks: (0..n).collect(), good_picks: (0..n).collect(), op, op_sss: op_in.clone(),
+            op_orig: op_in.clone(), ctc, op_in, op_resid, l_in, l_resid, origin: [0.0; 3], origin_head: [0.0; 3],
             reg_moments: vec![], n_use_in: r_in, cond: 1.0,
         }
     }
 
     #[test]
-    fn gram_window_operator_equals_mne_svd_projection() {
+    fn gram_window_correction_equals_mne_svd_projection() {
         for (ctc, corr) in [(false, 0.98), (true, 0.98), (true, 0.9), (false, f64::INFINITY)] {
             let (n, t) = (24, 400);
             let op = toy_operator(n, 8, 3, 7, ctc);
@@ -305,7 +357,8 @@ mod tests {
             let mix = DMatrix::from_fn(n, 2, |_, _| rnd());
             let x = DMatrix::from_fn(n, t, |_, _| 1e-2 * rnd()) + mix * shared;
             let xg = &x * x.transpose();
-            let t_op = window_operator(&op, &xg, t, corr).unwrap();
+            let c = window_correction(&op, &xg, t, corr).unwrap();
+            assert_eq!(c.rank() > 0, corr.is_finite());
             let mut y = match &op.ctc { Some(c) => c * &x, None => x.clone() };
             if corr.is_finite() {
                 let v = overlap_projector(&(&op.op_in * &y), &(&op.op_resid * &y), corr);
@@ -313,7 +366,7 @@ mod tests {
                 project_out(&mut y, &v);
             }
             let want = &op.op_sss * y;
-            let got = t_op * &x;
+            let got = &op.op * &x - &c.u * (&c.vt * &x);
             let err = (&got - &want).abs().max() / want.abs().max();
             assert!(err < 1e-8, "ctc {ctc} corr {corr}: relative error {err:e}");
         }
