@@ -83,28 +83,10 @@ impl StopSignals {
     }
 }
 
-/// The error's chain joined by `: `, each text once. Our library errors already name their
-/// file and carry their cause's text (`path: os error`), and contexts added at the binaries
-/// often name the same file, so anyhow's `{:#}` printed most messages twice
-/// (`X: msg: X: msg`). A cause whose text is already on the line is left out; a cause that
-/// contains the whole line so far replaces it.
+/// The error's chain joined by `: `, each text once ([`bf_pipeline::error::one_line`], which
+/// says why).
 pub fn one_line(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if text.is_empty() || line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() && text.contains(&line) {
-            line = text;
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
+    bf_pipeline::error::one_line(e.as_ref())
 }
 
 /// `s` as one word for a POSIX shell: as it is when it holds only characters no shell

@@ -47,6 +47,33 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An error and its causes on one line, each text once: `a: b: c`. Our errors already name
+/// their file and carry their cause's text (`path: os error`), and contexts often repeat the
+/// file, so printing every cause (anyhow's `{:#}`) gives `X: msg: X: msg`. A cause whose text
+/// is already on the line is left out; a cause that contains the whole line so far replaces
+/// it. Every binary prints its errors through this (an `anyhow::Error` coerces with
+/// `.as_ref()`).
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = String::new();
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        cause = c.source();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() && text.contains(&line) {
+            line = text;
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 impl Error {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         Error::Io { path: path.to_path_buf(), source }
