@@ -43,16 +43,20 @@ pub fn space_need(project: &Project, plan: &Plan, concurrent: usize) -> SpaceNee
             continue;
         }
         let run = &project.runs[node.run.expect("per-run")];
-        let (s, o) = match crate::formats::open(&run.file) {
-            Ok(r) => {
+        // A .fif.gz is inflated whole to be opened: guess from its size instead.
+        let gz = run.file.extension().is_some_and(|e| e == "gz");
+        let opened = if gz { None } else { crate::formats::open(&run.file).ok() };
+        let (s, o) = match opened {
+            Some(r) => {
                 let info = r.info();
                 let n_new = if sfreq_new > 0.0 { (info.n_samples as f64 * sfreq_new / info.sfreq).ceil() as u64 } else { info.n_samples as u64 };
                 let nch = info.channels.len() as u64;
                 (nch * info.n_samples as u64 * 8, nch * n_new * 4)
             }
-            // The stage will report what is wrong with the file; guess from its size here.
-            Err(_) => {
-                let size = std::fs::metadata(&run.file).map(|m| m.len()).unwrap_or(0);
+            // Unopened (compressed, or unreadable: the stage will say why): guess from the
+            // file's size, float32 samples (compressed ones: at least 2:1).
+            None => {
+                let size = std::fs::metadata(&run.file).map(|m| m.len()).unwrap_or(0) * if gz { 2 } else { 1 };
                 (size * 2, size)
             }
         };
