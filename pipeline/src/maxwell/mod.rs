@@ -165,37 +165,41 @@ impl<'a> Maxwell<'a> {
         }
         let x = &buf[g0 * n..];
         let rows: Vec<usize> = meg.iter().map(|&(_, r)| r).collect();
-        let mut y = vec![0.0; rows.len() * n];
-        gemm::mul_rows(&self.operator.op.select_rows(&rows), x, n, n, &mut y);
-        for (k, &(i, _)) in meg.iter().enumerate() {
-            out[i * n..(i + 1) * n].copy_from_slice(&y[k * n..(k + 1) * n]);
-        }
-        let Some(st) = &self.st else {
-            return Ok(());
-        };
-        // tSSS: minus each window's correction on the samples it covers, weighted (MNE's
-        // overlap-add; the weights sum to one, so the SSS term above needs none).
-        let mut z = Vec::new();
-        for (wi, &(a, b)) in st.windows.spans.iter().enumerate() {
-            let (lo, hi) = (a.max(start), b.min(stop));
-            let c = &st.corrections[wi];
-            if lo >= hi || c.rank() == 0 {
-                continue;
-            }
-            let len = hi - lo;
-            z.resize(c.rank() * len, 0.0);
-            gemm::mul_rows(&c.vt, &x[lo - start..], len, n, &mut z);
-            y.resize(rows.len() * len, 0.0);
-            gemm::mul_rows(&c.u.select_rows(&rows), &z, len, len, &mut y);
-            let weights = st.windows.weights(wi).map(|w| &w[lo - a..hi - a]);
-            for (k, &(i, _)) in meg.iter().enumerate() {
-                let dst = &mut out[i * n + (lo - start)..i * n + (hi - start)];
-                let src = &y[k * len..(k + 1) * len];
-                match weights {
-                    None => dst.iter_mut().zip(src).for_each(|(d, v)| *d -= v),
-                    Some(w) => dst.iter_mut().zip(src).zip(w).for_each(|((d, v), w)| *d -= w * v),
+        // The internal moments of the whole read (MNE's pinv_in · data), minus each tSSS
+        // window's correction on the samples it covers, weighted (MNE's overlap-add: the
+        // weights sum to one, so the uncorrected term needs none); then S_in · moments.
+        let op = &self.operator;
+        let n_in = op.op_right.nrows();
+        let mut m = vec![0.0; n_in * n];
+        gemm::mul_rows(&op.op_right, x, n, n, &mut m);
+        if let Some(st) = &self.st {
+            let (mut z, mut dm) = (Vec::new(), Vec::new());
+            for (wi, &(a, b)) in st.windows.spans.iter().enumerate() {
+                let (lo, hi) = (a.max(start), b.min(stop));
+                let c = &st.corrections[wi];
+                if lo >= hi || c.rank() == 0 {
+                    continue;
+                }
+                let len = hi - lo;
+                z.resize(c.rank() * len, 0.0);
+                gemm::mul_rows(&c.vt, &x[lo - start..], len, n, &mut z);
+                dm.resize(n_in * len, 0.0);
+                gemm::mul_rows(&c.u, &z, len, len, &mut dm);
+                let weights = st.windows.weights(wi).map(|w| &w[lo - a..hi - a]);
+                for k in 0..n_in {
+                    let dst = &mut m[k * n + (lo - start)..k * n + (hi - start)];
+                    let src = &dm[k * len..(k + 1) * len];
+                    match weights {
+                        None => dst.iter_mut().zip(src).for_each(|(d, v)| *d -= v),
+                        Some(w) => dst.iter_mut().zip(src).zip(w).for_each(|((d, v), w)| *d -= w * v),
+                    }
                 }
             }
+        }
+        let mut y = vec![0.0; rows.len() * n];
+        gemm::mul_rows(&op.op_left.select_rows(&rows), &m, n, n, &mut y);
+        for (k, &(i, _)) in meg.iter().enumerate() {
+            out[i * n..(i + 1) * n].copy_from_slice(&y[k * n..(k + 1) * n]);
         }
         Ok(())
     }

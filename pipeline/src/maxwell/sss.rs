@@ -156,6 +156,11 @@ pub struct SssOperator {
     pub good_picks: Vec<usize>,
     /// n_meg × n_good: reconstructed MEG data = op · good MEG data (cross-talk included).
     pub op: DMatrix<f64>,
+    /// `op` = op_left · op_right, through the internal moments (as MNE computes it: moments
+    /// = pinv_in · data, output = S_in · moments): n_meg × n_in and n_in × n_good, half the
+    /// multiplications of `op` per sample with 306 channels and 80 moments.
+    pub op_left: DMatrix<f64>,
+    pub op_right: DMatrix<f64>,
     /// The same without cross-talk (tSSS projects between the two).
     pub op_sss: DMatrix<f64>,
     /// n_meg × n_good, without cross-talk: every MEG channel reconstructed from the internal
@@ -483,7 +488,7 @@ pub fn sss_operator(path: &Path, info: &RecordingInfo, geom: &HeadGeometry, p: &
     let op_in = s_dec.columns(0, n_use_in) * pinv.rows(0, n_use_in);
     let n_out = s_dec.ncols() - n_use_in;
     let op_resid = DMatrix::<f64>::identity(n_good, n_good) - &op_in - s_dec.columns(n_use_in, n_out) * pinv.rows(n_use_in, n_out);
-    let op_sss = s_recon_reg * pinv.rows(0, n_use_in);
+    let op_sss = &s_recon_reg * pinv.rows(0, n_use_in);
     let l_in = same_singular_values(s_dec.columns(0, n_use_in).into_owned(), pinv.rows(0, n_use_in).into_owned());
     let good_scale: Vec<f64> = good_rows.iter().map(|&r| coil_scale[r]).collect();
     let l_resid = residual_rows(&op_resid, &good_scale);
@@ -505,6 +510,11 @@ pub fn sss_operator(path: &Path, info: &RecordingInfo, geom: &HeadGeometry, p: &
         op = op * &c;
         ctc = Some(c);
     }
+    let op_left = s_recon_reg;
+    let op_right = match &ctc {
+        Some(c) => pinv.rows(0, n_use_in) * c,
+        None => pinv.rows(0, n_use_in).into_owned(),
+    };
     let good_picks = good_rows.iter().map(|&r| meg_picks[r]).collect();
-    Ok(SssOperator { meg_picks, good_picks, op, op_sss, op_orig, ctc, op_in, op_resid, l_in, l_resid, origin, origin_head, reg_moments, n_use_in, cond })
+    Ok(SssOperator { meg_picks, good_picks, op, op_left, op_right, op_sss, op_orig, ctc, op_in, op_resid, l_in, l_resid, origin, origin_head, reg_moments, n_use_in, cond })
 }

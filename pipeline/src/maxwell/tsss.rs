@@ -150,8 +150,8 @@ fn cola_constant(w: &[f64], step: usize) -> Option<f64> {
 }
 
 /// One window's tSSS as a low-rank correction of plain SSS: over the window, MEG output =
-/// `op·x − u·(vt·x)` (x the good channels' raw data, `op` the SSS operator with cross-talk),
-/// `u` n_meg × k and `vt` k × n_good, k the number of time courses removed (often a handful;
+/// `op_left·(op_right·x − u·(vt·x))` (x the good channels' raw data, `op_left·op_right` the
+/// SSS operator with cross-talk, [`SssOperator::op_left`]), `u` n_in × k and `vt` k × n_good, k the number of time courses removed (often a handful;
 /// zero when none reach `corr`).
 #[derive(Clone, Debug)]
 pub struct Correction {
@@ -160,8 +160,8 @@ pub struct Correction {
 }
 
 impl Correction {
-    pub fn none(n_meg: usize, n_good: usize) -> Correction {
-        Correction { u: DMatrix::zeros(n_meg, 0), vt: DMatrix::zeros(0, n_good) }
+    pub fn none(n_in: usize, n_good: usize) -> Correction {
+        Correction { u: DMatrix::zeros(n_in, 0), vt: DMatrix::zeros(0, n_good) }
     }
     pub fn rank(&self) -> usize {
         self.vt.nrows()
@@ -177,15 +177,15 @@ impl Correction {
 /// `l_resid`): M_A = l_in·C and M_B = l_resid·C give the internal and residual time courses'
 /// Grams M X Xᵀ Mᵀ in n_in and rank(resid) dimensions instead of n_good; the directions to
 /// remove are V = Xᵀ M_Bᵀ K_V, and SSS after removing them from Y = C X is
-/// op·X − (op·X Xᵀ M_Bᵀ K_V)(K_Vᵀ M_B)·X.
+/// op_left·(op_right·X − (op_right·X Xᵀ M_Bᵀ K_V)(K_Vᵀ M_B)·X).
 pub fn window_correction(op: &SssOperator, xg: &DMatrix<f64>, n_times: usize, corr: f64) -> Option<Correction> {
     if xg.iter().any(|v| !v.is_finite()) {
         return None;
     }
     let n_good = xg.nrows();
-    let n_meg = op.op.nrows();
+    let n_in = op.op_right.nrows();
     if !corr.is_finite() {
-        return Some(Correction::none(n_meg, n_good));
+        return Some(Correction::none(n_in, n_good));
     }
     let (ma, mb) = match &op.ctc {
         Some(c) => (&op.l_in * c, &op.l_resid * c),
@@ -198,16 +198,16 @@ pub fn window_correction(op: &SssOperator, xg: &DMatrix<f64>, n_times: usize, co
     let tol_len = n_times.max(n_good);
     let (ka, kb) = (whitener(&ga, tol_len)?, whitener(&gb, tol_len)?);
     if ka.ncols() == 0 || kb.ncols() == 0 {
-        return Some(Correction::none(n_meg, n_good));
+        return Some(Correction::none(n_in, n_good));
     }
     let cosines = (ka.transpose() * gab * &kb).try_svd(false, true, f64::EPSILON, 1_000_000)?;
     let vt = cosines.v_t.expect("V^T");
     let keep: Vec<usize> = (0..cosines.singular_values.len()).filter(|&i| cosines.singular_values[i] >= corr).collect();
     if keep.is_empty() {
-        return Some(Correction::none(n_meg, n_good));
+        return Some(Correction::none(n_in, n_good));
     }
     let kv = kb * vt.select_rows(&keep).transpose(); // rank(resid) × k
-    Some(Correction { u: &op.op * (xg_mbt * &kv), vt: kv.transpose() * mb })
+    Some(Correction { u: &op.op_right * (xg_mbt * &kv), vt: kv.transpose() * mb })
 }
 
 /// K with Kᵀ G K = I over G's range: eigenvectors of the Gram matrix G (symmetric, positive
@@ -332,8 +332,12 @@ mod tests {
         // op_in = bi·biᵀ with bi orthonormal: l_in = biᵀ; l_resid as the SSS code derives it.
         let l_in = bi.transpose();
         let l_resid = crate::maxwell::sss::residual_rows(&op_resid, &vec![1.0; n]);
+        let op_right = match &ctc {
+            Some(c) => bi.transpose() * c,
+            None => bi.transpose(),
+        };
         SssOperator {
-            meg_picks: (0..n).collect(), good_picks: (0..n).collect(), op, op_sss: op_in.clone(),
+            meg_picks: (0..n).collect(), good_picks: (0..n).collect(), op, op_left: bi.clone(), op_right, op_sss: op_in.clone(),
             op_orig: op_in.clone(), ctc, op_in, op_resid, l_in, l_resid, origin: [0.0; 3], origin_head: [0.0; 3],
             reg_moments: vec![], n_use_in: r_in, cond: 1.0,
         }
@@ -366,7 +370,8 @@ mod tests {
                 project_out(&mut y, &v);
             }
             let want = &op.op_sss * y;
-            let got = &op.op * &x - &c.u * (&c.vt * &x);
+            let got = &op.op_left * (&op.op_right * &x - &c.u * (&c.vt * &x));
+            assert!((&op.op_left * &op.op_right - &op.op).abs().max() < 1e-12);
             let err = (&got - &want).abs().max() / want.abs().max();
             assert!(err < 1e-8, "ctc {ctc} corr {corr}: relative error {err:e}");
         }
