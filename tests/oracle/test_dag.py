@@ -347,45 +347,86 @@ def wait_for_jobs(env, ids, timeout=600):
         time.sleep(1)
 
 
-def test_slurm_script_runs_its_array_on_a_real_slurm_from_paths_with_spaces(project, built, tmp_path):
+@pytest.fixture(scope="module")
+def slurm_env(tmp_path_factory):
+    """The environment of a one-node SLURM started for this module (~2 s), stopped after."""
+    why = slurm_unavailable()
+    if why:
+        pytest.skip(f"needs the real one-node SLURM: {why}")
+    state = tmp_path_factory.mktemp("slurm")  # slurm.conf cannot hold a path with spaces
+    start = subprocess.run([LOCAL_SLURM, "start", state], capture_output=True, text=True)
+    try:
+        assert start.returncode == 0, start.stderr
+        yield dict(os.environ, SLURM_CONF=str(state / "slurm.conf"))
+    finally:
+        subprocess.run([LOCAL_SLURM, "stop", state], capture_output=True)
+
+
+def test_slurm_script_runs_its_array_on_a_real_slurm_from_paths_with_spaces(project, built, tmp_path, slurm_env):
     """The issue's evidence: the project, the dataset and the script under folders whose names
     have spaces and non-ASCII letters; `bash SCRIPT` submits the array and the dependent job
     to the one-node SLURM of ../shared/slurm (started here: ~2 s), the jobs run, and the shards
     are the bytes of a local build. Then a script that sbatch refuses (unknown partition) says
     so, exits non-zero and leaves nothing queued. Skipped where that SLURM cannot start."""
-    why = slurm_unavailable()
-    if why:
-        pytest.skip(f"needs the real one-node SLURM: {why}")
-    state = tmp_path / "slurm"  # slurm.conf cannot hold a path with spaces: SLURM's own state only
-    start = subprocess.run([LOCAL_SLURM, "start", state], capture_output=True, text=True)
-    try:
-        assert start.returncode == 0, start.stderr
-        env = dict(os.environ, SLURM_CONF=str(state / "slurm.conf"))
-        home = tmp_path / "my project ü"
-        home.mkdir()
-        shutil.copytree(project / "ds", home / "the ds é", ignore=shutil.ignore_patterns("derivatives"))
-        subprocess.run([bin_path("bf-pipeline"), "--quiet", "ingest", home / "the ds é"], cwd=home, check=True, capture_output=True)
-        script = home / "bf run ü.sh"
-        out = bf(home, "slurm", "--tasks", "3", "--cpus-per-task", "1", "--mem", "1G", "--out", script).stdout
-        assert "submit with: bash '" in out, out
-        sub = subprocess.run(["bash", script], env=env, cwd=home, capture_output=True, text=True)
-        assert sub.returncode == 0 and "submitted array job" in sub.stdout, sub.stderr
-        ids = re.search(r"array job (\d+) .* and job (\d+)", sub.stdout).groups()
-        wait_for_jobs(env, ids)
-        logs = {p.name: p.read_text() for p in home.glob("bf-*.log")}
-        assert len(logs) == 4, logs
-        shards = home / "the ds é" / "derivatives" / "brainformer" / "shards"
-        got = {str(p.relative_to(shards)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(shards.rglob("*")) if p.is_file()}
-        assert got == built, logs
-        bad = home / "bad partition.sh"
-        bf(home, "slurm", "--tasks", "2", "--partition", "no-such-partition", "--out", bad)
-        sub = subprocess.run(["bash", bad], env=env, cwd=home, capture_output=True, text=True)
-        assert sub.returncode == 1 and "submitted" not in sub.stdout, sub.stdout
-        assert "sbatch refused the array job" in sub.stderr and "nothing was submitted" in sub.stderr, sub.stderr
-        q = subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True)
-        assert q.stdout.strip() == "", q.stdout
-    finally:
-        subprocess.run([LOCAL_SLURM, "stop", state], capture_output=True)
+    env = slurm_env
+    home = tmp_path / "my project ü"
+    home.mkdir()
+    shutil.copytree(project / "ds", home / "the ds é", ignore=shutil.ignore_patterns("derivatives"))
+    subprocess.run([bin_path("bf-pipeline"), "--quiet", "ingest", home / "the ds é"], cwd=home, check=True, capture_output=True)
+    script = home / "bf run ü.sh"
+    out = bf(home, "slurm", "--tasks", "3", "--cpus-per-task", "1", "--mem", "1G", "--out", script).stdout
+    assert "submit with: bash '" in out, out
+    sub = subprocess.run(["bash", script], env=env, cwd=home, capture_output=True, text=True)
+    assert sub.returncode == 0 and "submitted array job" in sub.stdout, sub.stderr
+    ids = re.search(r"array job (\d+) .* and job (\d+)", sub.stdout).groups()
+    wait_for_jobs(env, ids)
+    logs = {p.name: p.read_text() for p in home.glob("bf-*.log")}
+    assert len(logs) == 4, logs
+    shards = home / "the ds é" / "derivatives" / "brainformer" / "shards"
+    got = {str(p.relative_to(shards)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(shards.rglob("*")) if p.is_file()}
+    assert got == built, logs
+    bad = home / "bad partition.sh"
+    bf(home, "slurm", "--tasks", "2", "--partition", "no-such-partition", "--out", bad)
+    sub = subprocess.run(["bash", bad], env=env, cwd=home, capture_output=True, text=True)
+    assert sub.returncode == 1 and "submitted" not in sub.stdout, sub.stdout
+    assert "sbatch refused the array job" in sub.stderr and "nothing was submitted" in sub.stderr, sub.stderr
+    q = subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True)
+    assert q.stdout.strip() == "", q.stdout
+
+
+def test_slurm_job_stopped_before_its_time_limit_requeues_and_continues(project, built, tmp_path, slurm_env):
+    """SLURM's warning before a time limit (the script asks for --signal=B:TERM@S; sent here
+    at once with scancel --signal=TERM --batch): the array task's bf-pipeline finishes the
+    target in progress and exits 75, the script requeues the task, the requeued task builds
+    only what is left, and the dependent job then gives the bytes of a local build."""
+    env = slurm_env
+    bf(project, "clean", "--yes")
+    script = tmp_path / "bf.sh"
+    bf(project, "slurm", "--tasks", "1", "--cpus-per-task", "1", "--mem", "1G", "--out", script)
+    assert "--signal=B:TERM@300 --requeue" in script.read_text()
+    sub = subprocess.run(["bash", script], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert sub.returncode == 0, sub.stderr
+    array, final = re.search(r"array job (\d+) .* and job (\d+)", sub.stdout).groups()
+    task = f"{array}_0"
+    stamps = derivatives(project) / "stamps" / "preprocess"
+    t0 = time.time()
+    while len(list(stamps.glob("*.json"))) < 1:
+        assert time.time() - t0 < 120, "the array task never finished a run"
+        time.sleep(0.1)
+    subprocess.run(["scancel", "--signal=TERM", "--batch", task], env=env, check=True)
+    t0 = time.time()
+    while True:  # requeued jobs wait ~2 min (SLURM's BeginTime); start it now
+        q = subprocess.run(["squeue", "-h", "-o", "%i %T %r", "-j", task], env=env, capture_output=True, text=True).stdout
+        if "BeginTime" in q:
+            subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], env=env, check=True)
+            break
+        assert "RUNNING" in q and time.time() - t0 < 120, f"the task was not requeued: {q!r}"
+        time.sleep(0.2)
+    wait_for_jobs(env, [array, final])
+    log = (tmp_path / f"bf-segment-{array}_0.log").read_text()
+    assert "stopped by SIGTERM" in log and f"requeueing job {task}" in log, log
+    assert re.search(r"built \d preprocess", log.split("requeueing")[1]), log
+    assert shard_hashes(project) == built
 
 
 def test_slurm_script_that_cannot_submit_says_so(project, built, tmp_path):

@@ -509,6 +509,11 @@ pub struct SlurmArgs {
     /// sbatch --mem per job (1 GB per concurrently processed ds000117 run is ample).
     #[arg(long, default_value = "8G")]
     pub mem: String,
+    /// Seconds before the time limit at which SLURM signals each job (sbatch
+    /// --signal=B:TERM@S): the pipeline finishes its targets in progress, stops, and the job
+    /// requeues itself to continue (0: no signal, no requeue).
+    #[arg(long, default_value_t = 300)]
+    pub stop_before: u32,
 }
 
 /// The parameters given on this command line, repeated verbatim in the script so every task
@@ -564,7 +569,9 @@ pub fn slurm(args: &DagArgs, s: &SlurmArgs) -> Result<()> {
     let utf8 = |p: &Path| p.to_str().map(str::to_string).with_context(|| format!("{}: not valid UTF-8, which a shell script cannot carry safely", p.display()));
     let overrides: Vec<String> = override_args(args).iter().map(|a| shell_quote(a)).collect();
     let partition = s.partition.as_ref().map(|p| format!(" --partition={}", shell_quote(p))).unwrap_or_default();
-    let opts = format!("--time={} --cpus-per-task={} --mem={}{partition}", shell_quote(&s.time), s.cpus_per_task, shell_quote(&s.mem));
+    // Requeued jobs append to their log, so the reason of the requeue stays readable.
+    let signal = if s.stop_before > 0 { format!(" --signal=B:TERM@{} --requeue --open-mode=append", s.stop_before) } else { String::new() };
+    let opts = format!("--time={} --cpus-per-task={} --mem={}{partition}{signal}", shell_quote(&s.time), s.cpus_per_task, shell_quote(&s.mem));
     let n = s.tasks;
     let script = format!(
         r#"#!/usr/bin/env bash
@@ -578,9 +585,32 @@ set -euo pipefail
 BF={exe}
 PROJECT={project}
 ARGS=({overrides})
+# Runs bf-pipeline with SLURM's warning signal (sbatch --signal=B:TERM@S reaches this shell)
+# passed on to it; bf-pipeline then finishes the targets in progress and exits 75, and the job
+# is requeued, to continue where it stopped (its dependants wait for it).
+run_bf() {{
+  "$BF" "$@" &
+  pid=$!
+  trap 'kill -TERM "$pid" 2>/dev/null || true' TERM USR1
+  while :; do
+    st=0; wait "$pid" || st=$?
+    if [ "$st" -gt 128 ] && kill -0 "$pid" 2>/dev/null; then continue; fi  # a signal woke wait
+    break
+  done
+  if [ "$st" -gt 128 ]; then st=0; wait "$pid" || st=$?; fi  # the status it really ended with
+  trap - TERM USR1
+  if [ "$st" = 75 ] && [ -n "${{SLURM_JOB_ID:-}}" ]; then
+    job=$SLURM_JOB_ID
+    [ -n "${{SLURM_ARRAY_JOB_ID:-}}" ] && job=${{SLURM_ARRAY_JOB_ID}}_$SLURM_ARRAY_TASK_ID
+    echo "bf-pipeline stopped before the time limit; requeueing job $job to continue" >&2
+    scontrol requeue "$job" || {{ echo "scontrol requeue $job failed: resubmit it by hand" >&2; exit 75; }}
+    exit 0
+  fi
+  exit "$st"
+}}
 case "${{1:-}}" in
-  --task)  exec "$BF" --quiet segment --project "$PROJECT" "${{ARGS[@]}}" --jobs "${{SLURM_CPUS_PER_TASK:-0}}" --shard "${{2:-${{SLURM_ARRAY_TASK_ID:?--task needs I}}}}/{n}" ;;
-  --final) exec "$BF" --quiet tokenize --project "$PROJECT" "${{ARGS[@]}}" --jobs "${{SLURM_CPUS_PER_TASK:-0}}" ;;
+  --task)  run_bf --quiet segment --project "$PROJECT" "${{ARGS[@]}}" --jobs "${{SLURM_CPUS_PER_TASK:-0}}" --shard "${{2:-${{SLURM_ARRAY_TASK_ID:?--task needs I}}}}/{n}" ;;
+  --final) run_bf --quiet tokenize --project "$PROJECT" "${{ARGS[@]}}" --jobs "${{SLURM_CPUS_PER_TASK:-0}}" ;;
   "") ;;
   *) echo "usage: $0 [--task I | --final]" >&2; exit 2 ;;
 esac
