@@ -226,6 +226,11 @@ def test_a_split_without_subjects_is_refused_unless_allowed(tmp_path):
     data = derivatives(tmp_path) / "shards" / "data"
     rows = {split: sum(pl.read_parquet(p).height for p in data.glob(f"{split}-*.parquet")) for split in ("train", "validation", "test")}
     assert rows["train"] > 0 and rows["validation"] == rows["test"] == 0, rows
+    # A moved dataset is named, and nothing (no lock file, no folder) is created in its place.
+    (tmp_path / "ds").rename(tmp_path / "moved")
+    proc = bf(tmp_path, "tokenize", check=False)
+    assert proc.returncode == 1 and f"{tmp_path / 'ds'}: the dataset folder" in proc.stderr, proc.stderr
+    assert not (tmp_path / "ds").exists()
 
 
 def test_no_subject_in_two_splits_and_tokenizer_fitted_on_train(project, built):

@@ -296,6 +296,9 @@ pub fn run(args: &DagArgs, until: Stage, quiet: bool) -> Result<()> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(args.jobs.unwrap_or(0)).build().context("thread pool")?;
     let config = args.config()?;
     let options = args.options(until)?;
+    if !config.dataset.root.is_dir() {
+        bail!("{}: the dataset folder named in {} does not exist (moved? run `bf-pipeline ingest` on it again)", config.dataset.root.display(), args.project.display());
+    }
     let der = bf_pipeline::ingest::derivatives_dir(&config.dataset.root);
     let Some(held) = take_lock(&der, args.lock_mode(&options), args.no_wait, Some(&stop))? else {
         return Err(crate::Resumable(format!("stopped by {} while waiting for {}'s lock; nothing was done", stop.received().unwrap_or("a signal"), der.display())).into());
