@@ -129,7 +129,12 @@ def test_two_tokenize_at_once_refuse_or_wait_and_leave_consistent_shards(project
     assert "in use by another bf-pipeline" in refused.stderr and f"pid {first.pid} " in refused.stderr, refused.stderr
     assert refused.stderr.count("\n") == 1, refused.stderr
     second = start_tokenize(project, "tokenize", "--window", "128", "--stride", "128", stderr=subprocess.PIPE)
+    # ingest rewrites the manifest the pipeline reads: it waits too.
+    ingest = subprocess.Popen([bin_path("bf-pipeline"), "--quiet", "ingest", project / "ds"], cwd=project,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert first.wait(timeout=300) == 0
+    _, err = ingest.communicate(timeout=300)
+    assert ingest.returncode == 0 and "waiting for it to finish" in err, err
     _, err = second.communicate(timeout=300)
     assert second.returncode == 0, err
     assert "waiting for it to finish" in err and f"pid {first.pid} " in err, err

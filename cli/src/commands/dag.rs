@@ -195,7 +195,7 @@ fn command_line() -> String {
 /// Takes derivatives/brainformer's lock: at once when it is free; else, with --no-wait, an
 /// error naming the holders; else waits (polling, so a signal can end the wait), saying once
 /// whom it waits for. `Ok(None)`: a signal came while waiting.
-fn take_lock(der: &Path, mode: LockMode, no_wait: bool, stop: Option<&StopSignals>) -> Result<Option<FolderLock>> {
+pub(crate) fn take_lock(der: &Path, mode: LockMode, no_wait: bool, stop: Option<&StopSignals>) -> Result<Option<FolderLock>> {
     let who = || {
         let h = lock::holders(der);
         if h.is_empty() { "another process (no record of it)".to_string() } else { h.iter().map(|h| h.describe()).collect::<Vec<_>>().join("; ") }

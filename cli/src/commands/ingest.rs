@@ -73,6 +73,10 @@ pub fn run(args: IngestArgs) -> Result<()> {
     let records = &report.records;
     let manifest = manifest_path(&root);
     if !records.is_empty() {
+        // The pipeline reads the manifest under derivatives/brainformer's lock: wait for a
+        // running tokenize instead of changing its runs under it.
+        let der = bf_pipeline::ingest::derivatives_dir(&root);
+        let _held = super::dag::take_lock(&der, bf_pipeline::dag::lock::LockMode::Exclusive, false, None)?;
         write_manifest(&manifest, records)?;
     }
     let mut config = ProjectConfig::with_defaults(root.clone(), source);
