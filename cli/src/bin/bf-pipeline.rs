@@ -145,6 +145,12 @@ enum Command {
     /// A target is rebuilt only when its inputs' content, its parameters or its code changed;
     /// an interrupted run leaves whole files and the next run carries on. Parameters come
     /// from brainformer.toml (written by ingest); see `bf-pipeline config`.
+    ///
+    /// One process at a time writes derivatives/brainformer (a lock; the --shard tasks of a
+    /// job array share it): another one waits, saying for whom, or refuses with --no-wait.
+    /// SIGTERM, SIGINT or SIGUSR1 let the targets in progress finish, start no other, and exit
+    /// with status 75; the same command then continues. A split left without subjects is
+    /// refused (--allow-empty-split: a warning). Exit status 0: built; 1: error; 75: stopped.
     Tokenize {
         #[command(flatten)]
         args: commands::dag::DagArgs,
@@ -179,6 +185,10 @@ enum Command {
     },
     /// Write an sbatch script that runs the pipeline on SLURM: per-run stages as a job array
     /// (`--shard I/N`), then the stages over all runs as a job that depends on it.
+    ///
+    /// `bash SCRIPT` submits both (the script is their batch script; any path works) or exits
+    /// non-zero saying what sbatch refused. Jobs ask for SIGTERM --stop-before seconds ahead of
+    /// their time limit, stop at a target boundary and requeue themselves.
     Slurm {
         #[command(flatten)]
         args: commands::dag::DagArgs,
