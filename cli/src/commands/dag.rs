@@ -1,8 +1,9 @@
 //! The pipeline commands: `tokenize` (everything up to the shards), `preprocess` and
 //! `segment` (stop earlier), `plan` (what would run and why), `graph` (DOT), `config` (the
-//! effective configuration) and `clean` (remove derivatives). The engine is
-//! `bf_pipeline::dag`; this file loads the project, applies command-line overrides, sizes the
-//! thread pool and draws the progress bars.
+//! effective configuration), `clean` (remove derivatives) and `slurm` (the job-array script).
+//! The engine is `bf_pipeline::dag`; this file loads the project, applies command-line
+//! overrides, takes derivatives/brainformer's lock, checks splits and free space, sizes the
+//! thread pool, turns signals into a stop between targets and draws the progress bars.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -11,10 +12,10 @@ use anyhow::{bail, Context, Result};
 use bf_pipeline::config::{ProjectConfig, PROJECT_FILE};
 use bf_pipeline::dag::lock::{self, FolderLock, LockMode};
 use bf_pipeline::dag::{self, inputs::discover_runs, stages, Plan, Project, RunOptions, Stage, STAGES};
-
-use crate::StopSignals;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::StopSignals;
 
 /// Options shared by the pipeline commands. Every parameter of brainformer.toml can be
 /// overridden here, with MNE's names.
