@@ -95,12 +95,14 @@ def test_flat_and_noisy_channel(dataset):
     flat = [raw.ch_names[i] for i, row in zip(mne.pick_types(raw.info, meg=True), meg) if not row.any()]
     assert len(flat) == 1
     # (MNE's find_bad_channels_maxwell flags both on a 60 s run, but takes minutes here.)
-    # The noisy channel: broadband noise far above its type's median above the cHPI lines.
-    hp = raw.copy().filter(400, None, picks=["meg", "eeg"])
+    # The noisy channel: broadband noise far above its type's median above the cHPI lines
+    # (a sharp 450 Hz high-pass: with MNE's default 100 Hz transition cHPI leaks through and
+    # channels near the coils reach z ~ 20).
+    hp = raw.copy().filter(450, None, l_trans_bandwidth=20, picks=["meg", "eeg"])
     picks = mne.pick_types(raw.info, meg=True, eeg=True)
     sd = hp.get_data(picks).std(axis=1)
     types = np.array(raw.get_channel_types(picks))
     z = np.array([s / np.median(sd[(types == t) & (sd > 0)]) if s > 0 else 0 for s, t in zip(sd, types)])
-    assert (z > 10).sum() == 1, sorted(z)[-3:]
+    assert (z > 8).sum() == 1 and (z > 3).sum() == 1, sorted(z)[-3:]
     # The proc-sss derivative has neither.
     assert all(row.any() for row in sss.get_data("meg"))
