@@ -7,7 +7,7 @@ and locs with our dev_head_t, and a discrete source space at our dipoles.
 
 Tolerance: 1e-3 relative per column (‖ours − MNE‖ / ‖MNE‖ over the channels of one type),
 the issue's bound. MEG uses the same closed form (Sarvas) on the same coil integration points
-in float64, so it agrees to rounding (~1e-12; asserted at 1e-9 to catch any geometry slip).
+in float64, so it agrees to rounding (measured 6e-15; asserted at 1e-9 to catch any geometry slip).
 EEG depends on the Berg–Scherg parameters, which MNE fits with COBYLA stopped at a trust
 radius of 1e-4 and we fit with Nelder–Mead to convergence: the residual is flat along one μ
 direction, so the two fits differ by ~5e-3 in μ₃ and move the potentials by ~1e-4 relative
