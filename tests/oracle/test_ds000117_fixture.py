@@ -194,3 +194,17 @@ def test_emptyroom_sessions_read_with_mne_bids(dataset):
     assert mne.io.read_raw_fif(er_sss).ch_names == raw.ch_names
     # One session per date in use: subjects 1 and 2 share 20090409.
     assert sorted(p.name for p in (dataset / "sub-emptyroom").glob("ses-*")) == ["ses-20090409"]
+
+
+def test_bad_arguments_are_one_line_naming_the_file(tmp_path):
+    """Errors print once, on one line, naming the file (issue 19: they used to repeat the
+    message through anyhow's cause chain)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for args, name in (([blocker / "ds"], blocker / "ds"),
+                       ([tmp_path / "ds", "--template", tmp_path / "missing.fif"], tmp_path / "missing.fif")):
+        res = subprocess.run([bin_path("bf-fixtures"), "--out", *args], capture_output=True, text=True)
+        assert res.returncode == 1
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+        assert str(name) in lines[0] and lines[0].count(str(name)) == 1, lines[0]
