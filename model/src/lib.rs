@@ -5,7 +5,8 @@
 //! the seed's parameter names) → [`tsa`] (Two-Stage Attention, full or router channel stage)
 //! → [`crossformer`] (the seed's token encoder–decoder, teacher forcing, cached decoding) and
 //! [`regression`] (the seed's later continuous model) → [`checkpoint`] (safetensors with the
-//! seed's names) → [`optim`] (AdamW, schedule, clipping) and [`data`] (streaming shard loader).
+//! seed's names) → [`optim`] (AdamW, schedule, clipping) and [`data`] (streaming shard loader);
+//! [`tensorboard`] writes the training log as TensorBoard event files.
 
 pub mod checkpoint;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod probe;
 pub mod train;
 pub mod regression;
 pub mod resume;
+pub mod tensorboard;
 pub mod tsa;
 
 use std::path::{Path, PathBuf};

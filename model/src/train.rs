@@ -113,8 +113,9 @@ pub fn load_training_checkpoint(dir: &Path, vs: &mut VarStore, opt: &mut AdamW) 
 }
 
 /// What a training run writes into its `--out` folder (checkpoints, their `.old` copies
-/// during a swap, the log); other files there are not the run's.
-pub const RUN_FILES: [&str; 5] = ["metrics.jsonl", "last", "best", "last.old", "best.old"];
+/// during a swap, the logs: metrics.jsonl and the TensorBoard folder `tb/`); other files
+/// there are not the run's.
+pub const RUN_FILES: [&str; 6] = ["metrics.jsonl", "tb", "last", "best", "last.old", "best.old"];
 
 /// The run files present in `out` (empty when `out` is absent or holds no run).
 pub fn existing_run_files(out: &Path) -> Vec<String> {

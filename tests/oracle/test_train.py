@@ -345,7 +345,7 @@ def test_failed_writes_and_reads_leave_no_temporaries_or_empty_runs(shards, tmp_
                            "--eval_interval", "2"], capture_output=True, text=True, preexec_fn=small_files)
     err = one_error_line(proc)
     assert "optimizer.safetensors" in err and "too large" in err, err
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl"], list(out.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl", "tb"], list(out.iterdir())
     # Temporaries that killed processes left are swept at the next start; a live process's stay.
     dead = out / ".last.tmp-99999999"
     (dead / "x").mkdir(parents=True)
@@ -364,3 +364,60 @@ def test_failed_writes_and_reads_leave_no_temporaries_or_empty_runs(shards, tmp_
         proc = bf("bf-train", "--shards", bad, "--out", tmp_path / "new", *QUICK, "--max_steps", "2", check=False)
         assert str(bad) in one_error_line(proc)
         assert not (tmp_path / "new").exists()
+
+
+# metrics.jsonl keys and the TensorBoard tags bf-train logs them under.
+TENSORBOARD_TAGS = {"loss": "train/loss", "lr": "train/learning_rate", "grad_norm": "train/grad_norm",
+                    "samples_per_sec": "train/samples_per_sec", "tokens_per_sec": "train/tokens_per_sec",
+                    "val_loss": "validation/loss"}
+
+
+def test_tensorboard_event_files_hold_the_logged_numbers(shards, tmp_path):
+    """OUT/tb holds TensorBoard event files that TensorBoard's own loader reads with the values
+    of metrics.jsonl (as float32), through a resume and through a crash: steps logged after the
+    checkpoint a run resumes from are dropped by the new file's session start, as metrics.jsonl
+    drops them."""
+    import shutil
+    import struct
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    run = tmp_path / "run"
+    common = ["--shards", shards, "--out", run, *SMALL, "--max_steps", "8", "--eval_interval", "3",
+              "--eval_batches", "2", "--lr", "3e-3", "--seed", "5"]
+    bf("bf-train", *common, "--stop_after", "4")
+    at_step_4 = tmp_path / "last-4"
+    shutil.copytree(run / "last", at_step_4)
+    bf("bf-train", *common, "--resume")
+    # A crash after step 8 that lost its checkpoints: last/ is back at step 4, so steps 5-8 are
+    # trained and logged again.
+    shutil.rmtree(run / "last")
+    shutil.copytree(at_step_4, run / "last")
+    bf("bf-train", *common, "--resume")
+
+    files = sorted((run / "tb").iterdir())
+    assert len(files) == 3 and all(f.name.startswith("events.out.tfevents.") for f in files), files
+    for f in files:
+        # Every record is whole and passes its checksums: the loader yields as many events as the
+        # framing holds (it silently stops at a torn or corrupt record).
+        data, records, at = f.read_bytes(), 0, 0
+        while at < len(data):
+            at += 8 + 4 + struct.unpack("<Q", data[at:at + 8])[0] + 4
+            records += 1
+        assert at == len(data)
+        events = list(EventFileLoader(str(f)).Load())
+        assert len(events) == records and events[0].file_version == "brain.Event:2"
+        assert [e.wall_time for e in events] == sorted(e.wall_time for e in events)
+
+    acc = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert acc.file_version == 2
+    lines = log(run / "metrics.jsonl")
+    assert [l["step"] for l in lines] == list(range(1, 9))
+    assert sorted(acc.Tags()["scalars"]) == sorted(TENSORBOARD_TAGS.values())
+    for key, tag in TENSORBOARD_TAGS.items():
+        want = [(l["step"], float(np.float32(l[key]))) for l in lines if key in l]
+        got = [(e.step, e.value) for e in acc.Scalars(tag)]
+        assert got == want, (tag, got, want)
+    assert [e.step for e in acc.Scalars("validation/loss")] == [3, 6, 8]

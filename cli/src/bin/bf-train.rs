@@ -2,8 +2,8 @@
 //!
 //! Read it top to bottom: arguments → shards → model → optimizer → (resume) → the loop
 //! (micro-batches with gradient accumulation, clipping, AdamW, warmup + cosine schedule,
-//! a JSONL line per step) → validation every `--eval_interval` steps with early stopping and
-//! the best checkpoint kept → a final checkpoint. The model, optimizer, data stream and
+//! a JSONL line per step and the same scalars in TensorBoard event files) → validation every
+//! `--eval_interval` steps with early stopping and the best checkpoint kept → a final checkpoint. The model, optimizer, data stream and
 //! checkpoint formats live in the `bf_model` crate; this file only wires them together.
 //!
 //! Around the loop: the run folder is checked before anything is written (an existing run is
@@ -23,6 +23,7 @@ use bf_model::data::{split_files, ExampleSpec, ShardSet, Stream};
 use bf_model::optim::{cosine_with_warmup, AdamW};
 use bf_model::precision::with_bf16_autocast;
 use bf_model::resume::{canonical_shards_dir, RunIdentity, ShardContent, ShardsCheck};
+use bf_model::tensorboard::EventWriter;
 use bf_model::train::{
     batch_loss_hiding_history, batch_tensors, dropout_seed, existing_run_files, history_mask, load_training_checkpoint, lock_run_folder, mean_loss, read_trainer_state,
     remove_run, resolve_checkpoint, save_training_checkpoint, sweep_stale_temporaries, trainable, TrainerState,
@@ -37,7 +38,8 @@ use tch::nn::VarStore;
 /// Train the EEG→MEG Crossformer on Brainformer Parquet shards.
 ///
 /// Writes into --out: `metrics.jsonl` (one line per step: step, loss, lr, grad_norm,
-/// samples_per_sec, tokens_per_sec; validation lines add val_loss), `last/` (the latest
+/// samples_per_sec, tokens_per_sec; validation lines add val_loss), `tb/` (the same numbers as
+/// TensorBoard event files: `tensorboard --logdir OUT`), `last/` (the latest
 /// training checkpoint, for --resume), `best/` (the checkpoint with the lowest validation
 /// loss; give it to bf-eval). Model flags keep the seed's names (--d_model, --n_heads, ...).
 ///
@@ -242,6 +244,16 @@ fn resume_command() -> String {
     format!("cd {} && {}", brainformer_cli::shell_quote(&cwd), words.iter().map(|w| brainformer_cli::shell_quote(w)).collect::<Vec<_>>().join(" "))
 }
 
+/// metrics.jsonl keys and the TensorBoard tags they are logged under (`OUT/tb/`).
+const TENSORBOARD_TAGS: [(&str, &str); 6] = [
+    ("loss", "train/loss"),
+    ("lr", "train/learning_rate"),
+    ("grad_norm", "train/grad_norm"),
+    ("samples_per_sec", "train/samples_per_sec"),
+    ("tokens_per_sec", "train/tokens_per_sec"),
+    ("val_loss", "validation/loss"),
+];
+
 /// The settings that change the weights a run computes, by their flag names: `--resume`
 /// refuses a checkpoint written with other values.
 const IDENTITY_SETTINGS: [&str; 20] = [
@@ -381,6 +393,9 @@ fn run(args: Args) -> Result<Ended> {
         sweep(&out)?;
     }
     let mut log = OpenOptions::new().create(true).append(true).open(&metrics_path).with_context(|| format!("opening {}", metrics_path.display()))?;
+    // A new event file per start; its session start drops steps after the checkpoint from the
+    // earlier files, as metrics.jsonl was truncated above.
+    let mut tb = EventWriter::create(&out.join("tb"), state.step + 1)?;
 
     // ---- the loop --------------------------------------------------------------------
     let spec = example_spec(&cfg);
@@ -445,6 +460,8 @@ fn run(args: Args) -> Result<Ended> {
             }
         }
         writeln!(log, "{line}")?;
+        let scalars: Vec<(&str, f64)> = TENSORBOARD_TAGS.iter().filter_map(|(key, tag)| Some((*tag, line[*key].as_f64()?))).collect();
+        tb.scalars(state.step, &scalars)?;
         bar.set_message(format!("loss {loss:.4}  lr {lr:.2e}"));
         bar.inc(1);
         if evaluate {
