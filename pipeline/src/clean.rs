@@ -24,7 +24,7 @@ use crate::dsp::filter::OverlapAdd;
 use crate::dsp::fir::{create_filter, notch_filter_design, FirOptions};
 use crate::dsp::resample::{resample_stim, ResampleMethod, Resampler};
 use crate::dsp::spectral::SpectralChain;
-use crate::segment::{screened_channels, stretch_annotations, FlatClipParams, Stretch};
+use crate::segment::{screened_channels, split_bad_channels, stretch_annotations, FlatClipParams, Stretch};
 use crate::error::{Error, Result};
 use crate::recording::{Annotation, ChannelKind, InMemory, RawReader};
 
@@ -45,6 +45,8 @@ pub struct CleanParams {
     /// Screen each raw data channel for flat and clipped stretches before filtering
     /// ([`crate::segment::flat_or_clipped_stretches`]); they become `BAD_flat` /
     /// `BAD_clipped` annotations of the result, so segmentation drops windows touching them.
+    /// A channel flat or clipped over more than `bad_percent` % of the run is added to the
+    /// result's `bads` instead, with no annotations ([`crate::segment::split_bad_channels`]).
     pub screen: Option<FlatClipParams>,
 }
 
@@ -123,7 +125,15 @@ pub fn clean(reader: &dyn RawReader, params: &CleanParams, scratch_dir: &Path, p
     })?;
 
     let mut new_info = info.clone();
-    let mut stretches = stretches.into_inner().expect("no panics while held");
+    let stretches = stretches.into_inner().expect("no panics while held");
+    let bad_percent = params.screen.map_or(100.0, |s| s.bad_percent);
+    let (bad, mut stretches) = split_bad_channels(stretches, n, bad_percent);
+    for c in bad {
+        let name = &info.channels[c].name;
+        if !new_info.bads.contains(name) {
+            new_info.bads.push(name.clone());
+        }
+    }
     stretches.sort_by_key(|s| (s.start, s.channel));
     new_info.annotations.extend(stretch_annotations(&stretches, info.sfreq));
     if let Some(l) = params.l_freq.filter(|&l| params.h_freq.is_none_or(|h| l < h)) {

@@ -75,7 +75,9 @@
 //!   bad, and [`stretch_annotations`] merges the result into `BAD_flat` / `BAD_clipped`
 //!   annotations (onset `start/sfreq`, duration `(stop-start)/sfreq`, MNE's convention for
 //!   sample spans), which then reject windows by the rule above once added to the recording
-//!   before filtering.
+//!   before filtering. As MNE's `annotate_amplitude` (`bad_percent`, default 5 %), a channel
+//!   whose stretches cover more than `bad_percent` % of the run is not annotated but becomes
+//!   a bad channel ([`split_bad_channels`]): a dead channel must not reject the whole run.
 //! * [`reject_flat_clipped`] screens the segments that survived MNE's rules, on the data that is
 //!   segmented, for every data channel (`ChannelKind::is_data`: mag, grad, eeg, seeg, ecog,
 //!   dbs) that is not in `info.bads`: `FLAT` when the channel's peak-to-peak in the segment is
@@ -228,11 +230,15 @@ pub struct FlatClipParams {
     /// A segment is flat on a channel when its peak-to-peak is below this fraction of the
     /// median peak-to-peak of that channel over all in-bounds segments (or exactly 0).
     pub flat_rel: f64,
+    /// A channel whose flat / clipped stretches cover more than this percentage of the run is
+    /// a bad channel instead of a source of `BAD_flat` / `BAD_clipped` annotations (MNE's
+    /// `annotate_amplitude(bad_percent=5)`): one dead channel must not reject every window.
+    pub bad_percent: f64,
 }
 
 impl Default for FlatClipParams {
     fn default() -> Self {
-        FlatClipParams { flat_min_duration: 0.05, clip_min_duration: 0.01, flat_rel: 1e-3 }
+        FlatClipParams { flat_min_duration: 0.05, clip_min_duration: 0.01, flat_rel: 1e-3, bad_percent: 5.0 }
     }
 }
 
@@ -644,6 +650,36 @@ pub fn find_flat_clipped(info: &RecordingInfo, data: ArrayView2<f64>, params: &F
     out
 }
 
+/// Splits `stretches` found on a run of `n_samples` samples into the channels that are bad
+/// (their stretches, merged, cover more than `bad_percent` % of the samples: MNE's
+/// `annotate_amplitude` returns such channels as bads and annotates nothing for them) and
+/// the stretches of the other channels, which become annotations. Channels sorted.
+pub fn split_bad_channels(stretches: Vec<Stretch>, n_samples: usize, bad_percent: f64) -> (Vec<usize>, Vec<Stretch>) {
+    let mut per_channel: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
+    for s in &stretches {
+        per_channel.entry(s.channel).or_default().push((s.start, s.stop));
+    }
+    let bad: Vec<usize> = per_channel
+        .into_iter()
+        .filter(|(_, spans)| {
+            let mut spans = spans.clone();
+            spans.sort_unstable();
+            let (mut covered, mut end) = (0usize, 0usize);
+            for (a, b) in spans {
+                let a = a.max(end);
+                if b > a {
+                    covered += b - a;
+                    end = b;
+                }
+            }
+            n_samples > 0 && covered as f64 * 100.0 / n_samples as f64 > bad_percent
+        })
+        .map(|(c, _)| c)
+        .collect();
+    let kept = stretches.into_iter().filter(|s| !bad.contains(&s.channel)).collect();
+    (bad, kept)
+}
+
 /// `BAD_flat` / `BAD_clipped` annotations covering `stretches` (overlapping or abutting
 /// stretches of one kind, any channel, merged), sorted by onset.
 pub fn stretch_annotations(stretches: &[Stretch], sfreq: f64) -> Vec<Annotation> {
@@ -942,6 +978,18 @@ mod tests {
         let st = vec![Stretch { channel: 0, start: 10, stop: 20, kind: "flat" }, Stretch { channel: 1, start: 15, stop: 30, kind: "flat" }, Stretch { channel: 1, start: 50, stop: 60, kind: "clipped" }];
         let a = stretch_annotations(&st, 100.0);
         assert_eq!(a, vec![ann(0.1, 0.2, "BAD_flat"), ann(0.5, 0.1, "BAD_clipped")]);
+    }
+
+    #[test]
+    fn a_channel_flat_over_more_than_bad_percent_is_bad_not_annotated() {
+        let st = |channel, start, stop| Stretch { channel, start, stop, kind: "flat" };
+        // channel 0: dead for the whole run; channel 1: 5 % exactly (not more); channel 2:
+        // two overlapping stretches covering 6 %; channel 3: a short dropout.
+        let all = vec![st(0, 0, 1000), st(1, 100, 150), st(2, 0, 40), st(2, 30, 60), st(3, 500, 520)];
+        let (bad, kept) = split_bad_channels(all, 1000, 5.0);
+        assert_eq!(bad, vec![0, 2]);
+        assert_eq!(kept, vec![st(1, 100, 150), st(3, 500, 520)]);
+        assert_eq!(stretch_annotations(&kept, 1000.0).len(), 2);
     }
 
     #[test]

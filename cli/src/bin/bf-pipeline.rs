@@ -649,7 +649,7 @@ fn run(command: Command, quiet: bool) -> Result<()> {
             input, out, window, stride, events, events_tsv, stim_channel, tmin, tmax, baseline, event_id, picks, proj,
             mark_flat_clipped, no_reject_flat_clipped, flat_rel, flat_min_duration, clip_min_duration, json,
         } => {
-            let flat = bf_pipeline::segment::FlatClipParams { flat_min_duration, clip_min_duration, flat_rel };
+            let flat = bf_pipeline::segment::FlatClipParams { flat_min_duration, clip_min_duration, flat_rel, ..Default::default() };
             commands::epochs::run(&commands::epochs::EpochsArgs {
                 input, out, window, stride, events, events_tsv, stim_channel, tmin, tmax, baseline, event_id, picks, proj,
                 mark_flat_clipped, reject_flat_clipped: !no_reject_flat_clipped, flat, json,

@@ -93,7 +93,13 @@ pub fn run(args: &EpochsArgs) -> Result<()> {
     let data = reader.read_f64(&reader.all_picks(), 0, info.n_samples)?;
 
     let stretches: Vec<Stretch> = if args.mark_flat_clipped {
-        let found = segment::find_flat_clipped(&info, data.view(), &args.flat);
+        let (bad, found) = segment::split_bad_channels(segment::find_flat_clipped(&info, data.view(), &args.flat), info.n_samples, args.flat.bad_percent);
+        for c in bad {
+            let name = info.channels[c].name.clone();
+            if !info.bads.contains(&name) {
+                info.bads.push(name);
+            }
+        }
         info.annotations.extend(segment::stretch_annotations(&found, info.sfreq));
         found
     } else {

@@ -188,7 +188,10 @@ fn preprocess(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<St
     let mut cleaned = clean(reader, &params, &scratch, &|| {})?;
 
     // After Maxwell filtering the MEG bads are reconstructed channels (its reader cleared them).
-    let kept_bads = reader.info().bads.clone();
+    // The flat/clipped screen adds the channels flat or clipped over more than bad_percent of
+    // the run (MNE's annotate_amplitude): they are bads, not annotations.
+    let screen_bads: Vec<String> = cleaned.info.bads.iter().filter(|b| !reader.info().bads.contains(b)).cloned().collect();
+    let kept_bads = cleaned.info.bads.clone();
     let detected: Vec<_> = find_bad_channels(&cleaned.info, &cleaned.data, &BadsParams::default()).into_iter().filter(|b| !kept_bads.contains(&b.name)).collect();
     let mut bads = kept_bads;
     bads.extend(detected.iter().map(|b| b.name.clone()));
@@ -226,7 +229,8 @@ fn preprocess(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<St
         "MaxwellFilter": maxwell_record,
         "BadChannels": {
             "from_channels_tsv": bids_bads,
-            "detected": detected.iter().map(|b| json!({"name": b.name, "reason": reason_text(&b.reason)})).collect::<Vec<_>>(),
+            "detected": screen_bads.iter().map(|b| json!({"name": b, "reason": format!("flat or clipped over more than {}% of the run (annotate_amplitude's bad_percent)", FlatClipParams::default().bad_percent)}))
+                .chain(detected.iter().map(|b| json!({"name": b.name, "reason": reason_text(&b.reason)}))).collect::<Vec<_>>(),
             "interpolated": interpolated,
             "remaining": remaining,
         },
