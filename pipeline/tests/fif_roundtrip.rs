@@ -201,3 +201,39 @@ fn reading_outside_the_recording_is_an_error() {
     assert!(r.read_f64(&[0], 50, 101).unwrap_err().to_string().contains("outside"));
     assert!(r.read_f64(&[2], 0, 10).unwrap_err().to_string().contains("channel index 2"));
 }
+
+#[test]
+fn dev_head_t_and_dig_round_trip() {
+    use bf_pipeline::maxwell::geometry::{read_head_geometry, DigPoint, HeadGeometry, Transform};
+    let rec = recording(4, 500);
+    let dir = tmpdir();
+    let out = dir.path().join("h_raw.fif");
+    let (c, s) = (0.3f64.cos(), 0.3f64.sin());
+    let t = Transform { rot: [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], trans: [0.001, -0.02, 0.045] };
+    let dig = vec![
+        DigPoint { kind: 1, ident: 2, r: [0.0, 0.1, 0.0], coord_frame: 4 },
+        DigPoint { kind: 2, ident: 1, r: [-0.05, 0.02, 0.07], coord_frame: 4 },
+        DigPoint { kind: 4, ident: 1, r: [0.01, -0.03, 0.09], coord_frame: 4 },
+    ];
+    let head = HeadGeometry { dev_head_t: Some(t), dig: dig.clone() };
+    write_raw(&rec, &rec.all_picks(), 0, 500, &out, &WriteOptions { head: Some(head), ..Default::default() }).unwrap();
+    let g = read_head_geometry(&out).unwrap();
+    let got = g.dev_head_t.expect("dev_head_t written");
+    for i in 0..3 {
+        assert!((got.trans[i] - t.trans[i]).abs() < 1e-7);
+        for j in 0..3 {
+            assert!((got.rot[i][j] - t.rot[i][j]).abs() < 1e-7);
+        }
+    }
+    assert_eq!(g.dig.len(), 3);
+    for (a, b) in g.dig.iter().zip(&dig) {
+        assert_eq!((a.kind, a.ident, a.coord_frame), (b.kind, b.ident, 4));
+        assert!(a.r.iter().zip(&b.r).all(|(x, y)| (x - y).abs() < 1e-7));
+    }
+    // The samples are the same as without the head block.
+    let plain = dir.path().join("p_raw.fif");
+    write_raw(&rec, &rec.all_picks(), 0, 500, &plain, &WriteOptions::default()).unwrap();
+    assert!(read_head_geometry(&plain).unwrap().dev_head_t.is_none());
+    let (r, p) = (FifReader::open(&out).unwrap(), FifReader::open(&plain).unwrap());
+    assert_eq!(r.read_f64(&r.all_picks(), 0, 500).unwrap(), p.read_f64(&p.all_picks(), 0, 500).unwrap());
+}

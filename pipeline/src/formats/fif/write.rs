@@ -12,6 +12,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::maxwell::geometry::{HeadGeometry, Transform, FIFFV_COORD_DEVICE, FIFFV_COORD_HEAD};
 use crate::recording::{ChannelInfo, RawReader, RecordingInfo, Unit};
 
 use super::tag::k;
@@ -32,11 +33,16 @@ pub struct WriteOptions {
     pub split_size: u64,
     /// Samples per data buffer; `None` = one second, as MNE.
     pub buffer_samples: Option<usize>,
+    /// The device → head transform and digitized points (MNE's `info['dev_head_t']` and
+    /// `info['dig']`, head frame) to store in the measurement info, as MNE writes them (a
+    /// `FIFF_COORD_TRANS` tag and a `FIFFB_ISOTRAK` block); what
+    /// [`crate::maxwell::geometry::read_head_geometry`] reads back.
+    pub head: Option<HeadGeometry>,
 }
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { format: FifSampleFormat::Float32, split_size: 2_000_000_000, buffer_samples: None }
+        WriteOptions { format: FifSampleFormat::Float32, split_size: 2_000_000_000, buffer_samples: None, head: None }
     }
 }
 
@@ -64,7 +70,7 @@ pub fn write_raw(reader: &dyn RawReader, picks: &[usize], start: usize, stop: us
         let s0 = start + i * per_file;
         let s1 = (s0 + per_file).min(stop);
         let next = names.get(i + 1).map(|p| (i + 1, p));
-        let piece = FilePiece { info, reader, picks, channels: &channels, cals: &cals, start, s0, s1, buffer, format: opts.format, next };
+        let piece = FilePiece { info, reader, picks, channels: &channels, cals: &cals, start, s0, s1, buffer, format: opts.format, next, head: opts.head.as_ref() };
         write_atomically(path, |w| piece.write(w))?;
         written.push(path.clone());
     }
@@ -143,6 +149,7 @@ struct FilePiece<'a> {
     buffer: usize,
     format: FifSampleFormat,
     next: Option<(usize, &'a PathBuf)>,
+    head: Option<&'a HeadGeometry>,
 }
 
 impl FilePiece<'_> {
@@ -204,8 +211,32 @@ impl FilePiece<'_> {
                 t.end_block(k::B_CH_INFO)?;
             }
         }
+        self.write_head(t)?;
         self.write_projs(t, &names)?;
         t.end_block(k::B_MEAS_INFO)
+    }
+
+    /// `dev_head_t` (device → head) and the digitized points, in MNE's layout.
+    fn write_head(&self, t: &mut TagWriter) -> Result<()> {
+        let Some(head) = self.head else { return Ok(()) };
+        if let Some(tr) = &head.dev_head_t {
+            t.tag(FIFF_COORD_TRANS, FIFFT_COORD_TRANS_STRUCT, &coord_trans_struct(FIFFV_COORD_DEVICE, FIFFV_COORD_HEAD, tr))?;
+        }
+        if !head.dig.is_empty() {
+            t.start_block(FIFFB_ISOTRAK)?;
+            t.tag(FIFF_MNE_COORD_FRAME, k::T_INT, &FIFFV_COORD_HEAD.to_be_bytes())?;
+            for p in &head.dig {
+                let mut b = Vec::with_capacity(20);
+                b.extend_from_slice(&p.kind.to_be_bytes());
+                b.extend_from_slice(&p.ident.to_be_bytes());
+                for v in p.r {
+                    b.extend_from_slice(&(v as f32).to_be_bytes());
+                }
+                t.tag(FIFF_DIG_POINT, FIFFT_DIG_POINT_STRUCT, &b)?;
+            }
+            t.end_block(FIFFB_ISOTRAK)?;
+        }
+        Ok(())
     }
 
     /// Projectors whose channels are all written (others would dangle; MNE drops them too).
@@ -329,6 +360,32 @@ impl TagWriter<'_, '_> {
     fn end_block(&mut self, block: i32) -> Result<()> {
         self.tag(k::BLOCK_END, k::T_INT, &block.to_be_bytes())
     }
+}
+
+const FIFFB_ISOTRAK: i32 = 107;
+const FIFF_DIG_POINT: i32 = 213;
+const FIFF_COORD_TRANS: i32 = 222;
+const FIFF_MNE_COORD_FRAME: i32 = 3506;
+const FIFFT_DIG_POINT_STRUCT: i32 = 33;
+const FIFFT_COORD_TRANS_STRUCT: i32 = 35;
+
+/// FIFF's coordinate transform struct: from, to, rotation (row-major), translation, then the
+/// inverse's rotation and translation (float32 each).
+fn coord_trans_struct(from: i32, to: i32, t: &Transform) -> Vec<u8> {
+    let mut b = Vec::with_capacity(104);
+    b.extend_from_slice(&from.to_be_bytes());
+    b.extend_from_slice(&to.to_be_bytes());
+    for tr in [*t, t.inverse()] {
+        for row in tr.rot {
+            for v in row {
+                b.extend_from_slice(&(v as f32).to_be_bytes());
+            }
+        }
+        for v in tr.trans {
+            b.extend_from_slice(&(v as f32).to_be_bytes());
+        }
+    }
+    b
 }
 
 /// A file id struct: version, machine id (2 ints), time (secs, usecs). Fixed values keep
