@@ -15,7 +15,9 @@
 //! channels (CTF/KIT), `skip_by_annotation` (MNE processes each span between
 //! `edge`/`BAD_ACQ_SKIP` annotations separately and leaves samples inside `BAD_ACQ_SKIP`
 //! unprocessed, tSSS windows restart per span; we treat the recording as one span), the
-//! output's `proc_history`/`max_info` records, the DAG step.
+//! output's `proc_history`/`max_info` records (the DAG's sidecar records the parameters).
+//! The DAG step (before the band-pass, `[maxwell]` in brainformer.toml) is in [`site`] and
+//! `dag/stages.rs`.
 //!
 //! Layout: [`coils`] (MNE's `coil_def.dat`, bundled in `pipeline/data/mne/` with its BSD-3
 //! notice, and coil points from each channel's `loc`), [`basis`] (the multipole bases,
@@ -45,7 +47,9 @@
 //!   a near tie could in principle resolve differently from MNE's LAPACK SVD.
 //! - tSSS: MNE re-orthonormalises the orth bases by QR before the principal angles; we skip
 //!   it (same subspaces). We compute the projection from the window's channel Gram matrix
-//!   instead of MNE's two time × channel SVDs ([`tsss`]'s module doc: same result, ~1e-12).
+//!   instead of MNE's two time × channel SVDs, and apply it as a low-rank correction in the
+//!   internal-moment space ([`tsss`]'s module doc: ~5e-8 of each channel's RMS on MNE's
+//!   test file, 2.5e-10 for its 1 s window).
 //! - Without `dev_head_t` (empty-room files) only `coord_frame='meg'` is possible, as in MNE.
 //! - MNE's `fix_mag_coil_types(use_cal=True)` is applied to the coil types used here
 //!   (3022/3023 with cal > 3e-11 → 3024), not to the output's channel info.
