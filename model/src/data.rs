@@ -9,9 +9,25 @@
 //! the stream is a single number, the examples consumed so far, so a checkpoint can resume
 //! the stream exactly: whole files before the position are skipped without being read.
 //!
+//! **The promise:** the global order of examples is a function of the seed and the epoch
+//! only: each position of the stream maps to one (file, example) by [`Stream::example_at`],
+//! computed, not taken from whichever reader finished first. The one background thread that
+//! reads ahead ([`Stream::spawn`]) and the calling thread ([`Stream::batches`]) produce the
+//! same batches, however deep the read-ahead and however many threads libtorch uses; a stream
+//! started at a checkpoint's position continues the order of the run that wrote it.
+//!
+//! **Ranks** (data-parallel training): [`Stream::with_rank`] gives process `rank` of `world`
+//! its share of every *global* batch of `batch_size` examples: a contiguous, balanced range of
+//! the batch ([`RankSlice::range`]), so the ranks' shares are disjoint and together are the
+//! batch one process would take, in order. Positions stay global (every rank's [`Batch`]
+//! carries the same `position`), so a checkpoint written by any world size resumes under any
+//! other. Each rank reads the shard files its examples come from (all ranks read each file;
+//! files are bounded in size) and skips the others' examples without decoding them.
+//!
 //! The permutations use SplitMix64 written here rather than a crate's RNG: the stream must
 //! stay the same across dependency updates, or old checkpoints would resume on other data.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::thread::JoinHandle;
@@ -186,6 +202,43 @@ fn push_values(out: &mut Vec<f32>, w: &[f32], channels: usize, window: usize, sp
     }
 }
 
+/// Which share of every global batch one process of a data-parallel job takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RankSlice {
+    rank: usize,
+    world: usize,
+}
+
+impl RankSlice {
+    /// Process `rank` (from 0) of `world` processes.
+    pub fn new(rank: usize, world: usize) -> Result<RankSlice> {
+        if world == 0 || rank >= world {
+            return Err(Error::Data(format!("rank {rank} of world size {world}: the rank must be below the world size")));
+        }
+        Ok(RankSlice { rank, world })
+    }
+
+    /// One process: the whole batch.
+    pub fn whole() -> RankSlice {
+        RankSlice { rank: 0, world: 1 }
+    }
+
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    pub fn world(&self) -> usize {
+        self.world
+    }
+
+    /// The examples of a global batch of `size` this rank takes: `rank·size/world ..
+    /// (rank+1)·size/world`. The ranges of ranks 0..world tile 0..size in rank order, and
+    /// their lengths differ by at most one (equal when `world` divides `size`).
+    pub fn range(&self, size: usize) -> Range<usize> {
+        self.rank * size / self.world..(self.rank + 1) * size / self.world
+    }
+}
+
 /// The deterministic, endless stream of batches (epoch after epoch).
 pub struct Stream {
     set: ShardSet,
@@ -193,11 +246,29 @@ pub struct Stream {
     batch_size: usize,
     seed: u64,
     shuffle: bool,
+    slice: RankSlice,
 }
 
 impl Stream {
+    /// `batch_size` is the global batch: with [`Stream::with_rank`], each rank's batches hold
+    /// its share of it.
     pub fn new(set: ShardSet, spec: ExampleSpec, batch_size: usize, seed: u64, shuffle: bool) -> Stream {
-        Stream { set, spec, batch_size, seed, shuffle }
+        Stream { set, spec, batch_size, seed, shuffle, slice: RankSlice::whole() }
+    }
+
+    /// This process takes only `slice`'s share of each global batch (see the module doc). A
+    /// rank whose share of a short last batch (a limited stream) is empty gets a batch of
+    /// size 0 with the others, so that all ranks see the same number of batches.
+    pub fn with_rank(mut self, slice: RankSlice) -> Stream {
+        self.slice = slice;
+        self
+    }
+
+    /// The example at stream position `pos`: (file index, example index inside the file:
+    /// row · chunks_per_window + chunk). A function of the seed, the epoch and the shards only.
+    pub fn example_at(&self, pos: u64) -> (usize, usize) {
+        let (epoch, file, inner) = Producer::locate(self, pos);
+        (file, Producer::example_order(self, epoch, file)[inner])
     }
 
     pub fn examples_per_epoch(&self) -> u64 {
@@ -289,13 +360,21 @@ impl Producer {
         let (ne, nm, w) = (meta.n_eeg(), meta.n_meg(), meta.window);
         let l = stream.spec.sequence_length;
         let chunks = stream.spec.chunks_per_window(w);
-        let mut size = 0;
+        // The global batch: positions start..start + global; this rank takes `mine` of them.
+        let start = self.position;
+        let global = if stream.examples_per_epoch() == 0 {
+            0
+        } else {
+            let left = self.end.map_or(u64::MAX, |e| e.saturating_sub(start));
+            (stream.batch_size as u64).min(left) as usize
+        };
+        if global == 0 {
+            return Ok(None);
+        }
+        let mine = stream.slice.range(global);
         let (mut eeg_t, mut meg_t, mut eeg_f, mut meg_f) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        while size < stream.batch_size {
-            if self.end.is_some_and(|e| self.position >= e) || stream.examples_per_epoch() == 0 {
-                break;
-            }
-            let (epoch, file, inner) = Self::locate(stream, self.position);
+        for i in mine.clone() {
+            let (epoch, file, inner) = Self::locate(stream, start + i as u64);
             if !matches!(&self.loaded, Some((e, f, _, _)) if *e == epoch && *f == file) {
                 let (m, rows) = read_rows(&stream.set.files[file])?;
                 if rows.len() != stream.set.rows[file] || m.window != w {
@@ -318,17 +397,13 @@ impl Producer {
                 }
                 _ => return Err(Error::Format(stream.set.files[file].clone(), "mixed token and continuous columns".into())),
             }
-            size += 1;
-            self.position += 1;
         }
-        if size == 0 {
-            return Ok(None);
-        }
+        self.position = start + global as u64;
         let data = match meta.kind {
             ShardKind::Tokens => BatchData::Tokens { eeg: eeg_t, meg: meg_t },
             ShardKind::Continuous => BatchData::Continuous { eeg: eeg_f, meg: meg_f },
         };
-        Ok(Some(Batch { size, time: l, data, position: self.position }))
+        Ok(Some(Batch { size: mine.len(), time: l, data, position: self.position }))
     }
 }
 
@@ -352,6 +427,173 @@ mod tests {
         let mut r = SplitMix64::new(0);
         assert_eq!(r.next_u64(), 0xE220_A839_7B1D_CDAF);
         assert_eq!(r.next_u64(), 0x6E78_9E6A_A1B9_65F4);
+    }
+
+    use bf_pipeline::shards::{write_run_file, WindowRow};
+    use bf_pipeline::tokenizer::Tokenizer;
+
+    const WINDOW: usize = 6;
+    const ROWS: [usize; 3] = [3, 5, 4];
+
+    /// A train split of three files (3, 5 and 4 windows of 6 samples; 2 EEG + 1 MEG channels)
+    /// whose EEG names each example: channel 0 holds 50·file + row, channel 1 the time index.
+    fn shards(name: &str) -> ShardSet {
+        let dir = std::env::temp_dir().join(format!("bf-data-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let channels = ["E1", "E2", "M1"].map(String::from);
+        let meta = ShardMeta {
+            eeg_channels: channels[..2].to_vec(),
+            meg_channels: channels[2..].to_vec(),
+            sfreq: 250.0,
+            window: WINDOW,
+            kind: ShardKind::Tokens,
+            params_json: "{}".into(),
+            tokenizer: Some(Tokenizer {
+                channels: channels.to_vec(),
+                lo: vec![-1.0; 3],
+                hi: vec![1.0; 3],
+                mu: 255.0,
+                levels: 255,
+                clamp_percentiles: [0.5, 99.5],
+            }),
+        };
+        for (f, &n) in ROWS.iter().enumerate() {
+            let rows: Vec<WindowRow> = (0..n)
+                .map(|r| {
+                    let mut eeg = vec![(50 * f + r) as u8; WINDOW];
+                    eeg.extend((0..WINDOW).map(|t| t as u8));
+                    WindowRow {
+                        subject: format!("{f}"),
+                        session: None,
+                        task: None,
+                        run: None,
+                        window: r as u32,
+                        onset: 0.0,
+                        eeg: WindowData::Tokens(eeg),
+                        meg: WindowData::Tokens(vec![7; WINDOW]),
+                    }
+                })
+                .collect();
+            write_run_file(&dir.join("data").join(format!("train-{f:05}-of-00003.parquet")), &rows, &meta).unwrap();
+        }
+        ShardSet::open(&dir, "train").unwrap()
+    }
+
+    fn remove(set: &ShardSet) {
+        let dir = set.files[0].parent().and_then(Path::parent).expect("DIR/data/file");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// sequence_length 4: two chunks per window, the second padded.
+    fn stream(set: &ShardSet, batch: usize, seed: u64) -> Stream {
+        Stream::new(set.clone(), ExampleSpec { sequence_length: 4, token_offset: 3, pad_id: 0, scale: None }, batch, seed, true)
+    }
+
+    /// The (file, example inside the file) of each example of a batch, read from its EEG.
+    fn examples(b: &Batch) -> Vec<(usize, usize)> {
+        let BatchData::Tokens { eeg, .. } = &b.data else { panic!("token shards") };
+        (0..b.size)
+            .map(|i| {
+                let (id, t0) = ((eeg[i * 4 * 2] - 3) as usize, (eeg[i * 4 * 2 + 1] - 3) as usize);
+                (id / 50, (id % 50) * 2 + t0 / 4)
+            })
+            .collect()
+    }
+
+    fn all(it: impl Iterator<Item = Result<Batch>>) -> Vec<Batch> {
+        it.map(|b| b.unwrap()).collect()
+    }
+
+    #[test]
+    fn the_order_depends_on_the_seed_and_epoch_only() {
+        let set = shards("order");
+        let s = stream(&set, 5, 11);
+        let per_epoch = s.examples_per_epoch();
+        assert_eq!(per_epoch, 24);
+        let inline = all(s.batches(0, Some(3 * per_epoch)));
+        let got: Vec<(usize, usize)> = inline.iter().flat_map(examples).collect();
+        // Every position holds the example the order function names for it...
+        assert_eq!(got, (0..3 * per_epoch).map(|p| s.example_at(p)).collect::<Vec<_>>());
+        // ...each epoch is every example once, in another order each epoch...
+        let epochs: Vec<&[(usize, usize)]> = got.chunks(per_epoch as usize).collect();
+        for e in &epochs {
+            let mut sorted = e.to_vec();
+            sorted.sort();
+            let every: Vec<(usize, usize)> = ROWS.iter().enumerate().flat_map(|(f, &n)| (0..2 * n).map(move |x| (f, x))).collect();
+            assert_eq!(sorted, every);
+        }
+        assert_ne!(epochs[0], epochs[1]);
+        // ...and neither the reading thread nor its read-ahead depth changes it; the seed does.
+        for prefetch in [1, 3, 16] {
+            let (rx, handle) = stream(&set, 5, 11).spawn(0, Some(3 * per_epoch), prefetch);
+            assert_eq!(all(rx.into_iter()), inline, "prefetch {prefetch}");
+            handle.join().unwrap();
+        }
+        let other: Vec<(usize, usize)> = all(stream(&set, 5, 12).batches(0, Some(per_epoch))).iter().flat_map(examples).collect();
+        assert_ne!(&other[..], epochs[0]);
+        // The batch size only groups the same order.
+        let by7: Vec<(usize, usize)> = all(stream(&set, 7, 11).batches(0, Some(3 * per_epoch))).iter().flat_map(examples).collect();
+        assert_eq!(by7, got);
+        remove(&set);
+    }
+
+    #[test]
+    fn resuming_mid_epoch_continues_the_order() {
+        let set = shards("resume");
+        let s = stream(&set, 5, 3);
+        let straight = all(s.batches(0, Some(60)));
+        for k in [1, 3, 4, 7] {
+            // A checkpoint after batch k records its position; a new stream starts there.
+            let pos = straight[k - 1].position;
+            let resumed = all(stream(&set, 5, 3).batches(pos, Some(60 - pos)));
+            assert_eq!(resumed, straight[k..], "after batch {k}");
+            let (rx, handle) = stream(&set, 5, 3).spawn(pos, Some(60 - pos), 2);
+            assert_eq!(all(rx.into_iter()), straight[k..]);
+            handle.join().unwrap();
+        }
+        remove(&set);
+    }
+
+    #[test]
+    fn ranks_take_disjoint_slices_that_make_up_the_global_batch() {
+        let set = shards("ranks");
+        let whole = all(stream(&set, 5, 9).batches(0, Some(53)));
+        assert_eq!(whole.last().unwrap().size, 3, "a short last batch");
+        for world in 1..=6 {
+            let per_rank: Vec<Vec<Batch>> = (0..world)
+                .map(|r| all(stream(&set, 5, 9).with_rank(RankSlice::new(r, world).unwrap()).batches(0, Some(53))))
+                .collect();
+            for (i, w) in whole.iter().enumerate() {
+                let parts: Vec<&Batch> = per_rank.iter().map(|b| &b[i]).collect();
+                assert!(parts.iter().all(|p| p.position == w.position && p.time == w.time), "world {world} batch {i}");
+                let sizes: Vec<usize> = parts.iter().map(|p| p.size).collect();
+                assert_eq!(sizes.iter().sum::<usize>(), w.size);
+                assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "{sizes:?}");
+                let joined: Vec<(usize, usize)> = parts.iter().flat_map(|p| examples(p)).collect();
+                assert_eq!(joined, examples(w), "world {world} batch {i}");
+                let (BatchData::Tokens { eeg, meg }, BatchData::Tokens { eeg: we, meg: wm }) = (&parts[0].data, &w.data) else { panic!() };
+                assert_eq!((&eeg[..], &meg[..]), (&we[..eeg.len()], &wm[..meg.len()]), "rank 0 holds the head of the batch");
+            }
+            assert!(per_rank.iter().all(|b| b.len() == whole.len()));
+        }
+        // A position written by a 2-process run resumes under 3 processes in the same order.
+        let pos = all(stream(&set, 5, 9).with_rank(RankSlice::new(1, 2).unwrap()).batches(0, Some(20))).last().unwrap().position;
+        assert_eq!(pos, 20);
+        let tail: Vec<(usize, usize)> = (0..3)
+            .map(|r| all(stream(&set, 5, 9).with_rank(RankSlice::new(r, 3).unwrap()).batches(pos, Some(33))))
+            .collect::<Vec<_>>()
+            .iter()
+            .fold(vec![Vec::new(); 7], |mut acc, b| {
+                for (i, x) in b.iter().enumerate() {
+                    acc[i].extend(examples(x));
+                }
+                acc
+            })
+            .concat();
+        assert_eq!(tail, whole[4..].iter().flat_map(examples).collect::<Vec<_>>());
+        assert!(RankSlice::new(2, 2).is_err() && RankSlice::new(0, 0).is_err());
+        assert_eq!((0..3).map(|r| RankSlice::new(r, 3).unwrap().range(8)).collect::<Vec<_>>(), vec![0..2, 2..5, 5..8]);
+        remove(&set);
     }
 
     #[test]
