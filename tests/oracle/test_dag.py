@@ -430,12 +430,20 @@ def test_slurm_job_stopped_before_its_time_limit_requeues_and_continues(project,
         if "BeginTime" in q:
             subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], env=env, check=True)
             break
-        assert "RUNNING" in q and time.time() - t0 < 120, f"the task was not requeued: {q!r}"
+        # Until then the task is still running, or briefly pending (reason None) or absent
+        # from squeue while SLURM requeues it.
+        assert time.time() - t0 < 120, f"the task was not requeued: {q!r}"
         time.sleep(0.2)
     wait_for_jobs(env, [array, final])
     log = (tmp_path / f"bf-segment-{array}_0.log").read_text()
     assert "stopped by SIGTERM" in log and f"requeueing job {task}" in log, log
-    assert re.search(r"built \d preprocess", log.split("requeueing")[1]), log
+    # The requeued task builds only what was left: fewer preprocess targets than there are
+    # (how many were left depends on timing: under load the runs in progress may all finish
+    # before the stop, and the requeued task then builds only later stages).
+    after = log.split("requeueing")[1]
+    assert "built" in after or "nothing to do" in after, log
+    m = re.search(r"(\d+) preprocess\b", after)
+    assert (int(m.group(1)) if m else 0) < len(list(stamps.glob("*.json"))), log
     assert shard_hashes(project) == built
 
 
