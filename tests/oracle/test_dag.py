@@ -321,7 +321,7 @@ def test_slurm_script_array_tasks_give_the_same_bytes(project, built, tmp_path):
     out = bf(project, "slurm", "--tasks", "3", "--out", script).stdout
     assert script.exists() and "3 array tasks" in out
     text = script.read_text()
-    assert "--array=0-2" in text and "--dependency=afterok:" in text and "--shard \"${2:-${SLURM_ARRAY_TASK_ID" in text and '}}/3"' in text
+    assert "--array=0-2" in text and "--dependency=afterany:" in text and "--shard \"${2:-${SLURM_ARRAY_TASK_ID" in text and '}}/3"' in text
     bf(project, "clean", "--yes")
     order = [2, 0, 1]
     for i in order:

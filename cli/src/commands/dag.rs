@@ -625,7 +625,10 @@ self=$(readlink -f "$0")
 array=$(sbatch --parsable --job-name=bf-segment --array=0-{last} {opts} --output=bf-segment-%A_%a.log "$self" --task)   || fail "sbatch refused the array job (message above); nothing was submitted"
 array=${{array%%;*}}
 case "$array" in ''|*[!0-9]*) fail "sbatch answered '$array' instead of a job id; nothing else was submitted" ;; esac
-final=$(sbatch --parsable --job-name=bf-tokenize --dependency=afterok:$array {opts} --output=bf-tokenize-%j.log "$self" --final) || {{
+# afterany, not afterok: a task requeued after SIGTERM may count as failed for afterok (SLURM
+# then marks this job DependencyNeverSatisfied and it never runs); tokenize builds whatever a
+# task left undone itself, and reports the error of a run that really fails.
+final=$(sbatch --parsable --job-name=bf-tokenize --dependency=afterany:$array {opts} --output=bf-tokenize-%j.log "$self" --final) || {{
   scancel "$array" || true
   fail "sbatch refused the final job (message above); array job $array was cancelled, nothing is left submitted"
 }}
