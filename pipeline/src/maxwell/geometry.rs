@@ -8,13 +8,14 @@ use std::path::Path;
 use crate::formats::fif::tag::{be_i32, be_u32, k, FifFile, Node};
 use crate::{Error, Result};
 
-const FIFFB_ISOTRAK: i32 = 107;
+// FIFF kinds of the head geometry's tags (MNE's constants.py); the FIF writer uses them too.
+pub(crate) const FIFFB_ISOTRAK: i32 = 107;
 const FIFFB_HPI_RESULT: i32 = 109;
-const FIFF_DIG_POINT: i32 = 213;
-const FIFF_COORD_TRANS: i32 = 222;
-const FIFF_MNE_COORD_FRAME: i32 = 3506;
-const FIFFT_DIG_POINT_STRUCT: i32 = 33;
-const FIFFT_COORD_TRANS_STRUCT: i32 = 35;
+pub(crate) const FIFF_DIG_POINT: i32 = 213;
+pub(crate) const FIFF_COORD_TRANS: i32 = 222;
+pub(crate) const FIFF_MNE_COORD_FRAME: i32 = 3506;
+pub(crate) const FIFFT_DIG_POINT_STRUCT: i32 = 33;
+pub(crate) const FIFFT_COORD_TRANS_STRUCT: i32 = 35;
 pub const FIFFV_COORD_DEVICE: i32 = 1;
 pub const FIFFV_COORD_HEAD: i32 = 4;
 pub const FIFFV_POINT_EEG: i32 = 3;

@@ -12,7 +12,10 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::maxwell::geometry::{HeadGeometry, Transform, FIFFV_COORD_DEVICE, FIFFV_COORD_HEAD};
+use crate::maxwell::geometry::{
+    HeadGeometry, Transform, FIFFB_ISOTRAK, FIFFT_COORD_TRANS_STRUCT, FIFFT_DIG_POINT_STRUCT, FIFFV_COORD_DEVICE, FIFFV_COORD_HEAD,
+    FIFF_COORD_TRANS, FIFF_DIG_POINT, FIFF_MNE_COORD_FRAME,
+};
 use crate::recording::{ChannelInfo, RawReader, RecordingInfo, Unit};
 
 use super::tag::k;
@@ -362,12 +365,6 @@ impl TagWriter<'_, '_> {
     }
 }
 
-const FIFFB_ISOTRAK: i32 = 107;
-const FIFF_DIG_POINT: i32 = 213;
-const FIFF_COORD_TRANS: i32 = 222;
-const FIFF_MNE_COORD_FRAME: i32 = 3506;
-const FIFFT_DIG_POINT_STRUCT: i32 = 33;
-const FIFFT_COORD_TRANS_STRUCT: i32 = 35;
 
 /// FIFF's coordinate transform struct: from, to, rotation (row-major), translation, then the
 /// inverse's rotation and translation (float32 each).
