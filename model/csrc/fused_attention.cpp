@@ -38,6 +38,9 @@ struct BfAttnArgs {
   float* dq; int64_t dq_s0, dq_s1;
   float* dk; int64_t dk_s0, dk_s1;
   float* dv; int64_t dv_s0, dv_s1;
+  // Added to the pair index where the dropout mask is keyed: the pairs of the examples that
+  // other processes hold in a data-parallel step come first (0 in one process).
+  int64_t pair_offset;
 };
 
 // Computes (row, head) pairs lo..hi (pair = row * heads + head).
@@ -64,7 +67,7 @@ void run_pairs(bf_attn_kernel kernel, const BfAttnArgs& a) {
 
 BfAttnArgs make_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const at::Tensor& mask, int64_t heads, bool causal, double dropout,
-                     uint64_t seed) {
+                     uint64_t seed, int64_t pair_offset) {
   BfAttnArgs a{};
   a.n = q.size(0);
   a.heads = heads;
@@ -82,13 +85,14 @@ BfAttnArgs make_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(a.dh)));
   a.dropout = static_cast<float>(dropout);
   a.seed = seed;
+  a.pair_offset = pair_offset;
   return a;
 }
 
 struct FusedAttention : public torch::autograd::Function<FusedAttention> {
   static at::Tensor forward(AutogradContext* ctx, at::Tensor q, at::Tensor k, at::Tensor v,
                             at::Tensor mask, bool has_mask, int64_t heads, bool causal, double dropout,
-                            int64_t seed_bits, int64_t fwd_fn, int64_t bwd_fn) {
+                            int64_t seed_bits, int64_t pair_offset, int64_t fwd_fn, int64_t bwd_fn) {
     TORCH_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3, "fused attention: q, k, v must be [batch, length, embed]");
     TORCH_CHECK(q.scalar_type() == at::kFloat && k.scalar_type() == at::kFloat && v.scalar_type() == at::kFloat,
                 "fused attention: float32 only");
@@ -109,7 +113,7 @@ struct FusedAttention : public torch::autograd::Function<FusedAttention> {
     const uint64_t seed = static_cast<uint64_t>(seed_bits);
     at::Tensor out = at::empty({n, l, e}, q.options());
     at::Tensor lse = at::empty({n, heads, l}, q.options());
-    BfAttnArgs a = make_args(q, k, v, m, heads, causal, dropout, seed);
+    BfAttnArgs a = make_args(q, k, v, m, heads, causal, dropout, seed, pair_offset);
     a.out = out.data_ptr<float>(); a.o_s0 = out.stride(0); a.o_s1 = out.stride(1);
     a.lse = lse.data_ptr<float>();
     run_pairs(reinterpret_cast<bf_attn_kernel>(fwd_fn), a);
@@ -121,6 +125,7 @@ struct FusedAttention : public torch::autograd::Function<FusedAttention> {
     ctx->saved_data["causal"] = causal;
     ctx->saved_data["dropout"] = dropout;
     ctx->saved_data["seed"] = static_cast<int64_t>(seed);
+    ctx->saved_data["pair_offset"] = pair_offset;
     ctx->saved_data["bwd_fn"] = bwd_fn;
     return out;
   }
@@ -133,13 +138,14 @@ struct FusedAttention : public torch::autograd::Function<FusedAttention> {
     const bool causal = ctx->saved_data["causal"].toBool();
     const double dropout = ctx->saved_data["dropout"].toDouble();
     const uint64_t seed = static_cast<uint64_t>(ctx->saved_data["seed"].toInt());
+    const int64_t pair_offset = ctx->saved_data["pair_offset"].toInt();
     const int64_t bwd_fn = ctx->saved_data["bwd_fn"].toInt();
 
     at::Tensor dout = last_dim_contiguous(grads[0]);
     at::Tensor dq = at::empty(q.sizes(), q.options());
     at::Tensor dk = at::empty(k.sizes(), k.options());
     at::Tensor dv = at::empty(v.sizes(), v.options());
-    BfAttnArgs a = make_args(q, k, v, m, heads, causal, dropout, seed);
+    BfAttnArgs a = make_args(q, k, v, m, heads, causal, dropout, seed, pair_offset);
     a.out = const_cast<float*>(out.data_ptr<float>()); a.o_s0 = out.stride(0); a.o_s1 = out.stride(1);
     a.lse = const_cast<float*>(lse.data_ptr<float>());
     a.dout = dout.data_ptr<float>(); a.do_s0 = dout.stride(0); a.do_s1 = dout.stride(1);
@@ -148,7 +154,7 @@ struct FusedAttention : public torch::autograd::Function<FusedAttention> {
     a.dv = dv.data_ptr<float>(); a.dv_s0 = dv.stride(0); a.dv_s1 = dv.stride(1);
     run_pairs(reinterpret_cast<bf_attn_kernel>(bwd_fn), a);
     // One gradient per forward input: q, k, v, then none for mask and the settings.
-    return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -160,12 +166,12 @@ extern "C" {
 // `out` receives a new at::Tensor* that the caller (tch) owns.
 int bf_fused_attention(at::Tensor** out, const at::Tensor* q, const at::Tensor* k, const at::Tensor* v,
                        const at::Tensor* mask, int64_t heads, int causal, double dropout, uint64_t seed,
-                       bf_attn_kernel fwd, bf_attn_kernel bwd, char* err, size_t err_len) {
+                       int64_t pair_offset, bf_attn_kernel fwd, bf_attn_kernel bwd, char* err, size_t err_len) {
   try {
     // Function::apply needs defined tensors; "no mask" travels as an empty one and a flag.
     at::Tensor m = mask ? *mask : at::empty({0}, q->options());
     at::Tensor result = FusedAttention::apply(*q, *k, *v, m, mask != nullptr, heads, causal != 0, dropout,
-                                              static_cast<int64_t>(seed), reinterpret_cast<int64_t>(fwd), reinterpret_cast<int64_t>(bwd));
+                                              static_cast<int64_t>(seed), pair_offset, reinterpret_cast<int64_t>(fwd), reinterpret_cast<int64_t>(bwd));
     *out = new at::Tensor(std::move(result));
     return 0;
   } catch (const std::exception& e) {

@@ -162,6 +162,10 @@ pub enum BatchData {
 pub struct Batch {
     pub size: usize,
     pub time: usize,
+    /// The global batch this one is a share of: its examples are `offset..offset + size` of
+    /// `global` (0 and `size` in one process).
+    pub offset: usize,
+    pub global: usize,
     pub data: BatchData,
     /// Stream position after this batch (examples consumed).
     pub position: u64,
@@ -403,7 +407,7 @@ impl Producer {
             ShardKind::Tokens => BatchData::Tokens { eeg: eeg_t, meg: meg_t },
             ShardKind::Continuous => BatchData::Continuous { eeg: eeg_f, meg: meg_f },
         };
-        Ok(Some(Batch { size: mine.len(), time: l, data, position: self.position }))
+        Ok(Some(Batch { size: mine.len(), time: l, offset: mine.start, global, data, position: self.position }))
     }
 }
 

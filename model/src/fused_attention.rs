@@ -68,6 +68,8 @@ pub struct AttnArgs {
     dv: *mut f32,
     dv_s0: i64,
     dv_s1: i64,
+    /// Added to the pair index where the dropout mask is keyed (see [`ExampleOffset`]).
+    pair_offset: i64,
 }
 
 type Kernel = unsafe extern "C" fn(*const AttnArgs, i64, i64);
@@ -83,6 +85,7 @@ extern "C" {
         causal: i32,
         dropout: f64,
         seed: u64,
+        pair_offset: i64,
         fwd: Kernel,
         bwd: Kernel,
         err: *mut libc::c_char,
@@ -107,12 +110,70 @@ pub fn supports_device(q: &Tensor) -> bool {
 /// A query whose keys are all masked gets zeros (as libtorch's current softmax does).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, heads: i64, causal: bool, p: f64) -> Tensor {
     let seed = if p > 0.0 { draw_seed() } else { 0 };
-    attention_seeded(q, k, v, mask, heads, causal, p, seed)
+    let pair_offset = ExampleOffset::current().units_before(q.size()[0]) * heads;
+    attention_seeded_at(q, k, v, mask, heads, causal, p, seed, pair_offset)
+}
+
+/// Where this process's examples sit in the global batch of a data-parallel step, so that
+/// dropout masks are keyed by the *global* example: process r of w, holding examples
+/// `offset..offset + local` of a global batch, draws the masks that one process holding the
+/// whole batch would draw for those examples (2 processes × batch B then train as 1 × 2B).
+///
+/// Set for the span of a forward pass with [`ExampleOffset::scope`]; the default (offset 0)
+/// is the one-process case. A tensor whose leading dimension is `k · local` rows (examples
+/// first, as every layer here lays them out: [B·C, T, D], [B·T, C, D]) is keyed from row
+/// `k · offset`, an activation of `m · local` elements from element `m · offset`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExampleOffset {
+    /// Examples of the global batch before this process's share.
+    pub offset: usize,
+    /// Examples in this process's share (0: unknown, keys start at 0).
+    pub local: usize,
+}
+
+thread_local! {
+    static EXAMPLE_OFFSET: std::cell::Cell<ExampleOffset> = const { std::cell::Cell::new(ExampleOffset { offset: 0, local: 0 }) };
+}
+
+impl ExampleOffset {
+    /// The offset in force on this thread.
+    pub fn current() -> ExampleOffset {
+        EXAMPLE_OFFSET.with(|c| c.get())
+    }
+
+    /// Runs `f` with this offset in force on this thread (restored afterwards).
+    pub fn scope<R>(self, f: impl FnOnce() -> R) -> R {
+        struct Restore(ExampleOffset);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                EXAMPLE_OFFSET.with(|c| c.set(self.0));
+            }
+        }
+        let _restore = Restore(EXAMPLE_OFFSET.with(|c| c.replace(self)));
+        f()
+    }
+
+    /// The units (rows or elements) before this process's share, for a tensor of `units`
+    /// units laid out example by example; 0 when no share is set or `units` is not a
+    /// multiple of it (a tensor not laid out by example keeps the one-process keys).
+    pub fn units_before(&self, units: i64) -> i64 {
+        if self.offset == 0 || self.local == 0 || units % self.local as i64 != 0 {
+            return 0;
+        }
+        units / self.local as i64 * self.offset as i64
+    }
 }
 
 /// [`attention`] with the dropout seed given.
 #[allow(clippy::too_many_arguments)]
+#[cfg(test)]
 fn attention_seeded(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, heads: i64, causal: bool, p: f64, seed: u64) -> Tensor {
+    attention_seeded_at(q, k, v, mask, heads, causal, p, seed, 0)
+}
+
+/// [`attention`] with the dropout seed and the pair offset given.
+#[allow(clippy::too_many_arguments)]
+fn attention_seeded_at(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, heads: i64, causal: bool, p: f64, seed: u64, pair_offset: i64) -> Tensor {
     let mut out: *mut torch_sys::C_tensor = std::ptr::null_mut();
     let mut err = [0 as libc::c_char; 512];
     let mask_ptr = mask.map_or(std::ptr::null(), |m| m.as_ptr());
@@ -129,6 +190,7 @@ fn attention_seeded(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, h
             causal as i32,
             p,
             seed,
+            pair_offset,
             forward_kernel,
             backward_kernel,
             err.as_mut_ptr(),
@@ -248,19 +310,31 @@ pub fn dropout(x: &Tensor, p: f64) -> Tensor {
     let seed = draw_seed();
     let mask = Tensor::empty(x.size(), (Kind::Float, tch::Device::Cpu));
     let numel = mask.numel();
+    let offset = ExampleOffset::current().units_before(numel as i64) as u64;
     // SAFETY: `mask` is a fresh contiguous float tensor of `numel` elements.
     let factors = unsafe { std::slice::from_raw_parts_mut(mask.data_ptr() as *mut f32, numel) };
-    // One hash key per 2^32 elements, so that indices stay 32-bit.
-    for (block, chunk) in factors.chunks_mut(1 << 32).enumerate() {
-        let d = DropMask::new(seed, p as f32, block);
+    fill_dropout_factors(seed, p as f32, offset, factors);
+    x * mask
+}
+
+/// The dropout factors of elements `offset..offset + out.len()` of a tensor: one hash key per
+/// 2^32 elements, so that indices stay 32-bit.
+fn fill_dropout_factors(seed: u64, p: f32, offset: u64, out: &mut [f32]) {
+    let mut done = 0usize;
+    while done < out.len() {
+        let global = offset + done as u64;
+        let (block, start) = ((global >> 32) as usize, global as u32);
+        let len = (out.len() - done).min((1u64 << 32) as usize - start as usize);
+        let d = DropMask::new(seed, p, block);
+        let chunk = &mut out[done..done + len];
         if has_avx2_fma() {
             // SAFETY: the features were detected.
-            unsafe { fill_factors_avx2(&d, chunk) }
+            unsafe { fill_factors_avx2(&d, start, chunk) }
         } else {
-            fill_factors(&d, chunk)
+            fill_factors(&d, start, chunk)
         }
+        done += len;
     }
-    x * mask
 }
 
 /// Training dropout on any tensor: [`dropout`] on CPU float32, libtorch's elsewhere.
@@ -273,15 +347,15 @@ pub fn dropout_any(x: &Tensor, p: f64) -> Tensor {
 }
 
 #[inline(always)]
-fn fill_factors(d: &DropMask, out: &mut [f32]) {
+fn fill_factors(d: &DropMask, start: u32, out: &mut [f32]) {
     for (i, f) in out.iter_mut().enumerate() {
-        *f = d.factor(i as u32);
+        *f = d.factor(start.wrapping_add(i as u32));
     }
 }
 
 #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx2,fma"))]
-unsafe fn fill_factors_avx2(d: &DropMask, out: &mut [f32]) {
-    fill_factors(d, out)
+unsafe fn fill_factors_avx2(d: &DropMask, start: u32, out: &mut [f32]) {
+    fill_factors(d, start, out)
 }
 
 /// BLAS `sgemm_` (Fortran interface, column-major, 32-bit integers).
@@ -586,7 +660,7 @@ unsafe fn forward_pair(a: &AttnArgs, pair: usize, scratch: &mut [f32]) {
     let (l, s, dh) = (a.l as usize, a.s as usize, a.dh as usize);
     let weights = &mut scratch[..l * s];
     masked_scores(a, &p, weights);
-    let drop = (a.dropout > 0.0).then(|| DropMask::new(a.seed, a.dropout, pair));
+    let drop = (a.dropout > 0.0).then(|| DropMask::new(a.seed, a.dropout, pair + a.pair_offset as usize));
     let lse = std::slice::from_raw_parts_mut(a.lse.offset((pair * l) as isize), l);
     for i in 0..l {
         let row = &mut weights[i * s..(i + 1) * s];
@@ -627,7 +701,7 @@ unsafe fn backward_pair(a: &AttnArgs, pair: usize, scratch: &mut [f32]) {
     let out = a.out.offset((p.n * a.o_s0 + col) as isize);
     // d(dropped weights) [L, S] = dO_h [L, dh] · V_hᵀ
     gemm(l, dh, s, 1.0, dout, a.do_s1 as isize, 1, p.v, 1, a.v_s1 as isize, 0.0, dscores.as_mut_ptr(), s as isize, 1);
-    let drop = (a.dropout > 0.0).then(|| DropMask::new(a.seed, a.dropout, pair));
+    let drop = (a.dropout > 0.0).then(|| DropMask::new(a.seed, a.dropout, pair + a.pair_offset as usize));
     let lse = std::slice::from_raw_parts(a.lse.offset((pair * l) as isize), l);
     for i in 0..l {
         // D_i = Σ_j P_ij · dP_ij = dO_i · O_i (the softmax backward's row term)
@@ -784,6 +858,50 @@ mod tests {
         let out = attention_seeded(&parts[0], &parts[1], &parts[2], Some(&mask), 2, false, 0.0, 0);
         assert_eq!(f64::try_from(out.get(0).abs().sum(Kind::Float)).unwrap(), 0.0);
         assert!(bool::try_from(out.get(1).isfinite().all()).unwrap());
+    }
+
+    /// Two processes holding halves of a batch, each with its offset in force, draw the masks
+    /// one process draws for the whole batch: attention weights (forward and gradients) and
+    /// activation dropout.
+    #[test]
+    fn halves_of_a_batch_with_their_offsets_draw_the_whole_batchs_masks() {
+        tch::manual_seed(11);
+        let (b, rows_per_example, l, e, heads) = (4usize, 3i64, 5, 8, 2);
+        let n = b as i64 * rows_per_example;
+        let q = Tensor::randn([n, l, e], (Kind::Float, tch::Device::Cpu));
+        let k = Tensor::randn([n, l, e], (Kind::Float, tch::Device::Cpu));
+        let v = Tensor::randn([n, l, e], (Kind::Float, tch::Device::Cpu));
+        let g = Tensor::randn([n, l, e], (Kind::Float, tch::Device::Cpu));
+        let with_seed = |q: &Tensor, k: &Tensor, v: &Tensor| {
+            tch::manual_seed(5);
+            attention(q, k, v, None, heads, false, 0.3)
+        };
+        let whole = run(with_seed, &q, &k, &v, &g);
+        let half = n / 2;
+        let parts: Vec<Vec<Tensor>> = (0..2)
+            .map(|r| {
+                let cut = |t: &Tensor| t.narrow(0, r * half, half);
+                ExampleOffset { offset: r as usize * b / 2, local: b / 2 }.scope(|| run(with_seed, &cut(&q), &cut(&k), &cut(&v), &cut(&g)))
+            })
+            .collect();
+        for (i, name) in ["out", "dq", "dk", "dv"].iter().enumerate() {
+            let joined = Tensor::cat(&[&parts[0][i], &parts[1][i]], 0);
+            assert!(joined.equal(&whole[i]), "{name}: the halves differ from the whole batch");
+        }
+        // Without the offset the second half would reuse the first half's masks.
+        let unkeyed = run(with_seed, &q.narrow(0, half, half), &k.narrow(0, half, half), &v.narrow(0, half, half), &g.narrow(0, half, half));
+        assert!(!unkeyed[0].equal(&whole[0].narrow(0, half, half)));
+
+        let x = Tensor::ones([b as i64, 7, 6], (Kind::Float, tch::Device::Cpu));
+        tch::manual_seed(9);
+        let all = dropout(&x, 0.5);
+        let halves: Vec<Tensor> = (0..2)
+            .map(|r| {
+                tch::manual_seed(9);
+                ExampleOffset { offset: r * b / 2, local: b / 2 }.scope(|| dropout(&x.narrow(0, (r * b / 2) as i64, (b / 2) as i64), 0.5))
+            })
+            .collect();
+        assert!(Tensor::cat(&halves, 0).equal(&all));
     }
 
     #[test]

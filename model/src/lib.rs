@@ -13,6 +13,7 @@ pub mod config;
 pub mod crossformer;
 pub mod data;
 pub mod device;
+pub mod distributed;
 pub mod fused_attention;
 pub mod layers;
 pub mod optim;

@@ -241,11 +241,22 @@ pub fn batch_loss_hiding_history(model: &Model, eeg: &Tensor, meg: &Tensor, hide
 
 /// Mean loss over batches, weighted by batch size, without gradients.
 pub fn mean_loss(model: &Model, batches: impl Iterator<Item = Result<Batch>>, device: Device) -> Result<Option<f64>> {
+    let (total, n) = loss_sum(model, batches, device)?;
+    Ok((n > 0).then(|| total / n as f64))
+}
+
+/// Σ (batch loss × batch size) and Σ batch size over batches, without gradients: what each
+/// process of a data-parallel validation adds up before the sums are all-reduced. Empty
+/// batches (a process's share of a last, short batch) are skipped.
+pub fn loss_sum(model: &Model, batches: impl Iterator<Item = Result<Batch>>, device: Device) -> Result<(f64, usize)> {
     let cfg = model.config();
     let (mut total, mut n) = (0.0, 0usize);
     tch::no_grad(|| -> Result<()> {
         for batch in batches {
             let batch = batch?;
+            if batch.size == 0 {
+                continue;
+            }
             let (eeg, meg) = batch_tensors(&batch, cfg.source_sequence_dimension, cfg.target_sequence_dimension, device);
             let loss = f64::try_from(batch_loss(model, &eeg, &meg, false)).map_err(Error::Torch)?;
             total += loss * batch.size as f64;
@@ -253,19 +264,21 @@ pub fn mean_loss(model: &Model, batches: impl Iterator<Item = Result<Batch>>, de
         }
         Ok(())
     })?;
-    Ok((n > 0).then(|| total / n as f64))
+    Ok((total, n))
 }
 
-/// Which examples of a batch of `batch` get their MEG history hidden, each with probability
-/// `p`: [batch] bool on `device`, or `None` when `p` is 0. Drawn from (seed, step, micro)
-/// alone, so a resumed run hides the same examples as one that never stopped.
-pub fn history_mask(p: f64, batch: usize, seed: u64, step: i64, micro: i64, device: Device) -> Option<Tensor> {
+/// Which examples of a global batch of `global` get their MEG history hidden, each with
+/// probability `p`: the entries `mine` (this process's share of the batch) as [mine.len()]
+/// bool on `device`, or `None` when `p` is 0. Drawn for the whole global batch from (seed,
+/// step, micro) alone, so a resumed run hides the same examples as one that never stopped,
+/// and the processes of a data-parallel run together hide those one process would.
+pub fn history_mask(p: f64, global: usize, mine: std::ops::Range<usize>, seed: u64, step: i64, micro: i64, device: Device) -> Option<Tensor> {
     if p <= 0.0 {
         return None;
     }
     let mut r = crate::data::SplitMix64::new(!(dropout_seed(seed, step, micro) as u64));
-    let hide: Vec<bool> = (0..batch).map(|_| ((r.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p).collect();
-    Some(Tensor::from_slice(&hide).to_device(device))
+    let hide: Vec<bool> = (0..global).map(|_| ((r.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p).collect();
+    Some(Tensor::from_slice(&hide[mine]).to_device(device))
 }
 
 /// The seed for dropout before micro-step `micro` of step `step`.
@@ -308,13 +321,16 @@ mod tests {
 
     #[test]
     fn history_mask_is_none_at_zero_and_repeatable_otherwise() {
-        assert!(history_mask(0.0, 8, 1, 3, 0, Device::Cpu).is_none());
-        let draw = |step| Vec::<bool>::try_from(history_mask(0.5, 4000, 1, step, 0, Device::Cpu).unwrap()).unwrap();
+        assert!(history_mask(0.0, 8, 0..8, 1, 3, 0, Device::Cpu).is_none());
+        let draw = |step| Vec::<bool>::try_from(history_mask(0.5, 4000, 0..4000, 1, step, 0, Device::Cpu).unwrap()).unwrap();
         let (a, b, c) = (draw(3), draw(3), draw(4));
         assert_eq!(a, b, "the same (seed, step, micro) hides the same examples");
         assert_ne!(a, c, "another step draws anew");
         // 4000 Bernoulli(0.5) draws: the share is within 5 standard deviations (0.04) of 0.5.
         let share = a.iter().filter(|&&h| h).count() as f64 / a.len() as f64;
         assert!((share - 0.5).abs() < 0.04, "{share}");
+        // A process's share of the batch is its slice of the whole batch's mask.
+        let part = Vec::<bool>::try_from(history_mask(0.5, 4000, 1000..3000, 1, 3, 0, Device::Cpu).unwrap()).unwrap();
+        assert_eq!(part, a[1000..3000]);
     }
 }

@@ -421,3 +421,104 @@ def test_tensorboard_event_files_hold_the_logged_numbers(shards, tmp_path):
         got = [(e.step, e.value) for e in acc.Scalars(tag)]
         assert got == want, (tag, got, want)
     assert [e.step for e in acc.Scalars("validation/loss")] == [3, 6, 8]
+
+
+# ---- data parallel (issue 18): several bf-train processes on libtorch's c10d (Gloo) -------
+
+# Dropout and hidden histories on, two micro-batches per step (the reducer's no-sync path), one
+# libtorch thread per process (two processes share two cores).
+DDP = [*SMALL, "--threads", "1", "--max_steps", "20", "--eval_interval", "10", "--eval_batches", "2", "--lr", "3e-3",
+       "--grad_accum", "2", "--seed", "3", "--history_dropout", "0.5"]
+
+
+def start_ranks(world, out, args, rendezvous):
+    """`world` bf-train processes meeting through the file `rendezvous` (RANK/WORLD_SIZE set)."""
+    import os
+    procs = []
+    for rank in range(world):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world)}
+        procs.append(subprocess.Popen([str(bin_path("bf-train")), "--out", str(out), *map(str, args),
+                                       "--dist-file", str(rendezvous)],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def finish(procs, timeout=180):
+    results = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        results.append((p.returncode, out, err))
+    return results
+
+
+def assert_same_run(a, b, what):
+    """Logs of the same 1 × 2B run computed two ways: same steps and data positions, losses
+    within 1e-5 relative (the all-reduce averages two float32 means where one process takes
+    one mean)."""
+    assert [l["step"] for l in a] == [l["step"] for l in b], what
+    for x, y in zip(a, b):
+        assert x["examples"] == y["examples"] and x["lr"] == y["lr"], (what, x, y)
+        assert ("val_loss" in x) == ("val_loss" in y), (what, x, y)
+        for key in ("loss", "grad_norm", "val_loss"):
+            if key in x:
+                assert y[key] == pytest.approx(x[key], rel=1e-5, abs=0), (what, x["step"], key, x[key], y[key])
+
+
+@pytest.fixture(scope="module")
+def one_process(shards, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp-one")
+    bf("bf-train", "--shards", shards, "--out", out, *DDP)
+    return out
+
+
+def test_two_processes_with_batch_b_train_as_one_with_2b(shards, one_process, tmp_path):
+    """2 processes sharing each global batch of 8 (4 each) compute the losses, gradient norms
+    and validation losses of 1 process taking all 8, for 20 steps; rank 0 alone writes the run."""
+    out = tmp_path / "two"
+    results = finish(start_ranks(2, out, ["--shards", shards, *DDP], tmp_path / "rendezvous"))
+    for rank, (code, _, err) in enumerate(results):
+        assert code == 0, (rank, err)
+    assert "data parallel: 2 processes" in results[0][2]
+    assert_same_run(log(one_process / "metrics.jsonl"), log(out / "metrics.jsonl"), "2 × 4 vs 1 × 8")
+    assert sorted(p.name for p in out.iterdir()) == ["best", "last", "metrics.jsonl", "tb"]
+    assert len(list((out / "tb").iterdir())) == 1, "one event file: rank 0's"
+    # (Weights are not compared element by element: parameters whose gradient is zero up to
+    # rounding, such as the key projection's bias under softmax, are moved by AdamW's
+    # normalised noise, which differs with the summation order.)
+    # A global batch the processes cannot share evenly is refused by every process, at once.
+    odd = list(DDP)
+    odd[odd.index("--batch_size") + 1] = "7"
+    bad = finish(start_ranks(2, tmp_path / "bad", ["--shards", shards, *odd], tmp_path / "rdv2"), 60)
+    for code, _, err in bad:
+        assert code == 1 and "--batch_size 7 is the global batch" in err and "multiple of 2" in err, err
+
+
+def test_a_stopped_two_process_run_resumes_in_one_process(shards, one_process, tmp_path):
+    """SIGTERM to rank 1 alone (which writes nothing) stops both processes after the same step
+    with last/ written (exit 75); one process then resumes it to step 20 on the same examples
+    and ends where the uninterrupted one-process run ended."""
+    import signal
+    import time
+    out = tmp_path / "run"
+    procs = start_ranks(2, out, ["--shards", shards, *DDP], tmp_path / "rendezvous")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+        if (out / "metrics.jsonl").exists() and len(log(out / "metrics.jsonl")) >= 10:
+            break
+        time.sleep(0.02)
+    assert all(p.poll() is None for p in procs), "the run ended before it could be signalled"
+    procs[1].send_signal(signal.SIGTERM)
+    results = finish(procs)
+    assert [code for code, _, _ in results] == [75, 75], [err for _, _, err in results]
+    state = json.loads((out / "last" / "trainer_state.json").read_text())
+    stopped = state["step"]
+    assert 10 <= stopped < 20 and [l["step"] for l in log(out / "metrics.jsonl")] == list(range(1, stopped + 1))
+    assert f"after step {stopped} of 20" in results[0][2], results[0][2]
+    proc = bf("bf-train", "--shards", shards, "--out", out, *DDP, "--resume")
+    assert f"resuming at step {stopped}" in proc.stderr
+    assert_same_run(log(one_process / "metrics.jsonl"), log(out / "metrics.jsonl"), "2 processes, then 1")

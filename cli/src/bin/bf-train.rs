@@ -10,6 +10,11 @@
 //! never replaced without `--overwrite`), `--resume` compares the run's identity
 //! (`bf_model::resume`), the folder is locked for the run (flock: one bf-train per --out), and
 //! SIGTERM/SIGINT/SIGUSR1 end the loop between steps with `last/` written and exit status 75.
+//!
+//! Data parallel: started as several processes (torchrun's RANK/WORLD_SIZE/MASTER_ADDR/
+//! MASTER_PORT, or srun's SLURM_PROCID/SLURM_NTASKS), each process trains on its share of every
+//! global batch (`Stream::with_rank`), libtorch's c10d Reducer averages the gradients during the
+//! backward pass (`bf_model::distributed`), and rank 0 alone writes the run folder.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -19,13 +24,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use bf_model::data::{split_files, ExampleSpec, ShardSet, Stream};
+use bf_model::data::{split_files, ExampleSpec, RankSlice, ShardSet, Stream};
+use bf_model::distributed::{GradientReducer, ProcessGroup, Rendezvous, World, DEFAULT_BUCKET_BYTES};
+use bf_model::fused_attention::ExampleOffset;
 use bf_model::optim::{cosine_with_warmup, AdamW};
 use bf_model::precision::with_bf16_autocast;
 use bf_model::resume::{canonical_shards_dir, RunIdentity, ShardContent, ShardsCheck};
 use bf_model::tensorboard::EventWriter;
 use bf_model::train::{
-    batch_loss_hiding_history, batch_tensors, dropout_seed, existing_run_files, history_mask, load_training_checkpoint, lock_run_folder, mean_loss, read_trainer_state,
+    batch_loss_hiding_history, batch_tensors, dropout_seed, existing_run_files, history_mask, load_training_checkpoint, lock_run_folder, read_trainer_state,
     remove_run, resolve_checkpoint, save_training_checkpoint, sweep_stale_temporaries, trainable, TrainerState,
 };
 use bf_model::{ChannelAttention, DecoderEeg, Model, ModelConfig, Objective};
@@ -34,6 +41,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tch::nn::VarStore;
+use tch::Tensor;
 
 /// Train the EEG→MEG Crossformer on Brainformer Parquet shards.
 ///
@@ -51,6 +59,13 @@ use tch::nn::VarStore;
 /// Checkpoints are written to a temporary folder and renamed, so even SIGKILL leaves the
 /// previous last/ intact. On SLURM: `#SBATCH --signal=USR1@300` (it signals job steps), run
 /// `srun bf-train ...`, and `scontrol requeue "$SLURM_JOB_ID"` when the status is 75.
+///
+/// Data parallel: run N copies with RANK and WORLD_SIZE set (torchrun's variables; the rendezvous
+/// is a TCP store at MASTER_ADDR:MASTER_PORT, default 127.0.0.1:29500, served by rank 0), or
+/// under `srun` (SLURM_PROCID, SLURM_NTASKS, the first node of the job as the master). The
+/// processes share every global batch of --batch_size examples (it must be a multiple of their
+/// number), gradients are averaged as PyTorch's DDP does, so N processes compute what one would;
+/// rank 0 writes metrics, tb/ and checkpoints, which any number of processes can --resume.
 ///
 /// Exit status: 0 trained (or stopped by --stop_after / early stopping), 1 error, 75 stopped by
 /// a signal with last/ written (resumable with --resume; EX_TEMPFAIL).
@@ -185,6 +200,14 @@ struct Args {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+    /// Data parallel: meet the other processes through this file (on a filesystem they all
+    /// see; it must not exist yet) instead of a TCP store at MASTER_ADDR:MASTER_PORT. Rank and
+    /// world size still come from RANK and WORLD_SIZE.
+    #[arg(long = "dist-file", alias = "dist_file", value_name = "PATH")]
+    dist_file: Option<PathBuf>,
+    /// Data parallel: seconds to wait for the other processes (rendezvous, and each exchange).
+    #[arg(long = "dist-timeout", alias = "dist_timeout", default_value_t = 1800)]
+    dist_timeout: u64,
 }
 
 /// Exit status of a run stopped by a signal after writing last/ (EX_TEMPFAIL of sysexits.h:
@@ -284,17 +307,31 @@ fn run(args: Args) -> Result<Ended> {
     }
     let (shards, out) = (args.shards.clone().expect("clap requires it"), args.out.clone().expect("clap requires it"));
     let stop = StopRequest::install()?;
-    if let Some(n) = args.threads {
+
+    // ---- the processes (data parallel) -------------------------------------------------
+    let world = World::from_env()?.filter(|w| w.size > 1);
+    let group = match &world {
+        Some(w) => Some(join_processes(&args, w, device)?),
+        None if args.dist_file.is_some() => bail!("--dist-file: set RANK and WORLD_SIZE (2 or more) for each process"),
+        None => None,
+    };
+    let slice = match &world {
+        Some(w) => RankSlice::new(w.rank, w.size)?,
+        None => RankSlice::whole(),
+    };
+    // Rank 0 alone touches the run folder; the others only read a checkpoint to resume.
+    let main_rank = slice.rank() == 0;
+    if let Some(n) = args.threads.or_else(|| world.as_ref().and_then(threads_per_process)) {
         tch::set_num_threads(n);
     }
 
     // ---- the run folder (nothing is written before the inputs are known good) ---------
     // Locked now when it exists, else once created.
-    let lock = if out.is_dir() { Some(lock_out(&out)?) } else { None };
+    let lock = if main_rank && out.is_dir() { Some(lock_out(&out)?) } else { None };
     let last_dir = if args.resume {
         Some(resolve_checkpoint(&out.join("last")).with_context(|| format!("--resume: no checkpoint in {}/last", out.display()))?)
     } else {
-        let existing = existing_run_files(&out);
+        let existing = if main_rank { existing_run_files(&out) } else { Vec::new() };
         if !existing.is_empty() && !args.overwrite {
             bail!(
                 "{}: already holds a training run ({}); add --resume to continue it or --overwrite to replace it",
@@ -368,23 +405,29 @@ fn run(args: Args) -> Result<Ended> {
         identity: Some(identity.clone()),
     };
     let metrics_path = out.join("metrics.jsonl");
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let _lock = match lock {
-        Some(lock) => lock,
-        None => lock_out(&out)?,
+    let _lock = if main_rank {
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        Some(match lock {
+            Some(lock) => lock,
+            None => lock_out(&out)?,
+        })
+    } else {
+        None
     };
     if let Some(dir) = &last_dir {
         state = load_training_checkpoint(dir, &mut vs, &mut opt)?;
-        let old_max = then_id.as_ref().map(|i| i.max_steps);
-        if let Some(old_max) = old_max.filter(|&m| m < args.max_steps) {
-            eprintln!("--max_steps raised from {old_max} to {}: the schedule now decays to step {}", args.max_steps, args.max_steps);
-        }
         state.args = args_json;
         state.identity = Some(identity);
-        sweep(&out)?;
-        truncate_log_after(&metrics_path, state.step)?;
-        eprintln!("resuming at step {} (example {})", state.step, state.position);
-    } else {
+        if main_rank {
+            let old_max = then_id.as_ref().map(|i| i.max_steps);
+            if let Some(old_max) = old_max.filter(|&m| m < args.max_steps) {
+                eprintln!("--max_steps raised from {old_max} to {}: the schedule now decays to step {}", args.max_steps, args.max_steps);
+            }
+            sweep(&out)?;
+            truncate_log_after(&metrics_path, state.step)?;
+            eprintln!("resuming at step {} (example {})", state.step, state.position);
+        }
+    } else if main_rank {
         if args.overwrite {
             remove_run(&out).with_context(|| format!("--overwrite: removing the run in {}", out.display()))?;
         } else if !existing_run_files(&out).is_empty() {
@@ -392,23 +435,45 @@ fn run(args: Args) -> Result<Ended> {
         }
         sweep(&out)?;
     }
-    let mut log = OpenOptions::new().create(true).append(true).open(&metrics_path).with_context(|| format!("opening {}", metrics_path.display()))?;
-    // A new event file per start; its session start drops steps after the checkpoint from the
-    // earlier files, as metrics.jsonl was truncated above.
-    let mut tb = EventWriter::create(&out.join("tb"), state.step + 1)?;
+    let (mut log, mut tb) = if main_rank {
+        let log = OpenOptions::new().create(true).append(true).open(&metrics_path).with_context(|| format!("opening {}", metrics_path.display()))?;
+        // A new event file per start; its session start drops steps after the checkpoint from
+        // the earlier files, as metrics.jsonl was truncated above.
+        (Some(log), Some(EventWriter::create(&out.join("tb"), state.step + 1)?))
+    } else {
+        (None, None)
+    };
+
+    // ---- data parallel: rank 0's weights everywhere, and the gradient reducer -----------
+    // (declared after `group`, so dropped before it)
+    let reducer = match &group {
+        Some(g) => {
+            let params: Vec<Tensor> = trainable(&vs).into_iter().map(|(_, t)| t).collect();
+            let refs: Vec<&Tensor> = params.iter().collect();
+            g.broadcast(&refs, 0)?;
+            Some(GradientReducer::new(g, &refs, DEFAULT_BUCKET_BYTES)?)
+        }
+        None => None,
+    };
 
     // ---- the loop --------------------------------------------------------------------
     let spec = example_spec(&cfg);
-    let stream = Stream::new(train_set, spec.clone(), args.batch_size, args.seed, true);
+    let stream = Stream::new(train_set, spec.clone(), args.batch_size, args.seed, true).with_rank(slice);
     let (batches, _loader) = stream.spawn(state.position, None, args.prefetch);
     let last_step = args.stop_after.map_or(args.max_steps, |s| s.min(args.max_steps));
-    let bar = progress(&args, state.step, last_step);
+    let bar = if main_rank { progress(&args, state.step, last_step) } else { ProgressBar::hidden() };
     let tokens_per_example = (cfg.sequence_length * (cfg.source_sequence_dimension + cfg.target_sequence_dimension)) as f64;
     let mut stopped_early = false;
     let mut interrupted = None;
     while state.step < last_step {
-        if let Some(signal) = stop.received() {
-            interrupted = Some(signal);
+        // Every process stops after the same step: a signal to any of them stops all.
+        let signal = stop.received();
+        let stop_now = match &group {
+            Some(g) => g.any(signal.is_some())?,
+            None => signal.is_some(),
+        };
+        if stop_now {
+            interrupted = Some(signal.unwrap_or("a signal to another process"));
             break;
         }
         let t0 = Instant::now();
@@ -418,13 +483,27 @@ fn run(args: Args) -> Result<Ended> {
             let batch = batches.recv().context("the data loader stopped")??;
             tch::manual_seed(dropout_seed(args.seed, state.step, micro));
             let (eeg, meg) = batch_tensors(&batch, cfg.source_sequence_dimension, cfg.target_sequence_dimension, device);
-            let hide = history_mask(args.history_dropout, batch.size, args.seed, state.step, micro, device);
-            let forward = || batch_loss_hiding_history(&model, &eeg, &meg, hide.as_ref(), true);
+            // Dropout and hidden histories are drawn for the global batch and keyed by the
+            // global example, so N processes × B examples train as 1 × N·B.
+            let hide = history_mask(args.history_dropout, batch.global, batch.offset..batch.offset + batch.size, args.seed, state.step, micro, device);
+            let share = ExampleOffset { offset: batch.offset, local: batch.size };
+            let forward = || share.scope(|| batch_loss_hiding_history(&model, &eeg, &meg, hide.as_ref(), true));
             let loss = if args.precision == "bf16" { with_bf16_autocast(device, forward) } else { forward() };
-            (&loss / args.grad_accum as f64).backward();
-            loss_sum += f64::try_from(&loss)?;
-            examples += batch.size;
+            let scaled = &loss / args.grad_accum as f64;
+            if let (Some(r), true) = (&reducer, micro == args.grad_accum - 1) {
+                // The last micro-batch's backward pass all-reduces the accumulated gradients.
+                r.prepare(&scaled)?;
+            }
+            scaled.backward();
+            // This share's part of the global batch's mean loss (the whole of it in one process).
+            loss_sum += f64::try_from(&loss)? * batch.size as f64 / batch.global as f64;
+            examples += batch.global;
             state.position = batch.position;
+        }
+        if let Some(g) = &group {
+            let mut v = [loss_sum];
+            g.all_reduce_sum(&mut v)?;
+            loss_sum = v[0];
         }
         let grad_norm = opt.clip_grad_norm(args.clip);
         opt.step(lr);
@@ -443,15 +522,20 @@ fn run(args: Args) -> Result<Ended> {
         let evaluate = state.step % args.eval_interval.max(1) == 0 || state.step == args.max_steps;
         if evaluate {
             if let Some(val) = &val_set {
-                let vstream = Stream::new(val.clone(), spec.clone(), args.batch_size, args.seed, false);
+                let vstream = Stream::new(val.clone(), spec.clone(), args.batch_size, args.seed, false).with_rank(slice);
                 let limit = (args.eval_batches > 0).then(|| (args.eval_batches * args.batch_size) as u64);
-                if let Some(val_loss) = mean_loss(&model, vstream.batches(0, limit), device)? {
+                let (total, n) = bf_model::train::loss_sum(&model, vstream.batches(0, limit), device)?;
+                let mut sums = [total, n as f64];
+                if let Some(g) = &group {
+                    g.all_reduce_sum(&mut sums)?;
+                }
+                if let Some(val_loss) = (sums[1] > 0.0).then(|| sums[0] / sums[1]) {
                     line["val_loss"] = val_loss.into();
                     if state.best_val_loss.is_none_or(|b| val_loss < b) {
                         state.best_val_loss = Some(val_loss);
                         state.best_step = Some(state.step);
                         state.evals_without_improvement = 0;
-                        save_training_checkpoint(&out.join("best"), &vs, &cfg, &opt, &state)?;
+                        save_everywhere(group.as_ref(), &out.join("best"), &vs, &cfg, &opt, &state)?;
                     } else {
                         state.evals_without_improvement += 1;
                     }
@@ -459,13 +543,15 @@ fn run(args: Args) -> Result<Ended> {
                 }
             }
         }
-        writeln!(log, "{line}")?;
-        let scalars: Vec<(&str, f64)> = TENSORBOARD_TAGS.iter().filter_map(|(key, tag)| Some((*tag, line[*key].as_f64()?))).collect();
-        tb.scalars(state.step, &scalars)?;
+        if let (Some(log), Some(tb)) = (&mut log, &mut tb) {
+            writeln!(log, "{line}")?;
+            let scalars: Vec<(&str, f64)> = TENSORBOARD_TAGS.iter().filter_map(|(key, tag)| Some((*tag, line[*key].as_f64()?))).collect();
+            tb.scalars(state.step, &scalars)?;
+        }
         bar.set_message(format!("loss {loss:.4}  lr {lr:.2e}"));
         bar.inc(1);
         if evaluate {
-            save_training_checkpoint(&out.join("last"), &vs, &cfg, &opt, &state)?;
+            save_everywhere(group.as_ref(), &out.join("last"), &vs, &cfg, &opt, &state)?;
         }
         if evaluate && args.patience > 0 && state.evals_without_improvement >= args.patience {
             bar.println(format!("early stop: {} validations without improvement", args.patience));
@@ -473,9 +559,12 @@ fn run(args: Args) -> Result<Ended> {
             break;
         }
     }
-    save_training_checkpoint(&out.join("last"), &vs, &cfg, &opt, &state)?;
+    save_everywhere(group.as_ref(), &out.join("last"), &vs, &cfg, &opt, &state)?;
     if let Some(signal) = interrupted {
         bar.finish_and_clear();
+        if !main_rank {
+            return Ok(Ended::Interrupted);
+        }
         eprintln!(
             "stopped by {signal} after step {} of {}: {}/last holds it; resume with:\n  {}",
             state.step,
@@ -487,9 +576,13 @@ fn run(args: Args) -> Result<Ended> {
     }
     if val_set.is_none() || state.best_step.is_none() {
         // No validation split: the last weights are the ones to evaluate.
-        save_training_checkpoint(&out.join("best"), &vs, &cfg, &opt, &state)?;
+        save_everywhere(group.as_ref(), &out.join("best"), &vs, &cfg, &opt, &state)?;
     }
     bar.finish_and_clear();
+    drop(reducer);
+    if !main_rank {
+        return Ok(Ended::Done);
+    }
     let best = state.best_val_loss.map_or("n/a".to_string(), |v| format!("{v:.4} at step {}", state.best_step.unwrap_or(0)));
     let why = if stopped_early { " (early stop)" } else { "" };
     println!("trained {} steps{why}; best validation loss {best}", state.step);
@@ -498,6 +591,56 @@ fn run(args: Args) -> Result<Ended> {
         push_to_hub(repo, &out.join("best"))?;
     }
     Ok(Ended::Done)
+}
+
+/// Joins the other training processes (see `Args` on data parallel); refuses what they could
+/// not do together, before any waiting.
+fn join_processes(args: &Args, world: &World, device: tch::Device) -> Result<ProcessGroup> {
+    if device != tch::Device::Cpu {
+        bail!("data-parallel training runs on the CPU (Gloo) for now; add --device cpu (NCCL for CUDA is not built yet)");
+    }
+    if args.batch_size % world.size != 0 {
+        bail!(
+            "--batch_size {} is the global batch, shared by the {} processes: it must be a multiple of {} (each process takes --batch_size / {} examples per micro-batch)",
+            args.batch_size,
+            world.size,
+            world.size,
+            world.size
+        );
+    }
+    let rendezvous = match &args.dist_file {
+        Some(path) => Rendezvous::File(path.clone()),
+        None => Rendezvous::Tcp { addr: world.master_addr.clone(), port: world.master_port },
+    };
+    let timeout = std::time::Duration::from_secs(args.dist_timeout.max(1));
+    let group = ProcessGroup::new(world, &rendezvous, timeout)
+        .with_context(|| format!("process {} of {}: meeting the others through {rendezvous:?}", world.rank, world.size))?;
+    if world.is_main() {
+        eprintln!("data parallel: {} processes (Gloo), {} examples each per micro-batch", world.size, args.batch_size / world.size);
+    }
+    Ok(group)
+}
+
+/// libtorch threads per process when several share a machine and --threads is not given:
+/// SLURM's --cpus-per-task, else the cores divided by torchrun's LOCAL_WORLD_SIZE.
+fn threads_per_process(_world: &World) -> Option<i32> {
+    if let Some(n) = std::env::var("SLURM_CPUS_PER_TASK").ok().and_then(|v| v.parse::<i32>().ok()) {
+        return Some(n.max(1));
+    }
+    let local: i32 = std::env::var("LOCAL_WORLD_SIZE").ok()?.parse().ok()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
+    Some((cores / local.max(1)).max(1))
+}
+
+/// Rank 0 writes the checkpoint; every process waits until it is complete.
+fn save_everywhere(group: Option<&ProcessGroup>, dir: &Path, vs: &VarStore, cfg: &ModelConfig, opt: &AdamW, state: &TrainerState) -> Result<()> {
+    if group.is_none_or(|g| g.rank() == 0) {
+        save_training_checkpoint(dir, vs, cfg, opt, state)?;
+    }
+    if let Some(g) = group {
+        g.barrier()?;
+    }
+    Ok(())
 }
 
 /// Refuses a `--resume` whose run differs from the checkpoint's (see `bf_model::resume`):
@@ -645,7 +788,10 @@ fn example_spec(cfg: &ModelConfig) -> ExampleSpec {
 /// identity instead).
 fn args_record(args: &Args) -> serde_json::Value {
     let mut v = serde_json::to_value(args).expect("arguments serialize");
-    for transient in ["resume", "overwrite", "allow_changed_shards", "stop_after", "quiet", "prefetch", "threads", "device", "self_check", "out", "push_to_hub"] {
+    for transient in [
+        "resume", "overwrite", "allow_changed_shards", "stop_after", "quiet", "prefetch", "threads", "device", "self_check", "out", "push_to_hub", "dist_file",
+        "dist_timeout",
+    ] {
         v.as_object_mut().expect("an object").remove(transient);
     }
     v
