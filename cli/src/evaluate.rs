@@ -27,7 +27,9 @@ use bf_eval::{
 use bf_model::data::{Batch, ExampleSpec, ShardSet, Stream};
 use bf_model::train::batch_tensors;
 use bf_model::{Model, ModelConfig};
-use bf_pipeline::shards::{read_rows, WindowData};
+use bf_pipeline::config::PreprocessConfig;
+use bf_pipeline::noise_free::{noise_free_windows, WindowKey};
+use bf_pipeline::shards::{read_rows, ShardMeta, WindowData};
 use bf_pipeline::tokenizer::Tokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{s, Array3};
@@ -54,12 +56,17 @@ pub struct EvalOptions {
     pub temperature: Option<f64>,
     pub seed: i64,
     pub quiet: bool,
+    /// Folder of the runs' noise-free recordings (`derivatives/noise-free` of a simulated
+    /// dataset): adds the noise ceiling's row. `None`: no ceiling.
+    pub noise_free: Option<PathBuf>,
 }
 
 /// Physical-unit windows (window, channel, time) of a split, from the shards' files.
 struct Windows {
     eeg: Array3<f32>,
     meg: Array3<f32>,
+    /// Each window's run and onset.
+    keys: Vec<WindowKey>,
 }
 
 /// Reads up to `max` windows in file order and undoes the tokenizer (or takes the values).
@@ -67,6 +74,7 @@ fn load_windows(set: &ShardSet, tokenizer: Option<&Tokenizer>, max: usize) -> Re
     let (ne, nm, w) = (set.meta.n_eeg(), set.meta.n_meg(), set.meta.window);
     let n = set.total_rows().min(max);
     let (mut eeg, mut meg) = (Array3::<f32>::zeros((n, ne, w)), Array3::<f32>::zeros((n, nm, w)));
+    let mut keys = Vec::with_capacity(n);
     let mut i = 0;
     'files: for f in &set.files {
         let (_, rows) = read_rows(f)?;
@@ -87,10 +95,11 @@ fn load_windows(set: &ShardSet, tokenizer: Option<&Tokenizer>, max: usize) -> Re
                     (WindowData::Tokens(_), None) => bail!("{}: token shards without a tokenizer", f.display()),
                 }
             }
+            keys.push(WindowKey { subject: row.subject, session: row.session, task: row.task, run: row.run, onset: row.onset });
             i += 1;
         }
     }
-    Ok(Windows { eeg, meg })
+    Ok(Windows { eeg, meg, keys })
 }
 
 /// Model outputs for every chunk, in stream order.
@@ -341,11 +350,22 @@ pub fn evaluate(opts: &EvalOptions) -> Result<PathBuf> {
     }
     rows.extend([ridge_row.clone(), mean_row]);
     per_channel.extend([ridge_m.clone(), mean_m]);
+    let ceiling = match &opts.noise_free {
+        Some(dir) => {
+            let pred = noise_ceiling_windows(dir, &meta, &truth.keys, &opts.out)?;
+            let (row, m) = score("noise ceiling (noise-free MEG)", &pred)?;
+            rows.push(row.clone());
+            per_channel.push(m);
+            Some((row, dir))
+        }
+        None => None,
+    };
     let metrics = MetricsJson {
         pearson_r: model_row.pearson_r,
         pearson_r_shuffled_eeg: control_row.pearson_r,
         ridge_pearson_r: ridge_row.pearson_r,
         ridge_alpha: Some(ridge.alpha),
+        noise_ceiling_pearson_r: ceiling.as_ref().and_then(|(row, _)| row.pearson_r),
         channel_names: names.clone(),
         per_channel,
         rows: rows.clone(),
@@ -373,6 +393,12 @@ pub fn evaluate(opts: &EvalOptions) -> Result<PathBuf> {
         format!("Ridge: {} training and {} validation windows, relative α {:.3e} chosen on validation.", train_w.eeg.dim().0, val_w.eeg.dim().0, ridge.alpha),
         format!("The shuffled-EEG control pairs each chunk's MEG with the EEG of the chunk {offset} chunks later (mod the evaluated set): the same time in another window."),
     ];
+    if let Some((_, dir)) = &ceiling {
+        notes.push(format!(
+            "Noise ceiling: the simulation's noise-free MEG of each window ({}), band-passed, notched and resampled as the run, scored against the recorded MEG: what a predictor knowing the brain's currents exactly would reach.",
+            dir.display()
+        ));
+    }
     if preds.special_tokens > 0 {
         notes.push(format!("{} generated special tokens (pad/BOS/EOS) were scored as the middle level.", preds.special_tokens));
     }
@@ -402,6 +428,14 @@ pub fn evaluate(opts: &EvalOptions) -> Result<PathBuf> {
     };
     write_report(&opts.out, &report)?;
     Ok(opts.out.join("report.md"))
+}
+
+/// The noise-free MEG of each evaluated window, cleaned with the shards' `[preprocess]`.
+fn noise_ceiling_windows(dir: &Path, meta: &ShardMeta, keys: &[WindowKey], out: &Path) -> Result<Array3<f32>> {
+    let params: serde_json::Value = serde_json::from_str(&meta.params_json).context("the shards' parameters are not JSON")?;
+    let pre: PreprocessConfig = serde_json::from_value(params["preprocess"].clone()).context("the shards' parameters have no [preprocess] table")?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    Ok(noise_free_windows(dir, &pre, &meta.meg_channels, meta.window, keys, out)?)
 }
 
 /// Up to three MEG channels of different sensor types (first of each), for the example plot.

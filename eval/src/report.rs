@@ -113,6 +113,10 @@ pub struct MetricsJson {
     pub ridge_pearson_r: Option<f64>,
     /// Chosen relative ridge α.
     pub ridge_alpha: Option<f64>,
+    /// Mean per-channel Pearson r of the simulation's noise-free MEG against the recorded
+    /// MEG (the noise ceiling; `null` when the dataset has no noise-free recordings).
+    #[serde(default)]
+    pub noise_ceiling_pearson_r: Option<f64>,
     pub channel_names: Vec<String>,
     /// Per-predictor per-channel metrics, in display order.
     pub per_channel: Vec<NamedMetrics>,

@@ -16,6 +16,7 @@ pub mod error;
 pub mod formats;
 pub mod maxwell;
 pub mod recording;
+pub mod noise_free;
 pub mod npy;
 pub mod proj;
 pub mod segment;

@@ -55,6 +55,15 @@ struct Args {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+    /// Folder of the runs' noise-free recordings (`…_desc-noisefree_meg.fif`, as
+    /// `bf-fixtures --physics` writes them): adds the noise ceiling, the recorded MEG's r
+    /// against its noise-free part. Default: the dataset's `derivatives/noise-free` when the
+    /// shards lie inside a dataset that has one.
+    #[arg(long, value_name = "DIR")]
+    noise_free: Option<PathBuf>,
+    /// No noise-ceiling row, even when the dataset has noise-free recordings.
+    #[arg(long, conflicts_with = "noise_free")]
+    no_noise_ceiling: bool,
     /// Where to compute: cpu, cuda, or auto (CUDA when a GPU is visible).
     #[arg(long, default_value = "auto")]
     device: String,
@@ -73,9 +82,16 @@ fn run(args: Args) -> Result<()> {
         bf_model::probe::forward_file(&vs, &model, inputs, &args.out, args.generate)?;
         return Ok(());
     }
+    let shards = args.shards.clone().expect("clap requires --shards");
+    let noise_free = match (&args.noise_free, args.no_noise_ceiling) {
+        (Some(dir), _) if !dir.is_dir() => anyhow::bail!("--noise-free {}: not a folder", dir.display()),
+        (Some(dir), _) => Some(dir.clone()),
+        (None, true) => None,
+        (None, false) => bf_pipeline::noise_free::find_noise_free_dir(&shards),
+    };
     let opts = EvalOptions {
         checkpoint: args.checkpoint.clone(),
-        shards: args.shards.clone().expect("clap requires --shards"),
+        shards,
         split: args.split.clone(),
         out: args.out.clone(),
         device,
@@ -87,12 +103,14 @@ fn run(args: Args) -> Result<()> {
         temperature: args.temperature,
         seed: args.seed,
         quiet: args.quiet,
+        noise_free,
     };
     let report = evaluate(&opts)?;
     let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(args.out.join("metrics.json"))?)?;
     let show = |k: &str| metrics[k].as_f64().map_or("n/a".to_string(), |v| format!("{v:.3}"));
+    let ceiling = if metrics["noise_ceiling_pearson_r"].is_null() { String::new() } else { format!(", noise ceiling {}", show("noise_ceiling_pearson_r")) };
     println!(
-        "pearson_r {}  (shuffled-EEG control {}, ridge {})",
+        "pearson_r {}  (shuffled-EEG control {}, ridge {}{ceiling})",
         show("pearson_r"),
         show("pearson_r_shuffled_eeg"),
         show("ridge_pearson_r")
