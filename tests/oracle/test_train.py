@@ -522,3 +522,38 @@ def test_a_stopped_two_process_run_resumes_in_one_process(shards, one_process, t
     proc = bf("bf-train", "--shards", shards, "--out", out, *DDP, "--resume")
     assert f"resuming at step {stopped}" in proc.stderr
     assert_same_run(log(one_process / "metrics.jsonl"), log(out / "metrics.jsonl"), "2 processes, then 1")
+
+
+def test_slurm_script_trains_with_two_tasks_on_a_real_slurm(shards, one_process, tmp_path):
+    """`bf-train --slurm-script` writes a batch script; `bash SCRIPT` submits it to the one-node
+    SLURM of ../shared/slurm, whose 2 srun tasks find their rank, world and rendezvous in
+    SLURM's variables and train as the one-process run does. Skipped where that SLURM cannot
+    start."""
+    import re
+    from test_dag import LOCAL_SLURM, slurm_unavailable, wait_for_jobs
+    why = slurm_unavailable()
+    if why:
+        pytest.skip(f"needs the real one-node SLURM: {why}")
+    state = tmp_path / "slurm"
+    state.mkdir()
+    start = subprocess.run([LOCAL_SLURM, "start", state], capture_output=True, text=True)
+    try:
+        assert start.returncode == 0, start.stderr
+        env = {**__import__("os").environ, "SLURM_CONF": str(state / "slurm.conf")}
+        home = tmp_path / "my runs é"
+        home.mkdir()
+        script = home / "train job.sh"
+        proc = subprocess.run([str(bin_path("bf-train")), "--shards", str(shards), "--out", str(home / "run"),
+                               *DDP, "--slurm-script", str(script), "--slurm-tasks", "2", "--slurm-mem", "2G"],
+                              cwd=home, capture_output=True, text=True)
+        assert proc.returncode == 0 and "submit with: bash" in proc.stdout, proc.stderr
+        assert not (home / "run").exists(), "writing the script trains nothing"
+        sub = subprocess.run(["bash", script], env=env, cwd=home, capture_output=True, text=True)
+        assert sub.returncode == 0 and "submitted job" in sub.stdout, sub.stderr
+        job = re.search(r"submitted job (\d+)", sub.stdout).group(1)
+        wait_for_jobs(env, [job], timeout=300)
+        logtext = (home / f"bf-train-{job}.log").read_text()
+        assert "data parallel: 2 processes" in logtext, logtext
+        assert_same_run(log(one_process / "metrics.jsonl"), log(home / "run" / "metrics.jsonl"), "srun, 2 tasks")
+    finally:
+        subprocess.run([LOCAL_SLURM, "stop", state], capture_output=True)

@@ -208,6 +208,30 @@ struct Args {
     /// Data parallel: seconds to wait for the other processes (rendezvous, and each exchange).
     #[arg(long = "dist-timeout", alias = "dist_timeout", default_value_t = 1800)]
     dist_timeout: u64,
+    /// Instead of training: write a SLURM batch script that runs this training (the other
+    /// arguments as given) as --slurm-tasks data-parallel processes (`srun bf-train ...`), and
+    /// exit. `bash FILE` submits it. SIGUSR1 300 s before the time limit stops every process
+    /// after a step with last/ written; the job then requeues itself and continues with
+    /// --resume (also after `scancel --signal=USR1 JOB`).
+    #[arg(long = "slurm-script", value_name = "FILE", help_heading = "SLURM")]
+    slurm_script: Option<PathBuf>,
+    /// Processes (srun tasks) of the SLURM job.
+    #[arg(long = "slurm-tasks", default_value_t = 2, help_heading = "SLURM")]
+    slurm_tasks: usize,
+    /// Nodes to spread the tasks over (default: as SLURM places them).
+    #[arg(long = "slurm-nodes", help_heading = "SLURM")]
+    slurm_nodes: Option<usize>,
+    /// Cores per task (each process's libtorch threads).
+    #[arg(long = "slurm-cpus-per-task", default_value_t = 1, help_heading = "SLURM")]
+    slurm_cpus_per_task: usize,
+    /// Memory per node (sbatch --mem).
+    #[arg(long = "slurm-mem", default_value = "4G", help_heading = "SLURM")]
+    slurm_mem: String,
+    /// Time limit of each run of the job (sbatch --time); a requeued job gets it again.
+    #[arg(long = "slurm-time", default_value = "1:00:00", help_heading = "SLURM")]
+    slurm_time: String,
+    #[arg(long = "slurm-partition", help_heading = "SLURM")]
+    slurm_partition: Option<String>,
 }
 
 /// Exit status of a run stopped by a signal after writing last/ (EX_TEMPFAIL of sysexits.h:
@@ -303,6 +327,10 @@ fn run(args: Args) -> Result<Ended> {
     let device = bf_model::device::parse_device(&args.device).map_err(anyhow::Error::msg)?;
     if args.self_check {
         self_check(device)?;
+        return Ok(Ended::Done);
+    }
+    if let Some(script) = &args.slurm_script {
+        write_slurm_script(&args, script)?;
         return Ok(Ended::Done);
     }
     let (shards, out) = (args.shards.clone().expect("clap requires it"), args.out.clone().expect("clap requires it"));
@@ -593,6 +621,90 @@ fn run(args: Args) -> Result<Ended> {
     Ok(Ended::Done)
 }
 
+/// Writes the SLURM batch script of `--slurm-script` (see its help). Like `bf-pipeline slurm`'s,
+/// the script submits itself as the batch script (`sbatch ... SCRIPT --run`), so the arguments
+/// reach bf-train as they were given, whatever characters the paths hold.
+fn write_slurm_script(args: &Args, script: &Path) -> Result<()> {
+    use brainformer_cli::shell_quote;
+    if args.slurm_tasks == 0 || args.slurm_cpus_per_task == 0 || args.slurm_nodes == Some(0) {
+        bail!("--slurm-tasks, --slurm-cpus-per-task and --slurm-nodes must be at least 1");
+    }
+    if args.batch_size % args.slurm_tasks != 0 {
+        bail!("--batch_size {} is the global batch, shared by the {} tasks: it must be a multiple of {}", args.batch_size, args.slurm_tasks, args.slurm_tasks);
+    }
+    let utf8 = |p: &Path| p.to_str().map(str::to_string).with_context(|| format!("{}: not valid UTF-8, which a shell script cannot carry safely", p.display()));
+    let exe = std::env::current_exe().context("cannot find the bf-train binary")?;
+    let workdir = std::env::current_dir().context("reading the current folder")?;
+    // This run's words without the --slurm-* options; --resume and --overwrite are chosen per
+    // start of the job (a requeued one resumes).
+    let mut words = Vec::new();
+    let mut given = std::env::args().skip(1);
+    let (mut resume, mut overwrite) = (false, false);
+    while let Some(w) = given.next() {
+        if w.starts_with("--slurm-") || w.starts_with("--slurm_") {
+            if !w.contains('=') {
+                given.next();
+            }
+        } else if w == "--resume" {
+            resume = true;
+        } else if w == "--overwrite" {
+            overwrite = true;
+        } else {
+            words.push(shell_quote(&w));
+        }
+    }
+    let first = if resume { "--resume" } else if overwrite { "--overwrite" } else { "" };
+    let n = args.slurm_tasks;
+    let nodes = args.slurm_nodes.map(|m| format!(" --nodes={m}")).unwrap_or_default();
+    let partition = args.slurm_partition.as_ref().map(|p| format!(" --partition={}", shell_quote(p))).unwrap_or_default();
+    let name = script.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let text = format!(
+        r#"#!/usr/bin/env bash
+# bf-train on SLURM, written by `bf-train --slurm-script`: {n} data-parallel processes.
+#   bash {name}         submit the job (sbatch runs this script again with --run)
+#   bash {name} --run   what the job runs: srun starts bf-train in each task (rank and world
+#                       from SLURM_PROCID / SLURM_NTASKS, the job's first node as rendezvous)
+# A job stopped by SIGUSR1 (sent 300 s before its time limit) has written last/ and exits 75;
+# it then requeues itself and continues with --resume.
+set -euo pipefail
+BF={exe}
+WORKDIR={workdir}
+ARGS=({words})
+case "${{1:-}}" in
+  --run)
+    cd "$WORKDIR"
+    if [ "${{SLURM_RESTART_COUNT:-0}}" -gt 0 ]; then START=(--resume); else START=({first}); fi
+    st=0
+    srun --kill-on-bad-exit=1 "$BF" "${{ARGS[@]}}" "${{START[@]}}" || st=$?
+    if [ "$st" = 75 ] && [ -n "${{SLURM_JOB_ID:-}}" ]; then
+      echo "bf-train stopped before the time limit with last/ written; requeueing job $SLURM_JOB_ID to continue" >&2
+      scontrol requeue "$SLURM_JOB_ID" || {{ echo "scontrol requeue $SLURM_JOB_ID failed: resubmit with bash $0" >&2; exit 75; }}
+      exit 0
+    fi
+    exit "$st" ;;
+  "") ;;
+  *) echo "usage: $0 [--run]" >&2; exit 2 ;;
+esac
+command -v sbatch >/dev/null || {{ echo "bf-train slurm: sbatch not found: submit from a SLURM login node; nothing was submitted" >&2; exit 1; }}
+self=$(readlink -f "$0")
+job=$(sbatch --parsable --job-name=bf-train --ntasks={n}{nodes} --cpus-per-task={cpus} --mem={mem} --time={time}{partition} \
+  --signal=USR1@300 --requeue --open-mode=append --output=bf-train-%j.log --chdir="$WORKDIR" "$self" --run) \
+  || {{ echo "bf-train slurm: sbatch refused the job (message above); nothing was submitted" >&2; exit 1; }}
+job=${{job%%;*}}
+echo "submitted job $job ({n} processes); its log: $WORKDIR/bf-train-$job.log"
+"#,
+        exe = shell_quote(&utf8(&exe)?),
+        workdir = shell_quote(&utf8(&workdir)?),
+        words = words.join(" "),
+        cpus = args.slurm_cpus_per_task,
+        mem = shell_quote(&args.slurm_mem),
+        time = shell_quote(&args.slurm_time),
+    );
+    bf_model::checkpoint::write_atomic(script, text.as_bytes()).with_context(|| format!("writing {}", script.display()))?;
+    println!("wrote {}; submit with: bash {}", script.display(), shell_quote(&utf8(script)?));
+    Ok(())
+}
+
 /// Joins the other training processes (see `Args` on data parallel); refuses what they could
 /// not do together, before any waiting.
 fn join_processes(args: &Args, world: &World, device: tch::Device) -> Result<ProcessGroup> {
@@ -790,7 +902,7 @@ fn args_record(args: &Args) -> serde_json::Value {
     let mut v = serde_json::to_value(args).expect("arguments serialize");
     for transient in [
         "resume", "overwrite", "allow_changed_shards", "stop_after", "quiet", "prefetch", "threads", "device", "self_check", "out", "push_to_hub", "dist_file",
-        "dist_timeout",
+        "dist_timeout", "slurm_script", "slurm_tasks", "slurm_nodes", "slurm_cpus_per_task", "slurm_mem", "slurm_time", "slurm_partition",
     ] {
         v.as_object_mut().expect("an object").remove(transient);
     }
