@@ -355,8 +355,8 @@ pub fn evaluate(opts: &EvalOptions) -> Result<PathBuf> {
             let pred = noise_ceiling_windows(dir, &meta, &truth.keys, &opts.out)?;
             let (row, m) = score("noise ceiling (noise-free MEG)", &pred)?;
             rows.push(row.clone());
-            per_channel.push(m);
-            Some((row, dir))
+            per_channel.push(m.clone());
+            Some((row, m, dir))
         }
         None => None,
     };
@@ -365,7 +365,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<PathBuf> {
         pearson_r_shuffled_eeg: control_row.pearson_r,
         ridge_pearson_r: ridge_row.pearson_r,
         ridge_alpha: Some(ridge.alpha),
-        noise_ceiling_pearson_r: ceiling.as_ref().and_then(|(row, _)| row.pearson_r),
+        noise_ceiling_pearson_r: ceiling.as_ref().and_then(|(row, _, _)| row.pearson_r),
         channel_names: names.clone(),
         per_channel,
         rows: rows.clone(),
@@ -393,7 +393,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<PathBuf> {
         format!("Ridge: {} training and {} validation windows, relative α {:.3e} chosen on validation.", train_w.eeg.dim().0, val_w.eeg.dim().0, ridge.alpha),
         format!("The shuffled-EEG control pairs each chunk's MEG with the EEG of the chunk {offset} chunks later (mod the evaluated set): the same time in another window."),
     ];
-    if let Some((_, dir)) = &ceiling {
+    if let Some((_, _, dir)) = &ceiling {
         notes.push(format!(
             "Noise ceiling: the simulation's noise-free MEG of each window ({}), band-passed, notched and resampled as the run, scored against the recorded MEG: what a predictor knowing the brain's currents exactly would reach.",
             dir.display()
@@ -424,6 +424,7 @@ pub fn evaluate(opts: &EvalOptions) -> Result<PathBuf> {
         model_r: model_m.metrics.pearson_r.clone(),
         shuffled_r: control_m.metrics.pearson_r.clone(),
         ridge_r: ridge_m.metrics.pearson_r.clone(),
+        ceiling_r: ceiling.map(|(_, m, _)| m.metrics.pearson_r).unwrap_or_default(),
         notes,
     };
     write_report(&opts.out, &report)?;

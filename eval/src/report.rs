@@ -49,6 +49,10 @@ pub struct Report {
     pub shuffled_r: Vec<f64>,
     #[serde(with = "nan_as_null")]
     pub ridge_r: Vec<f64>,
+    /// Per-channel r of the noise ceiling (a simulation's noise-free MEG against the
+    /// recording); empty when there is none, and the column is then left out.
+    #[serde(with = "nan_as_null", default)]
+    pub ceiling_r: Vec<f64>,
     /// Free text appended under "Notes" (e.g. ridge α, caveats).
     pub notes: Vec<String>,
 }
@@ -472,6 +476,9 @@ fn summary_sentence(r: &Report) -> String {
     if !r.ridge_r.is_empty() {
         let _ = write!(s, " and ridge baseline {}", f(&r.ridge_r));
     }
+    if !r.ceiling_r.is_empty() {
+        let _ = write!(s, ", noise ceiling {}", f(&r.ceiling_r));
+    }
     s.push_str(" (mean per-channel Pearson r on the test windows).");
     if let (Some(m), Some(c)) = (mean_or_none(&r.model_r), mean_or_none(&r.shuffled_r)) {
         s.push(' ');
@@ -512,10 +519,16 @@ fn per_type_table(r: &Report) -> String {
         let vals: Vec<f64> = (0..v.len()).filter(|&c| sensor_type(&r.channel_names[c]) == t).map(|c| v[c]).collect();
         fmt_opt(mean_or_none(&vals))
     };
-    let mut s = String::from("| sensor type | channels | model | shuffled EEG | ridge |\n|---|---|---|---|---|\n");
+    let ceiling = !r.ceiling_r.is_empty();
+    let mut s = String::from("| sensor type | channels | model | shuffled EEG | ridge |");
+    s.push_str(if ceiling { " noise ceiling |\n|---|---|---|---|---|---|\n" } else { "\n|---|---|---|---|---|\n" });
     for t in types {
         let n = r.channel_names.iter().filter(|c| sensor_type(c) == t).count();
-        let _ = writeln!(s, "| {t} | {n} | {} | {} | {} |", mean_of(&r.model_r, t), mean_of(&r.shuffled_r, t), mean_of(&r.ridge_r, t));
+        let _ = write!(s, "| {t} | {n} | {} | {} | {} |", mean_of(&r.model_r, t), mean_of(&r.shuffled_r, t), mean_of(&r.ridge_r, t));
+        if ceiling {
+            let _ = write!(s, " {} |", mean_of(&r.ceiling_r, t));
+        }
+        s.push('\n');
     }
     s
 }
@@ -547,6 +560,7 @@ mod tests {
             model_r: (0..12).map(|i| 0.3 + 0.02 * i as f64).collect(),
             shuffled_r: (0..12).map(|i| if i == 5 { f64::NAN } else { 0.01 * (i as f64 - 6.0) }).collect(),
             ridge_r: (0..12).map(|i| 0.2 + 0.01 * i as f64).collect(),
+            ceiling_r: vec![],
             channel_names: names,
             notes: vec!["ridge α = 10 (relative)".into()],
         }
@@ -570,6 +584,17 @@ mod tests {
         assert_eq!(names, ["examples.png", "per_channel_r.png", "report.md", "training_curves.png"]);
         // Rewriting over existing files works (rename replaces).
         write_report(&out, &sample_report()).unwrap();
+    }
+
+    #[test]
+    fn the_noise_ceiling_gets_a_column_only_when_there_is_one() {
+        let mut r = sample_report();
+        assert!(!per_type_table(&r).contains("noise ceiling") && !summary_sentence(&r).contains("noise ceiling"));
+        r.ceiling_r = (0..12).map(|i| if i % 3 == 2 { 0.5 } else { 0.25 }).collect();
+        let table = per_type_table(&r);
+        assert!(table.starts_with("| sensor type | channels | model | shuffled EEG | ridge | noise ceiling |\n|---|---|---|---|---|---|\n"), "{table}");
+        assert!(table.contains("| grad | 8 |") && table.contains(" 0.250 |\n") && table.contains(" 0.375 |\n"), "{table}");
+        assert!(summary_sentence(&r).contains("noise ceiling 0.333"), "{}", summary_sentence(&r));
     }
 
     #[test]
