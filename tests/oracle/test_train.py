@@ -485,6 +485,7 @@ def test_two_processes_with_batch_b_train_as_one_with_2b(shards, one_process, tm
         assert code == 0, (rank, err)
     assert "data parallel: 2 processes" in results[0][2]
     assert_same_run(log(one_process / "metrics.jsonl"), log(out / "metrics.jsonl"), "2 × 4 vs 1 × 8")
+    assert [l["step"] for l in log(out / "metrics.jsonl") if "val_loss" in l] == [10, 20], "validation ran"
     assert sorted(p.name for p in out.iterdir()) == ["best", "last", "metrics.jsonl", "tb"]
     assert len(list((out / "tb").iterdir())) == 1, "one event file: rank 0's"
     # (Weights are not compared element by element: parameters whose gradient is zero up to
