@@ -543,6 +543,7 @@ fn parse_shard_name(name: &str, split: &str) -> Option<(usize, usize)> {
 struct RunFile<'a> {
     path: &'a Path,
     rows: usize,
+    row_groups: usize,
 }
 
 /// Concatenates `run_files` (per-run files written with the same `meta`), in the order given,
@@ -560,6 +561,23 @@ pub fn write_split_shards(
     run_files: &[PathBuf],
     max_shard_bytes: u64,
     meta: &ShardMeta,
+) -> Result<Vec<PathBuf>> {
+    split_shards(out_dir, split, run_files, max_shard_bytes, meta, true)
+}
+
+/// [`write_split_shards`]; `copy_whole_runs`: a shard that is exactly one whole run file of
+/// one row group is that file's bytes, copied. Re-encoding it writes the same bytes (same
+/// writer and options, one unsliced frame both times; tested), at the cost of decoding and
+/// encoding every value again. Not with several row groups: the run file's last group was
+/// written from a slice of its frame, which polars encodes with other page bytes than the
+/// same rows read back (same values), and the shards must keep their bytes.
+fn split_shards(
+    out_dir: &Path,
+    split: &str,
+    run_files: &[PathBuf],
+    max_shard_bytes: u64,
+    meta: &ShardMeta,
+    copy_whole_runs: bool,
 ) -> Result<Vec<PathBuf>> {
     let data_dir = out_dir.join("data");
     meta.validate(&data_dir)?;
@@ -590,7 +608,7 @@ pub fn write_split_shards(
             return Err(Error::request(path, format!("run file was written with other shard metadata (differs in {differing:?})")));
         }
         total_bytes += md.row_groups.iter().map(|rg| rg.compressed_size() as u64).sum::<u64>();
-        runs.push(RunFile { path, rows: md.num_rows });
+        runs.push(RunFile { path, rows: md.num_rows, row_groups: md.row_groups.len() });
     }
     let total_rows: usize = runs.iter().map(|r| r.rows).sum();
     let n = if total_rows == 0 {
@@ -607,6 +625,23 @@ pub fn write_split_shards(
     for k in 0..n {
         let path = data_dir.join(shard_name(split, k, n));
         let mut remaining = bounds[k + 1] - bounds[k];
+        while remaining > 0 && runs[run_idx].rows == run_off {
+            run_idx += 1;
+            run_off = 0;
+        }
+        if copy_whole_runs && remaining > 0 && run_off == 0 && runs[run_idx].rows == remaining && runs[run_idx].row_groups == 1 {
+            let run = &runs[run_idx];
+            let empty = ParquetReader::new(File::open(run.path).map_err(|e| Error::io(run.path, e))?)
+                .with_slice(Some((0, 0)))
+                .finish()
+                .map_err(|e| pq_err(run.path, e))?;
+            check_schema(&empty, meta, run.path)?;
+            let mut src = File::open(run.path).map_err(|e| Error::io(run.path, e))?;
+            crate::fsutil::write_atomic_with(&path, |f| std::io::copy(&mut src, f).map(|_| ()).map_err(|e| Error::io(&path, e)))?;
+            run_off = run.rows;
+            written.push(path);
+            continue;
+        }
         crate::fsutil::write_atomic_with(&path, |f| {
             let mut w = GroupWriter::new(f, &path, meta)?;
             while remaining > 0 {
@@ -1129,6 +1164,44 @@ mod tests {
         assert!(a.1.len() > 1);
         assert_eq!(a, b);
         assert_eq!(a, c);
+    }
+
+    /// A shard that is one whole run file of one row group is a copy of it, byte for byte
+    /// what re-encoding the run's rows writes: an empty run between two whole-run shards,
+    /// shards mixing runs, runs of two row groups (re-encoded); tokens and continuous.
+    #[test]
+    fn whole_run_shards_are_copies_identical_to_reencoding() {
+        for (kind, n_eeg, n_meg, window, want_groups) in [(ShardKind::Tokens, 70, 306, 1024, 2), (ShardKind::Tokens, 7, 9, 16, 1), (ShardKind::Continuous, 5, 7, 8, 1)] {
+            let d = tempfile::tempdir().unwrap();
+            let m = meta(kind, n_eeg, n_meg, window);
+            let n = if want_groups == 2 { m.rows_per_group() + 5 } else { 37 };
+            let paths: Vec<PathBuf> = [n, 0, n]
+                .into_iter()
+                .enumerate()
+                .map(|(i, rows_n)| {
+                    let p = d.path().join(format!("r{i}.parquet"));
+                    write_run_file(&p, &rows(&m, "01", Some(&format!("{i}")), rows_n, i as u32), &m).unwrap();
+                    p
+                })
+                .collect();
+            let data_bytes = |p: &PathBuf| ParquetReader::new(File::open(p).unwrap()).get_metadata().unwrap().row_groups.iter().map(|g| g.compressed_size() as u64).sum::<u64>();
+            let two = (data_bytes(&paths[0]) + data_bytes(&paths[2])) * 2 / 3;
+            let mut cases = vec![(&paths[..1], u64::MAX, 1), (&paths[..], two, 2)];
+            if want_groups == 1 {
+                cases.extend([(&paths[..], u64::MAX, 1), (&paths[1..], u64::MAX, 1)]);
+            }
+            for (files, max, n_shards) in cases {
+                let copied = split_shards(&d.path().join("a"), "train", files, max, &m, true).unwrap();
+                let encoded = split_shards(&d.path().join("b"), "train", files, max, &m, false).unwrap();
+                assert_eq!(copied.len(), n_shards);
+                assert_eq!(encoded.len(), n_shards);
+                assert!(file_bytes(&copied) == file_bytes(&encoded), "{kind:?} {files:?} {max}");
+            }
+            let one = split_shards(&d.path().join("c"), "train", &paths[..1], u64::MAX, &m, true).unwrap();
+            let groups = ParquetReader::new(File::open(&paths[0]).unwrap()).get_metadata().unwrap().row_groups.len();
+            assert_eq!(groups, want_groups);
+            assert_eq!(std::fs::read(&one[0]).unwrap() == std::fs::read(&paths[0]).unwrap(), groups == 1);
+        }
     }
 
     #[test]
