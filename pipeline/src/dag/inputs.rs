@@ -28,6 +28,45 @@ struct CachedHash {
     blake3: String,
 }
 
+/// A data file's hash as the DAG keys it (`hash_files(&[path])`), with the size and mtime
+/// the file had before it was read. Ingest computes these while it hashes the runs anyway.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FileHash {
+    pub path: std::path::PathBuf,
+    pub size: u64,
+    pub mtime_ns: u128,
+    pub blake3: String,
+}
+
+fn cache_path(derivatives: &Path) -> std::path::PathBuf {
+    derivatives.join("stamps").join("input-hashes.json")
+}
+
+fn read_cache(path: &Path) -> BTreeMap<String, CachedHash> {
+    std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+}
+
+/// The size and modification time (ns since the epoch; 0 where unknown) that key the cache.
+pub fn size_and_mtime(file: &Path) -> Result<(u64, u128)> {
+    let meta = std::fs::metadata(file).map_err(|e| Error::io(file, e))?;
+    Ok((meta.len(), meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos())))
+}
+
+/// Adds hashes computed elsewhere (ingest) to the cache in `derivatives/stamps/`. Callers
+/// hold the folder's exclusive lock, as `tokenize` does when it writes the cache.
+pub fn remember_hashes(derivatives: &Path, hashes: impl IntoIterator<Item = FileHash>) -> Result<()> {
+    let path = cache_path(derivatives);
+    let mut cache = read_cache(&path);
+    let before = cache.clone();
+    for h in hashes {
+        cache.insert(h.path.to_string_lossy().into_owned(), CachedHash { size: h.size, mtime_ns: h.mtime_ns, blake3: h.blake3 });
+    }
+    if cache != before {
+        crate::fsutil::write_atomic(&path, serde_json::to_string_pretty(&cache).expect("JSON").as_bytes())?;
+    }
+    Ok(())
+}
+
 /// Lists the runs to process, with their input hashes: those of the manifest, else every
 /// run but empty-room recordings and runs whose content is not on disk.
 pub fn discover_runs(config: &ProjectConfig) -> Result<Vec<RunEntry>> {
@@ -36,9 +75,8 @@ pub fn discover_runs(config: &ProjectConfig) -> Result<Vec<RunEntry>> {
     let opts = IngestOptions::from_config(config)?;
     let ds = Dataset::open(root)?;
     let wanted = manifest_run_ids(root)?;
-    let cache_path = derivatives_dir(root).join("stamps").join("input-hashes.json");
-    let mut cache: BTreeMap<String, CachedHash> =
-        std::fs::read_to_string(&cache_path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    let cache_file = cache_path(&derivatives_dir(root));
+    let mut cache = read_cache(&cache_file);
     let before = cache.clone();
     let mut runs = Vec::new();
     for run in ds.runs()? {
@@ -92,22 +130,21 @@ pub fn discover_runs(config: &ProjectConfig) -> Result<Vec<RunEntry>> {
     }
     if cache != before {
         let text = serde_json::to_string_pretty(&cache).expect("JSON");
-        crate::fsutil::write_atomic(&cache_path, text.as_bytes())?;
+        crate::fsutil::write_atomic(&cache_file, text.as_bytes())?;
     }
     Ok(runs)
 }
 
 fn cached_hash(file: &Path, cache: &mut BTreeMap<String, CachedHash>) -> Result<String> {
-    let meta = std::fs::metadata(file).map_err(|e| Error::io(file, e))?;
-    let mtime_ns = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+    let (size, mtime_ns) = size_and_mtime(file)?;
     let key = file.to_string_lossy().into_owned();
     if let Some(c) = cache.get(&key) {
-        if c.size == meta.len() && c.mtime_ns == mtime_ns {
+        if c.size == size && c.mtime_ns == mtime_ns {
             return Ok(c.blake3.clone());
         }
     }
     let blake3 = hash_files(&[file.to_path_buf()])?;
-    cache.insert(key, CachedHash { size: meta.len(), mtime_ns, blake3: blake3.clone() });
+    cache.insert(key, CachedHash { size, mtime_ns, blake3: blake3.clone() });
     Ok(blake3)
 }
 
