@@ -479,8 +479,10 @@ fn tokenize(project: &Project, r: usize) -> Result<(Vec<PathBuf>, Vec<String>)> 
     }
     let meta = shard_meta(project, window, eeg_names, meg_names, Some(tokenizer));
     let picks: Vec<usize> = eeg.iter().chain(&meg).copied().collect();
-    let mut rows = Vec::with_capacity(windows.kept.len());
-    for &(index, start, onset) in &windows.kept {
+    // Windows in parallel (the reader takes &self), collected in window order: the same rows
+    // whatever the thread count.
+    use rayon::prelude::*;
+    let rows = windows.kept.par_iter().map(|&(index, start, onset)| -> Result<WindowRow> {
         let w = read_window(reader.as_ref(), &picks, start, &windows)?;
         let (eeg_part, meg_part) = match (&meta.kind, &meta.tokenizer) {
             (ShardKind::Tokens, Some(t)) => {
@@ -497,7 +499,7 @@ fn tokenize(project: &Project, r: usize) -> Result<(Vec<PathBuf>, Vec<String>)> 
                 (WindowData::Continuous(v), WindowData::Continuous(meg_v))
             }
         };
-        rows.push(WindowRow {
+        Ok(WindowRow {
             subject: run.subject.clone(),
             session: run.session.clone(),
             task: run.task.clone(),
@@ -506,8 +508,8 @@ fn tokenize(project: &Project, r: usize) -> Result<(Vec<PathBuf>, Vec<String>)> 
             onset,
             eeg: eeg_part,
             meg: meg_part,
-        });
-    }
+        })
+    }).collect::<Result<Vec<_>>>()?;
     let path = tokens_path(project, run);
     write_run_file(&path, &rows, &meta)?;
     Ok((vec![path], vec![]))
