@@ -45,10 +45,14 @@ pub const DEFAULT_PORT: u16 = 29500;
 
 impl World {
     /// From the process environment: torchrun's `RANK`, `WORLD_SIZE` (and `LOCAL_RANK`,
-    /// `MASTER_ADDR`, `MASTER_PORT`), else SLURM's `SLURM_PROCID`, `SLURM_NTASKS`,
-    /// `SLURM_LOCALID` with the first host of `SLURM_JOB_NODELIST` as the master (`MASTER_ADDR`
-    /// and `MASTER_PORT` still win when set; the port otherwise derives from the job id, so
-    /// two jobs on one node do not collide). `None` when neither set is present: one process.
+    /// `MASTER_ADDR`, `MASTER_PORT`), else, inside an `srun` job step (`SLURM_STEP_ID` set),
+    /// SLURM's `SLURM_PROCID`, `SLURM_STEP_NUM_TASKS` (or `SLURM_NTASKS`), `SLURM_LOCALID`
+    /// with the first host of `SLURM_JOB_NODELIST` as the master (`MASTER_ADDR` and
+    /// `MASTER_PORT` still win when set; the port otherwise derives from the job id, so two
+    /// jobs on one node do not collide). `None` when neither applies: one process. A batch
+    /// script itself is no step (it sees `SLURM_NTASKS` of the whole job and `SLURM_PROCID`
+    /// 0 without being one of the tasks), so bf-train started there without srun trains alone
+    /// rather than wait for tasks that never come.
     pub fn from_env() -> Result<Option<World>> {
         Self::from_vars(|k| std::env::var(k).ok())
     }
@@ -62,7 +66,9 @@ impl World {
             (rank, size, number("LOCAL_RANK")?.unwrap_or(rank), "127.0.0.1".to_string(), DEFAULT_PORT)
         } else if var("RANK").is_some() || var("WORLD_SIZE").is_some() {
             return Err(Error::Env("RANK and WORLD_SIZE must be set together".into()));
-        } else if let (Some(rank), Some(size)) = (number("SLURM_PROCID")?, number("SLURM_NTASKS")?) {
+        } else if let (Some(_step), Some(rank), Some(size)) =
+            (var("SLURM_STEP_ID"), number("SLURM_PROCID")?, number("SLURM_STEP_NUM_TASKS")?.or(number("SLURM_NTASKS")?))
+        {
             let nodes = var("SLURM_JOB_NODELIST").or_else(|| var("SLURM_NODELIST"));
             let addr = match nodes {
                 Some(list) => first_host(&list).ok_or_else(|| Error::Env(format!("SLURM_JOB_NODELIST={list:?} names no host")))?,
@@ -321,6 +327,7 @@ mod tests {
         let w = World::from_vars(vars(&[("RANK", "0"), ("WORLD_SIZE", "2")])).unwrap().unwrap();
         assert_eq!((w.master_addr.as_str(), w.master_port), ("127.0.0.1", DEFAULT_PORT));
         let w = World::from_vars(vars(&[
+            ("SLURM_STEP_ID", "0"),
             ("SLURM_PROCID", "3"),
             ("SLURM_NTASKS", "4"),
             ("SLURM_LOCALID", "1"),
@@ -330,6 +337,12 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(w, World { rank: 3, size: 4, local_rank: 1, master_addr: "gpu07".into(), master_port: 20000 + 3456 });
+        // A batch script (no job step) is one process, whatever the job's task count.
+        let batch = [("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2"), ("SLURM_JOB_NODELIST", "vm"), ("SLURM_JOB_ID", "5")];
+        assert_eq!(World::from_vars(vars(&batch)).unwrap(), None);
+        // In a step, the step's task count.
+        let step = [("SLURM_STEP_ID", "1"), ("SLURM_PROCID", "1"), ("SLURM_STEP_NUM_TASKS", "2"), ("SLURM_NTASKS", "4")];
+        assert_eq!(World::from_vars(vars(&step)).unwrap().map(|w| (w.rank, w.size)), Some((1, 2)));
         // torchrun's variables win over SLURM's.
         let w = World::from_vars(vars(&[("RANK", "0"), ("WORLD_SIZE", "1"), ("SLURM_PROCID", "1"), ("SLURM_NTASKS", "2")])).unwrap().unwrap();
         assert_eq!((w.rank, w.size), (0, 1));

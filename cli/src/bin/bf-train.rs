@@ -12,7 +12,7 @@
 //! SIGTERM/SIGINT/SIGUSR1 end the loop between steps with `last/` written and exit status 75.
 //!
 //! Data parallel: started as several processes (torchrun's RANK/WORLD_SIZE/MASTER_ADDR/
-//! MASTER_PORT, or srun's SLURM_PROCID/SLURM_NTASKS), each process trains on its share of every
+//! MASTER_PORT, or srun's SLURM_PROCID/SLURM_STEP_NUM_TASKS), each process trains on its share of every
 //! global batch (`Stream::with_rank`), libtorch's c10d Reducer averages the gradients during the
 //! backward pass (`bf_model::distributed`), and rank 0 alone writes the run folder.
 
@@ -62,7 +62,7 @@ use tch::Tensor;
 ///
 /// Data parallel: run N copies with RANK and WORLD_SIZE set (torchrun's variables; the rendezvous
 /// is a TCP store at MASTER_ADDR:MASTER_PORT, default 127.0.0.1:29500, served by rank 0), or
-/// under `srun` (SLURM_PROCID, SLURM_NTASKS, the first node of the job as the master). The
+/// under `srun` (SLURM_PROCID, SLURM_STEP_NUM_TASKS, the first node of the job as the master). The
 /// processes share every global batch of --batch_size examples (it must be a multiple of their
 /// number), gradients are averaged as PyTorch's DDP does, so N processes compute what one would;
 /// rank 0 writes metrics, tb/ and checkpoints, which any number of processes can --resume.
@@ -338,6 +338,10 @@ fn run(args: Args) -> Result<Ended> {
 
     // ---- the processes (data parallel) -------------------------------------------------
     let world = World::from_env()?.filter(|w| w.size > 1);
+    let job_tasks = std::env::var("SLURM_NTASKS").ok().and_then(|n| n.parse::<usize>().ok()).filter(|&n| n > 1);
+    if let (None, Some(n), Err(_)) = (&world, job_tasks, std::env::var("SLURM_STEP_ID")) {
+        eprintln!("note: this SLURM job has {n} tasks, but bf-train runs outside srun: it trains as one process (`srun bf-train ...` uses them all)");
+    }
     let group = match &world {
         Some(w) => Some(join_processes(&args, w, device)?),
         None if args.dist_file.is_some() => bail!("--dist-file: set RANK and WORLD_SIZE (2 or more) for each process"),
