@@ -3,7 +3,6 @@
 
 pub mod commands;
 pub mod evaluate;
-pub mod picks;
 
 /// Logs to stderr with `tracing`; `RUST_LOG` overrides the level.
 pub fn init_logging(quiet: bool) {

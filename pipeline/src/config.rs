@@ -122,6 +122,14 @@ pub struct PreprocessConfig {
     pub sfreq: f64,
 }
 
+/// design.md's cleaning: 0.1–100 Hz, notch 50/100/150 Hz, 250 Hz (also the defaults of
+/// `bf-pipeline preprocess-file`).
+impl Default for PreprocessConfig {
+    fn default() -> Self {
+        PreprocessConfig { l_freq: 0.1, h_freq: 100.0, notch: vec![50.0, 100.0, 150.0], sfreq: 250.0 }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SegmentConfig {
     /// Window length in samples (at the resampled rate).
@@ -179,7 +187,7 @@ impl ProjectConfig {
     pub fn with_defaults(root: PathBuf, source: String) -> Self {
         ProjectConfig {
             dataset: DatasetConfig { root, source, meg_source: default_meg_source(), allow_maxshield: false },
-            preprocess: PreprocessConfig { l_freq: 0.1, h_freq: 100.0, notch: vec![50.0, 100.0, 150.0], sfreq: 250.0 },
+            preprocess: PreprocessConfig::default(),
             segment: SegmentConfig { window: 256, stride: 256, mode: default_mode(), tmin: default_tmin(), tmax: default_tmax(), baseline: default_baseline() },
             tokenize: TokenizeConfig { clamp_percentiles: [0.5, 99.5], mu: 255.0, levels: 255 },
             split: SplitConfig { by: "subject".into(), seed: 0, validation_fraction: 0.15, test_fraction: 0.15 },

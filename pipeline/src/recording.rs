@@ -285,6 +285,53 @@ impl RecordingInfo {
         }
         Ok(())
     }
+
+    /// MNE-style channel selection (`picks`): the indices of the channels `picks` selects, in
+    /// file order. Each item is a channel name or an MNE type (`eeg`, `mag`, `grad`, `stim`,
+    /// ...); `meg` means mag + grad, `data` means MEG + EEG. An empty list selects every
+    /// channel. An item matching nothing is an error (named after the `--picks` flag that the
+    /// commands pass these from).
+    pub fn resolve_picks(&self, picks: &[String]) -> Result<Vec<usize>> {
+        if picks.is_empty() {
+            return Ok((0..self.n_channels()).collect());
+        }
+        let mut keep = vec![false; self.n_channels()];
+        for item in picks {
+            let item = item.trim();
+            let mut matched = false;
+            for (i, ch) in self.channels.iter().enumerate() {
+                let hit = ch.name == item
+                    || ch.kind.as_str() == item
+                    || (item == "meg" && ch.kind.is_meg())
+                    || (item == "data" && (ch.kind.is_meg() || ch.kind == ChannelKind::Eeg));
+                if hit {
+                    keep[i] = true;
+                    matched = true;
+                }
+            }
+            if !matched {
+                return Err(Error::request(&self.path, format!("--picks {item:?} matches no channel name or type")));
+            }
+        }
+        Ok(keep.iter().enumerate().filter(|(_, &k)| k).map(|(i, _)| i).collect())
+    }
+
+    /// MNE's `raw.crop(tmin, tmax)` sample range: `round(tmin*sfreq) ..= round(tmax*sfreq)`,
+    /// returned as `start..stop`; `None` ends mean the first / last sample.
+    pub fn crop_range(&self, tmin: Option<f64>, tmax: Option<f64>) -> Result<(usize, usize)> {
+        let last = self.n_samples.saturating_sub(1) as f64 / self.sfreq;
+        let tmin = tmin.unwrap_or(0.0);
+        let tmax = tmax.unwrap_or(last);
+        if !(tmin >= 0.0 && tmax >= tmin && tmax <= last + 0.5 / self.sfreq) {
+            return Err(Error::request(
+                &self.path,
+                format!("--tmin {tmin} / --tmax {tmax} must satisfy 0 <= tmin <= tmax <= {last:.6} s"),
+            ));
+        }
+        let start = (tmin * self.sfreq).round() as usize;
+        let stop = ((tmax * self.sfreq).round() as usize + 1).min(self.n_samples);
+        Ok((start, stop))
+    }
 }
 
 /// A floating-point sample type the readers can write: f32 for memory, f64 for exactness.
@@ -383,5 +430,51 @@ impl RawReader for InMemory {
     }
     fn read_into_f32(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f32]) -> Result<()> {
         self.fill(picks, start, stop, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(kinds: &[ChannelKind]) -> RecordingInfo {
+        RecordingInfo {
+            path: PathBuf::from("test.fif"),
+            format: "test",
+            sfreq: 100.0,
+            n_samples: 1000,
+            first_samp: 0,
+            meas_date: None,
+            channels: kinds.iter().enumerate().map(|(i, &k)| ChannelInfo::new(format!("CH{i}"), k, 0, Unit::V)).collect(),
+            bads: vec![],
+            annotations: vec![],
+            projs: vec![],
+            comp_grade: 0,
+            highpass: None,
+            lowpass: None,
+            line_freq: None,
+            discontinuous: false,
+        }
+    }
+
+    #[test]
+    fn picks_select_names_and_types_in_file_order() {
+        let i = info(&[ChannelKind::Stim, ChannelKind::Grad, ChannelKind::Eeg, ChannelKind::Mag, ChannelKind::Eog]);
+        let picks = |p: &[&str]| i.resolve_picks(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(picks(&[]).unwrap(), vec![0, 1, 2, 3, 4]);
+        assert_eq!(picks(&["meg"]).unwrap(), vec![1, 3]);
+        assert_eq!(picks(&["data"]).unwrap(), vec![1, 2, 3]);
+        assert_eq!(picks(&["CH4", " eeg"]).unwrap(), vec![2, 4]);
+        let e = picks(&["nope"]).unwrap_err().to_string();
+        assert_eq!(e, "test.fif: --picks \"nope\" matches no channel name or type");
+    }
+
+    #[test]
+    fn crop_range_is_mne_s() {
+        let i = info(&[ChannelKind::Eeg]);
+        assert_eq!(i.crop_range(None, None).unwrap(), (0, 1000));
+        assert_eq!(i.crop_range(Some(1.0), Some(2.0)).unwrap(), (100, 201));
+        assert!(i.crop_range(Some(2.0), Some(1.0)).is_err());
+        assert!(i.crop_range(None, Some(10.5)).is_err());
     }
 }

@@ -1,13 +1,30 @@
 //! `bf-pipeline bench-read FILE`: times a full read into memory (f32, all channels) and
 //! random windows, printing JSON for `make bench` (bench/bench_read.py puts it beside MNE).
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
 use serde_json::json;
 
-pub fn run(file: &Path, windows: usize, window_seconds: f64, seed: u64) -> Result<()> {
+/// Time a full read into memory and random windows of FILE (JSON; used by `make bench`).
+#[derive(clap::Args, Debug)]
+pub struct BenchReadArgs {
+    pub file: PathBuf,
+    /// How many random windows to time.
+    #[arg(long, default_value_t = 20)]
+    pub windows: usize,
+    /// Window length in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub window_seconds: f64,
+    /// Seed for the window positions.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+pub fn run(args: &BenchReadArgs) -> Result<()> {
+    let BenchReadArgs { file, windows, window_seconds, seed } = args;
+    let (file, windows, window_seconds, seed) = (file.as_path(), *windows, *window_seconds, *seed);
     let t0 = Instant::now();
     let reader = bf_pipeline::formats::open(file)?;
     let open_s = t0.elapsed().as_secs_f64();

@@ -2,19 +2,49 @@
 //! Both outputs are streamed in time chunks (bounded memory) and written atomically.
 
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use bf_pipeline::formats::fif::write::{write_raw, FifSampleFormat, WriteOptions};
 use bf_pipeline::npy;
 use bf_pipeline::RawReader;
 
-use crate::picks;
-
 /// Samples per chunk when streaming: ~10 s at 1 kHz keeps memory small for any channel count.
 const CHUNK: usize = 10_000;
 
-pub fn run(file: &Path, out: &Path, picks: &[String], tmin: Option<f64>, tmax: Option<f64>, proj: bool, fif_format: &str) -> Result<()> {
+/// Convert a recording to a NumPy .npy (float64, channels × samples, SI units) or to FIF.
+///
+/// The output format follows OUT's extension. Channels stay in file order.
+#[derive(clap::Args, Debug)]
+pub struct ConvertArgs {
+    /// The recording to read.
+    pub file: PathBuf,
+    /// Output path: `.npy` or `.fif`.
+    pub out: PathBuf,
+    /// Channels to keep: comma-separated names and/or MNE types (eeg, meg, mag, grad,
+    /// stim, eog, ecg, misc, ...). Default: all channels.
+    #[arg(long, value_delimiter = ',')]
+    pub picks: Vec<String>,
+    /// Start time in seconds from the first sample (as MNE's `raw.crop(tmin=...)`).
+    #[arg(long)]
+    pub tmin: Option<f64>,
+    /// End time in seconds, included (as MNE's `raw.crop(tmax=...)`).
+    #[arg(long)]
+    pub tmax: Option<f64>,
+    /// Apply the recording's SSP projectors (as MNE's `raw.apply_proj()`).
+    #[arg(long)]
+    pub proj: bool,
+    /// FIF output only: sample format of the data buffers.
+    #[arg(long, default_value = "float32", value_parser = ["float32", "int16"])]
+    pub fif_format: String,
+}
+
+pub fn run(a: &ConvertArgs) -> Result<()> {
+    convert(&a.file, &a.out, &a.picks, a.tmin, a.tmax, a.proj, &a.fif_format)
+}
+
+/// Writes channels `picks` of `file` between `tmin` and `tmax` to `out` (.npy or .fif).
+pub fn convert(file: &Path, out: &Path, picks: &[String], tmin: Option<f64>, tmax: Option<f64>, proj: bool, fif_format: &str) -> Result<()> {
     let opened = bf_pipeline::formats::open(file)?;
     let projected = if proj { bf_pipeline::proj::Projected::new(opened.as_ref())? } else { None };
     let reader: &dyn RawReader = match &projected {
@@ -22,8 +52,8 @@ pub fn run(file: &Path, out: &Path, picks: &[String], tmin: Option<f64>, tmax: O
         None => opened.as_ref(),
     };
     let info = reader.info();
-    let picks = picks::resolve(info, picks)?;
-    let (start, stop) = picks::sample_range(info, tmin, tmax)?;
+    let picks = info.resolve_picks(picks)?;
+    let (start, stop) = info.crop_range(tmin, tmax)?;
     let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("").to_lowercase();
     match ext.as_str() {
         "npy" => write_npy(reader, &picks, start, stop, out),

@@ -375,6 +375,16 @@ impl Drop for StopAnnouncer {
     }
 }
 
+/// Show every target of the pipeline, whether it would run, and why (runs nothing).
+#[derive(Args, Debug, Clone)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub dag: DagArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `bf-pipeline plan`: every target, whether it would run, and why.
 pub fn plan(args: &DagArgs, json: bool) -> Result<()> {
     let project = args.project()?;
@@ -420,6 +430,16 @@ pub fn config(args: &DagArgs) -> Result<()> {
     let c = args.config()?;
     print!("# {} with command-line overrides\n{}", args.project.display(), toml::to_string_pretty(&c)?);
     Ok(())
+}
+
+/// Remove the pipeline's derivatives (derivatives/brainformer/, except ingest's manifest).
+#[derive(Args, Debug, Clone)]
+pub struct CleanArgs {
+    #[command(flatten)]
+    pub dag: DagArgs,
+    /// Really remove (without it, only list what would go).
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// `bf-pipeline clean`: removes `derivatives/brainformer` except the manifest (ingest's),
@@ -490,6 +510,20 @@ impl dag::Progress for Bars {
             b.finish_and_clear();
         }
     }
+}
+
+/// Write an sbatch script that runs the pipeline on SLURM: per-run stages as a job array
+/// (`--shard I/N`), then the stages over all runs as a job that depends on it.
+///
+/// `bash SCRIPT` submits both (the script is their batch script; any path works) or exits
+/// non-zero saying what sbatch refused. Jobs ask for SIGTERM --stop-before seconds ahead of
+/// their time limit, stop at a target boundary and requeue themselves.
+#[derive(Args, Debug, Clone)]
+pub struct SlurmCommandArgs {
+    #[command(flatten)]
+    pub dag: DagArgs,
+    #[command(flatten)]
+    pub slurm: SlurmArgs,
 }
 
 /// Options of `bf-pipeline slurm`.

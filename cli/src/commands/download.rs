@@ -18,28 +18,75 @@ use bf_pipeline::source::{
 
 use super::ingest::DownloadBar;
 
-pub struct DownloadArgs {
-    pub dataset: String,
-    pub dest: PathBuf,
+/// What to fetch and from where (shared by `ingest` and `download`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct RemoteArgs {
+    /// Only these subjects (comma-separated labels: 01,02).
+    #[arg(long, value_delimiter = ',')]
+    pub subjects: Vec<String>,
+    /// Only keys matching these globs (relative to the dataset; repeatable).
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Only these BIDS datatypes (meg, eeg, anat; comma-separated).
+    #[arg(long = "datatype", value_delimiter = ',')]
+    pub datatypes: Vec<String>,
+    /// S3-compatible endpoint instead of OpenNeuro's (e.g. http://127.0.0.1:9000).
+    #[arg(long, env = "BF_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
-    pub bucket: Option<String>,
-    pub selection: Selection,
+    /// Parallel downloads.
+    #[arg(long, default_value_t = 8)]
     pub jobs: usize,
-    pub retries: u32,
-    pub json: bool,
-    pub quiet: bool,
-    /// Print the plan and stop.
+    /// Print the download plan and stop, writing nothing: files, bytes already present
+    /// (complete files, .part files to resume) and still to download per subject folder, and
+    /// the free space at the destination. Without it the same plan is checked first: when the
+    /// free space is below the bytes still to download + 1 % (at least 64 MiB), nothing is
+    /// written. Testing aid: BF_FREE_SPACE_BYTES=N replaces the measured free space.
+    #[arg(long)]
     pub dry_run: bool,
 }
 
-/// Runs the download and returns the process exit code.
-pub fn run(args: DownloadArgs) -> i32 {
-    let mut opts = DownloadOptions { jobs: args.jobs.max(1), retries: args.retries, ..DownloadOptions::default() };
-    if let Some(ep) = args.s3_endpoint {
-        opts.endpoint = ep;
+impl RemoteArgs {
+    /// The objects of the dataset these flags select.
+    pub fn selection(&self) -> Selection {
+        Selection { subjects: self.subjects.clone(), include: self.include.clone(), datatypes: self.datatypes.clone() }
     }
-    if let Some(b) = args.bucket {
-        opts.bucket = b;
+}
+
+/// Download (part of) an OpenNeuro dataset without indexing it (see `ingest`).
+///
+/// Anonymous requests to OpenNeuro's public S3 bucket: listing with pagination, parallel
+/// GETs, resumable `.part` files (Range requests), size and MD5 checks, atomic renames.
+/// The plan (per subject folder: files, bytes present, bytes to download) and the free
+/// space at --dest are checked before the first byte; --dry-run prints the plan and stops.
+/// Exit status 0: all arrived; 1: some failed (rerun to resume); 2: nothing could be done.
+#[derive(clap::Args, Debug)]
+pub struct DownloadArgs {
+    /// OpenNeuro dataset id, e.g. ds000117.
+    pub dataset: String,
+    /// Destination directory (created if needed).
+    #[arg(long)]
+    pub dest: PathBuf,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Bucket name (default: openneuro.org).
+    #[arg(long)]
+    pub bucket: Option<String>,
+    /// Retries after a transient failure (per object and listing page).
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the download and returns the process exit code.
+pub fn run(args: &DownloadArgs, quiet: bool) -> i32 {
+    let mut opts = DownloadOptions { jobs: args.remote.jobs.max(1), retries: args.retries, ..DownloadOptions::default() };
+    if let Some(ep) = &args.remote.s3_endpoint {
+        opts.endpoint = ep.clone();
+    }
+    if let Some(b) = &args.bucket {
+        opts.bucket = b.clone();
     }
     let fail = |e: bf_pipeline::Error| {
         eprintln!("error: {e}");
@@ -48,7 +95,7 @@ pub fn run(args: DownloadArgs) -> i32 {
         }
         2
     };
-    let plan = match plan_download(&args.dataset, &args.dest, &args.selection, &opts) {
+    let plan = match plan_download(&args.dataset, &args.dest, &args.remote.selection(), &opts) {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
@@ -56,7 +103,7 @@ pub fn run(args: DownloadArgs) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    if args.dry_run {
+    if args.remote.dry_run {
         if args.json {
             let doc = plan_json(&plan, &space);
             println!("{}", serde_json::to_string_pretty(&doc).expect("plan serializes"));
@@ -65,13 +112,13 @@ pub fn run(args: DownloadArgs) -> i32 {
         }
         return 0;
     }
-    if !args.quiet && !args.json {
+    if !quiet && !args.json {
         eprint!("{}", format_plan(&plan, &space));
     }
     if let Err(e) = space.require(&plan.dataset, &plan.dest) {
         return fail(e);
     }
-    let progress = DownloadBar::new(args.quiet || args.json);
+    let progress = DownloadBar::new(quiet || args.json);
     let result = execute_plan(&plan, &opts, &progress);
     progress.finish();
     match result {

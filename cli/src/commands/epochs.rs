@@ -16,33 +16,82 @@ use bf_pipeline::segment::{self, EpochParams, Event, FlatClipParams, SegmentPlan
 use bf_pipeline::RawReader;
 use serde_json::json;
 
-use crate::picks;
-
+/// Cut a recording into fixed windows or event-locked epochs, as MNE does; OUT: .npy
+/// (float64, kept segments × channels × samples, channels in file order unless --picks).
+///
+/// Default: windows as `mne.make_fixed_length_epochs(raw, duration=window/sfreq,
+/// overlap=(window-stride)/sfreq, reject_by_annotation=True)`. With --events (stim channel,
+/// as `mne.find_events(raw)`) or --events-tsv (BIDS events.tsv): `mne.Epochs(raw, events,
+/// tmin, tmax, baseline, reject_by_annotation=True)`. Segments overlapping a BAD*
+/// annotation, or running off the data, are dropped as MNE drops them; in addition a
+/// segment in which a good MEG/EEG channel is flat or clipped is dropped (see
+/// bf_pipeline::segment for the thresholds). Prints what was dropped and why.
+#[derive(clap::Args, Debug)]
 pub struct EpochsArgs {
+    /// The recording to segment.
     pub input: PathBuf,
+    /// Output path (.npy).
     pub out: PathBuf,
-    /// Fixed windows: length and step in samples (defaults 256 / the window).
+    /// Window length in samples (fixed windows; default 256).
+    #[arg(long)]
     pub window: Option<usize>,
+    /// Step between window starts in samples (default: the window).
+    #[arg(long)]
     pub stride: Option<usize>,
-    /// Event-locked epochs from the stim channel(s).
+    /// Epochs around the events of the stim channel (MNE's find_events defaults).
+    #[arg(long)]
     pub events: bool,
-    /// Event-locked epochs from a BIDS events.tsv.
+    /// Epochs around the events of a BIDS events.tsv (id: integer `value`, else the rank
+    /// of `trial_type`).
+    #[arg(long)]
     pub events_tsv: Option<PathBuf>,
-    /// Stim channels for `events` (default: MNE's choice).
+    /// Stim channel(s) for --events (default: STI101, STI 014, else every stim channel).
+    #[arg(long, value_delimiter = ',')]
     pub stim_channel: Vec<String>,
+    /// Epoch start relative to the event, seconds.
+    #[arg(long, default_value_t = EpochParams::default().tmin, allow_negative_numbers = true)]
     pub tmin: f64,
+    /// Epoch end (included), seconds.
+    #[arg(long, default_value_t = EpochParams::default().tmax, allow_negative_numbers = true)]
     pub tmax: f64,
-    /// `none`, or `A,B` with `None` for an open end.
+    /// Baseline interval A,B in seconds (None: the epoch's start / end), or `none`.
+    #[arg(long, default_value = "None,0", allow_hyphen_values = true)]
     pub baseline: String,
+    /// Keep only events with these ids (comma-separated).
+    #[arg(long, value_delimiter = ',')]
     pub event_id: Vec<i64>,
+    /// Channels to write: names and/or MNE types, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
     pub picks: Vec<String>,
+    /// Apply the recording's SSP projectors first (MNE's Epochs proj=True).
+    #[arg(long)]
     pub proj: bool,
-    /// Find flat / clipped stretches on the input and add them as BAD_flat / BAD_clipped.
+    /// Find flat / clipped stretches on the input's good MEG/EEG channels and add them as
+    /// BAD_flat / BAD_clipped annotations before segmenting (meant for raw data).
+    #[arg(long)]
     pub mark_flat_clipped: bool,
-    /// Drop segments in which a good data channel is flat or clipped.
-    pub reject_flat_clipped: bool,
-    pub flat: FlatClipParams,
+    /// Do not drop segments in which a good MEG/EEG channel is flat or clipped.
+    #[arg(long)]
+    pub no_reject_flat_clipped: bool,
+    /// Flat segment: peak-to-peak below this fraction of the channel's median.
+    #[arg(long, default_value_t = FlatClipParams::default().flat_rel)]
+    pub flat_rel: f64,
+    /// Flat stretch: at least this many seconds of one repeated value.
+    #[arg(long, default_value_t = FlatClipParams::default().flat_min_duration)]
+    pub flat_min_duration: f64,
+    /// Clipped stretch: at least this many seconds at the channel's maximum or minimum.
+    #[arg(long, default_value_t = FlatClipParams::default().clip_min_duration)]
+    pub clip_min_duration: f64,
+    /// Print a JSON summary (every candidate with its drop reason) instead of text.
+    #[arg(long)]
     pub json: bool,
+}
+
+impl EpochsArgs {
+    /// The flat / clipped screen's thresholds (`bad_percent` stays the library's).
+    fn flat(&self) -> FlatClipParams {
+        FlatClipParams { flat_min_duration: self.flat_min_duration, clip_min_duration: self.clip_min_duration, flat_rel: self.flat_rel, ..Default::default() }
+    }
 }
 
 /// Parses `--baseline`: `none`, or `A,B` where each end is a number in seconds or `None`.
@@ -89,11 +138,11 @@ pub fn run(args: &EpochsArgs) -> Result<()> {
         None => opened.as_ref(),
     };
     let mut info = reader.info().clone();
-    let picks = picks::resolve(&info, &args.picks)?;
+    let picks = info.resolve_picks(&args.picks)?;
     let data = reader.read_f64(&reader.all_picks(), 0, info.n_samples)?;
 
     let stretches: Vec<Stretch> = if args.mark_flat_clipped {
-        let (bad, found) = segment::split_bad_channels(segment::find_flat_clipped(&info, data.view(), &args.flat), info.n_samples, args.flat.bad_percent);
+        let (bad, found) = segment::split_bad_channels(segment::find_flat_clipped(&info, data.view(), &args.flat()), info.n_samples, args.flat().bad_percent);
         for c in bad {
             let name = info.channels[c].name.clone();
             if !info.bads.contains(&name) {
@@ -134,8 +183,8 @@ pub fn run(args: &EpochsArgs) -> Result<()> {
         let stride = args.stride.unwrap_or(window);
         (segment::fixed_windows(&info, window, stride)?, Some(window), Some(stride))
     };
-    if args.reject_flat_clipped {
-        segment::reject_flat_clipped(&mut plan, &info, data.view(), &args.flat);
+    if !args.no_reject_flat_clipped {
+        segment::reject_flat_clipped(&mut plan, &info, data.view(), &args.flat());
     }
 
     let out_data = segment::segment_data(&plan, data.view(), &info.channels, &picks);
@@ -224,7 +273,7 @@ fn summary_json(
         "drops": counts,
         "events": events.iter().map(|e| json!({"sample": e.sample, "mne_sample": e.sample + info.first_samp, "id": e.id})).collect::<Vec<_>>(),
         "event_id": event_names,
-        "flat_clip": args.flat,
+        "flat_clip": args.flat(),
         "stretches": stretches.iter().map(|s| json!({"channel": info.channels[s.channel].name, "start": s.start, "stop": s.stop, "kind": s.kind})).collect::<Vec<_>>(),
         "segments": segments,
     })

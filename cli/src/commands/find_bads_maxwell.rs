@@ -2,42 +2,64 @@
 //! channels). The library side is `bf_pipeline::maxwell::bads`; this file only maps arguments
 //! (the SSS ones as `bf-pipeline maxwell` does) and prints the result.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Result;
+use bf_pipeline::config::MaxwellConfig;
 use bf_pipeline::maxwell::{find_bad_channels_maxwell, read_head_geometry, FindBadsParams};
 
-use super::maxwell::MaxwellArgs;
-
-pub struct FindBadsArgs {
+/// Find flat and noisy MEG channels as MNE's `find_bad_channels_maxwell`.
+#[derive(clap::Args, Debug)]
+pub struct FindBadsMaxwellArgs {
+    /// The raw FIF recording (MaxShield data accepted).
+    pub input: PathBuf,
+    /// Expansion origin: `auto` or X,Y,Z in metres in the coordinate frame.
+    #[arg(long, default_value = "auto", allow_hyphen_values = true)]
     pub origin: String,
+    /// Coordinate frame: head (MNE's default) or meg (empty-room recordings).
+    #[arg(long, default_value = "head")]
     pub coord_frame: String,
+    /// `in` (MNE's default) or `none`.
+    #[arg(long, default_value = "in")]
     pub regularize: String,
+    /// Fine calibration file (Elekta `sss_cal.dat`).
+    #[arg(long)]
     pub calibration: Option<PathBuf>,
+    /// Cross-talk matrix file (Elekta `ct_sparse.fif`).
+    #[arg(long)]
     pub cross_talk: Option<PathBuf>,
+    /// z-score limit for noisy channels.
+    #[arg(long, default_value_t = 7.0)]
     pub limit: f64,
-    /// Low-pass cutoff in Hz, or `none`.
+    /// Low-pass cutoff in Hz applied before scoring, or `none`.
+    #[arg(long, default_value = "40")]
     pub h_freq: String,
+    /// Chunk length in seconds.
+    #[arg(long, default_value_t = 5.0)]
     pub duration: f64,
+    /// Chunks a channel must be bad in to be reported.
+    #[arg(long, default_value_t = 5)]
     pub min_count: usize,
+    /// Print the lists and MNE's per-chunk scores as JSON.
+    #[arg(long)]
     pub json: bool,
 }
 
-pub fn run(input: &Path, a: &FindBadsArgs) -> Result<()> {
-    let maxwell = super::maxwell::params(&MaxwellArgs {
+pub fn run(a: &FindBadsMaxwellArgs) -> Result<()> {
+    let input = a.input.as_path();
+    // MNE's find_bad_channels_maxwell: plain SSS with maxwell_filter's default orders.
+    let cfg = MaxwellConfig {
         origin: a.origin.clone(),
         coord_frame: a.coord_frame.clone(),
         int_order: 8,
         ext_order: 3,
         regularize: a.regularize.clone(),
-        bad_condition: "error".into(),
-        calibration: a.calibration.clone(),
-        cross_talk: a.cross_talk.clone(),
         st_duration: None,
         st_correlation: 0.98,
         st_overlap: true,
-        json: false,
-    })?;
+        ..MaxwellConfig::default()
+    };
+    let maxwell = super::maxwell::sss_params(&cfg, "error", a.calibration.clone(), a.cross_talk.clone())?;
     let h_freq = match a.h_freq.as_str() {
         "none" => None,
         h => Some(h.parse::<f64>().map_err(|_| anyhow::anyhow!("--h-freq takes a frequency in Hz or `none`, got {h:?}"))?),

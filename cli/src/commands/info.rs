@@ -1,15 +1,27 @@
 //! `bf-pipeline info FILE [--json]`: a recording's measurement info.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::Result;
 use bf_pipeline::recording::RecordingInfo;
 use serde_json::json;
 
-pub fn run(file: &Path, as_json: bool) -> Result<()> {
-    let reader = bf_pipeline::formats::open(file)?;
+/// Print a recording's measurement info (channels, sfreq, samples, dates, bads, events).
+///
+/// Reads FIF (.fif, .fif.gz, split files follow), EDF/EDF+/BDF and BrainVision (.vhdr).
+#[derive(clap::Args, Debug)]
+pub struct InfoArgs {
+    /// The recording to describe.
+    pub file: PathBuf,
+    /// Print JSON instead of a human summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &InfoArgs) -> Result<()> {
+    let reader = bf_pipeline::formats::open(&args.file)?;
     let info = reader.info();
-    if as_json {
+    if args.json {
         let mut doc = info_json(info);
         doc["maxshield"] = json!(reader.maxshield());
         println!("{}", serde_json::to_string_pretty(&doc)?);

@@ -8,8 +8,10 @@ use anyhow::{bail, Context, Result};
 use bf_pipeline::bids::{Dataset, Run};
 use bf_pipeline::config::ProjectConfig;
 use bf_pipeline::ingest::{inspect_dataset, manifest_path, write_manifest, IngestOptions, SkipReason, Skipped};
-use bf_pipeline::source::{execute_plan, plan_download, DownloadOptions, Progress, Selection};
+use bf_pipeline::source::{execute_plan, plan_download, DownloadOptions, Progress};
 use indicatif::{ProgressBar, ProgressStyle};
+
+use super::download::RemoteArgs;
 
 /// Which runs ingest takes, and how strictly.
 #[derive(clap::Args, Debug, Clone)]
@@ -31,30 +33,37 @@ pub struct RunChoice {
     pub meg_source: String,
 }
 
+/// Fetch (OpenNeuro id) or index (local path) a BIDS dataset and check every run.
+///
+/// `bf-pipeline ingest ds000117` downloads from OpenNeuro's public S3 bucket (anonymous,
+/// parallel, resumable, verified); `bf-pipeline ingest path/to/bids` indexes in place.
+/// Writes DIR/derivatives/brainformer/manifest.parquet (one row per run) and the project
+/// file brainformer.toml here, so `bf-pipeline tokenize` needs no arguments next.
+#[derive(clap::Args, Debug)]
 pub struct IngestArgs {
+    /// OpenNeuro dataset id (ds000117) or a local BIDS directory.
     pub source: String,
+    /// Download destination (default: ./<dataset id>).
+    #[arg(long)]
     pub dest: Option<PathBuf>,
-    pub subjects: Vec<String>,
-    pub include: Vec<String>,
-    pub datatypes: Vec<String>,
-    pub s3_endpoint: Option<String>,
-    pub jobs: usize,
-    /// Print the download plan and stop (nothing is written).
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    #[command(flatten)]
     pub choice: RunChoice,
+    /// Project file to write.
+    #[arg(long, default_value = "brainformer.toml")]
     pub project: PathBuf,
-    pub quiet: bool,
 }
 
-pub fn run(args: IngestArgs) -> Result<()> {
-    let Some((root, source)) = resolve_source(&args)? else { return Ok(()) };
+pub fn run(args: &IngestArgs, quiet: bool) -> Result<()> {
+    let Some((root, source)) = resolve_source(args, quiet)? else { return Ok(()) };
     let ds = Dataset::open(&root)?;
-    let runs: Vec<Run> = ds.runs()?.into_iter().filter(|r| selected(r, &args)).collect();
+    let runs: Vec<Run> = ds.runs()?.into_iter().filter(|r| selected(r, &args.remote)).collect();
     if runs.is_empty() {
         bail!("{}: no MEG or EEG runs found (or none match --subjects/--datatype)", root.display());
     }
     let opts = IngestOptions { meg_source: args.choice.meg_source.parse().map_err(anyhow::Error::msg)?, allow_maxshield: args.choice.allow_maxshield, ..Default::default() };
-    let bar = bar(args.quiet, runs.len() as u64, "{spinner} checking runs [{bar:30}] {pos}/{len} {wide_msg}");
+    let bar = bar(quiet, runs.len() as u64, "{spinner} checking runs [{bar:30}] {pos}/{len} {wide_msg}");
     let report = inspect_dataset(&ds, &runs, &opts, &|r: &Run| {
         bar.set_message(r.id());
         bar.inc(1);
@@ -132,11 +141,11 @@ fn left_out_summary(skipped: &[Skipped]) -> String {
 /// A local directory is indexed in place; an OpenNeuro id (`ds000117`) is downloaded first,
 /// after its plan and the free space at the destination are checked. `None` for `--dry-run`:
 /// the plan was printed and nothing else is to be done.
-fn resolve_source(args: &IngestArgs) -> Result<Option<(PathBuf, String)>> {
+fn resolve_source(args: &IngestArgs, quiet: bool) -> Result<Option<(PathBuf, String)>> {
     let as_path = Path::new(&args.source);
     if as_path.is_dir() {
         let root = as_path.canonicalize().with_context(|| format!("{}: cannot resolve", as_path.display()))?;
-        if args.dry_run {
+        if args.remote.dry_run {
             println!("{}: a local directory, nothing to download (--dry-run: stopping here)", root.display());
             return Ok(None);
         }
@@ -147,22 +156,21 @@ fn resolve_source(args: &IngestArgs) -> Result<Option<(PathBuf, String)>> {
         bail!("{}: neither a directory nor an OpenNeuro dataset id (like ds000117)", args.source);
     }
     let dest = args.dest.clone().unwrap_or_else(|| PathBuf::from(&args.source));
-    let mut opts = DownloadOptions { jobs: args.jobs.max(1), ..DownloadOptions::default() };
-    if let Some(ep) = &args.s3_endpoint {
+    let mut opts = DownloadOptions { jobs: args.remote.jobs.max(1), ..DownloadOptions::default() };
+    if let Some(ep) = &args.remote.s3_endpoint {
         opts.endpoint = ep.clone();
     }
-    let sel = Selection { subjects: args.subjects.clone(), include: args.include.clone(), datatypes: args.datatypes.clone() };
-    let plan = plan_download(&args.source, &dest, &sel, &opts)?;
+    let plan = plan_download(&args.source, &dest, &args.remote.selection(), &opts)?;
     let space = plan.check_space()?;
-    if args.dry_run {
+    if args.remote.dry_run {
         print!("{}", super::download::format_plan(&plan, &space));
         return Ok(None);
     }
-    if !args.quiet {
+    if !quiet {
         super::download::print_plan(&plan, &space);
     }
     space.require(&plan.dataset, &plan.dest)?;
-    let progress = DownloadBar::new(args.quiet);
+    let progress = DownloadBar::new(quiet);
     let summary = execute_plan(&plan, &opts, &progress);
     progress.finish();
     let summary = summary?;
@@ -180,11 +188,11 @@ fn resolve_source(args: &IngestArgs) -> Result<Option<(PathBuf, String)>> {
     Ok(Some((root, args.source.clone())))
 }
 
-fn selected(run: &Run, args: &IngestArgs) -> bool {
-    let sub_ok = args.subjects.is_empty()
-        || args.subjects.iter().any(|s| Some(s.trim_start_matches("sub-")) == run.get("sub"));
-    let dt_ok = args.datatypes.is_empty()
-        || args.datatypes.iter().any(|d| (d == "meg" && run.meg.is_some()) || (d == "eeg" && (run.eeg.is_some() || run.meg.is_some())));
+fn selected(run: &Run, remote: &RemoteArgs) -> bool {
+    let sub_ok = remote.subjects.is_empty()
+        || remote.subjects.iter().any(|s| Some(s.trim_start_matches("sub-")) == run.get("sub"));
+    let dt_ok = remote.datatypes.is_empty()
+        || remote.datatypes.iter().any(|d| (d == "meg" && run.meg.is_some()) || (d == "eeg" && (run.eeg.is_some() || run.meg.is_some())));
     sub_ok && dt_ok
 }
 

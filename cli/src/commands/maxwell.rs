@@ -3,7 +3,7 @@
 //! streamed in time chunks into `.npy` (float64) or `.fif` (float32), written atomically.
 //! The library side is `bf_pipeline::maxwell`; this file only maps arguments.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use bf_pipeline::formats::fif::write::{write_raw, WriteOptions};
@@ -11,27 +11,52 @@ use bf_pipeline::config::MaxwellConfig;
 use bf_pipeline::maxwell::{BadCondition, Maxwell, MaxwellParams};
 use bf_pipeline::RawReader;
 
+/// Maxwell-filter (SSS) a Neuromag FIF recording as MNE's `maxwell_filter`; write .npy or .fif.
+#[derive(clap::Args, Debug)]
 pub struct MaxwellArgs {
+    /// The raw FIF recording (MaxShield data accepted).
+    pub input: PathBuf,
+    /// Output path: `.npy` (float64, channels × samples) or `.fif` (float32).
+    pub out: PathBuf,
+    /// Expansion origin: `auto` or X,Y,Z in metres in the coordinate frame.
+    #[arg(long, default_value = "auto", allow_hyphen_values = true)]
     pub origin: String,
+    /// Coordinate frame of the origin and the reconstruction: head or meg.
+    #[arg(long, default_value = "head")]
     pub coord_frame: String,
+    #[arg(long, default_value_t = 8)]
     pub int_order: usize,
+    #[arg(long, default_value_t = 3)]
     pub ext_order: usize,
+    /// `in` (MNE's default: information-based selection of internal moments) or `none`.
+    #[arg(long, default_value = "in")]
     pub regularize: String,
+    /// `error` (MNE's default: refuse a basis with condition ≥ 1000) or `ignore`.
+    #[arg(long, default_value = "error")]
     pub bad_condition: String,
-    pub calibration: Option<std::path::PathBuf>,
-    pub cross_talk: Option<std::path::PathBuf>,
+    /// Fine calibration file (Elekta `sss_cal.dat`, 1-D or 3-D).
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// Cross-talk matrix file (Elekta `ct_sparse.fif`).
+    #[arg(long)]
+    pub cross_talk: Option<PathBuf>,
+    /// tSSS window in seconds (none: plain SSS).
+    #[arg(long)]
     pub st_duration: Option<f64>,
+    /// tSSS subspace correlation limit.
+    #[arg(long, default_value_t = 0.98)]
     pub st_correlation: f64,
-    pub st_overlap: bool,
+    /// tSSS in back-to-back windows (MNE's `st_overlap=False`, MaxFilter's buffers) instead
+    /// of MNE's default: windows overlapping by half, Hann-weighted (st_duration × sfreq even).
+    #[arg(long)]
+    pub no_st_overlap: bool,
+    /// Print the origin, kept moments and condition number as JSON on stdout.
+    #[arg(long)]
     pub json: bool,
 }
 
+/// The SSS parameters of `maxwell`'s flags.
 pub fn params(a: &MaxwellArgs) -> Result<MaxwellParams> {
-    let bad_condition = match a.bad_condition.as_str() {
-        "error" => BadCondition::Error,
-        "ignore" => BadCondition::Ignore,
-        b => bail!("--bad-condition is error or ignore, got {b:?}"),
-    };
     let cfg = MaxwellConfig {
         origin: a.origin.clone(),
         coord_frame: a.coord_frame.clone(),
@@ -40,19 +65,31 @@ pub fn params(a: &MaxwellArgs) -> Result<MaxwellParams> {
         regularize: a.regularize.clone(),
         st_duration: a.st_duration,
         st_correlation: a.st_correlation,
-        st_overlap: a.st_overlap,
+        st_overlap: !a.no_st_overlap,
         ..MaxwellConfig::default()
     };
+    sss_params(&cfg, &a.bad_condition, a.calibration.clone(), a.cross_talk.clone())
+}
+
+/// The SSS parameters of a `[maxwell]` table and the command-line files, with the flags'
+/// names in errors (shared with `find-bads-maxwell`).
+pub fn sss_params(cfg: &MaxwellConfig, bad_condition: &str, calibration: Option<PathBuf>, cross_talk: Option<PathBuf>) -> Result<MaxwellParams> {
+    let bad_condition = match bad_condition {
+        "error" => BadCondition::Error,
+        "ignore" => BadCondition::Ignore,
+        b => bail!("--bad-condition is error or ignore, got {b:?}"),
+    };
     // The command takes head or meg only (it has no recording to decide "auto" from yet).
-    if a.coord_frame == "auto" {
+    if cfg.coord_frame == "auto" {
         bail!("--coord-frame is head or meg, got \"auto\"");
     }
-    let p = MaxwellParams::from_config(&cfg, a.calibration.clone(), a.cross_talk.clone(), true)
+    let p = MaxwellParams::from_config(cfg, calibration, cross_talk, true)
         .map_err(|e| anyhow::anyhow!("--{}", e.replace("coord_frame", "coord-frame")))?;
     Ok(MaxwellParams { bad_condition, ..p })
 }
 
-pub fn run(input: &Path, out: &Path, a: &MaxwellArgs) -> Result<()> {
+pub fn run(a: &MaxwellArgs) -> Result<()> {
+    let (input, out) = (a.input.as_path(), a.out.as_path());
     let p = params(a)?;
     let opened = bf_pipeline::formats::open(input)?;
     let mx = Maxwell::open(opened.as_ref(), input, &p)?;

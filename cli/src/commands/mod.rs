@@ -1,5 +1,7 @@
-//! One module per `bf-pipeline` subcommand.
+//! One module per `bf-pipeline` subcommand, each owning its `#[derive(clap::Args)]` struct
+//! (flags, defaults and help text) and its `run`; [`args`] holds the groups several share.
 
+pub mod args;
 pub mod bads;
 pub mod bench_read;
 pub mod preprocess_file;

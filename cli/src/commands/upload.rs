@@ -11,19 +11,60 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use bf_hub::{HubClient, HubEnv, RepoKind, RetryPolicy, UploadOptions, UploadReport};
 
+/// Push the shards folder (or, with --model, a checkpoint) to a Hugging Face Hub repository.
+///
+/// Dataset (default): the shards folder (README.md dataset card + data/*.parquet) goes to
+/// the dataset repository REPO_ID. --model CKPT_DIR: config.json, model.safetensors and a
+/// model card README.md with bf-eval's metrics (CKPT_DIR/metrics.json, or --metrics) go to
+/// the model repository REPO_ID. As huggingface_hub's upload_folder: the repository is
+/// created if missing; large files go through LFS (multipart, parts in parallel); files
+/// already on the Hub with the same content are skipped; everything lands in one commit,
+/// sent last, so an interrupted upload commits nothing and the same command run again
+/// sends only what is missing. 429, 5xx and network errors are retried with backoff.
+///
+/// Environment, as huggingface_hub: HF_TOKEN is the access token (needs write access);
+/// without it the token file written by `hf auth login` is read: $HF_HOME/token, HF_HOME
+/// defaulting to ~/.cache/huggingface (HF_TOKEN_PATH overrides the file). The token is
+/// never printed. HF_ENDPOINT is the Hub's address (default https://huggingface.co; set it
+/// for a mirror or a local stand-in). BF_HUB_BACKOFF_MS: first retry delay (default 1000).
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
 pub struct UploadArgs {
+    /// The repository: NAMESPACE/NAME (e.g. your-user/ds000117-shards).
     pub repo_id: String,
+    /// The folder to push as a dataset. Default: the shards folder of the project
+    /// (brainformer.toml here), else ./derivatives/brainformer/shards.
+    #[arg(long)]
     pub shards: Option<PathBuf>,
+    /// Push this checkpoint directory (config.json + model.safetensors) to a model
+    /// repository instead of the shards.
+    #[arg(long, value_name = "CKPT_DIR")]
     pub model: Option<PathBuf>,
+    /// bf-eval's metrics (JSON) for the model card (default: CKPT_DIR/metrics.json if present).
+    #[arg(long, value_name = "FILE")]
     pub metrics: Option<PathBuf>,
+    /// Branch to commit to (it must exist).
+    #[arg(long, default_value = "main")]
     pub revision: String,
+    /// Create the repository private (when it does not exist yet).
+    #[arg(long)]
     pub private: bool,
+    /// Commit title (default: "Upload N files with brainformer").
+    #[arg(long)]
     pub commit_message: Option<String>,
+    /// Project file whose shards folder is the default.
+    #[arg(long, default_value = "brainformer.toml")]
     pub project: PathBuf,
+    /// Parallel uploads (files and multipart parts).
+    #[arg(long, default_value_t = 8)]
     pub jobs: usize,
+    /// Retries of each request after a 429, a 5xx or a network error (backoff doubling
+    /// from BF_HUB_BACKOFF_MS, at most 30 s, or the Hub's Retry-After).
+    #[arg(long, default_value_t = 5)]
     pub retries: u32,
+    /// Print the summary as JSON.
+    #[arg(long)]
     pub json: bool,
-    pub quiet: bool,
 }
 
 /// Bytes sent, on one bar.
@@ -62,7 +103,7 @@ fn shards_dir(args: &UploadArgs) -> Result<PathBuf> {
     bail!("no --shards DIR, no {} here and no ./derivatives/brainformer/shards: pass the folder to upload with --shards (or run in the project folder)", args.project.display())
 }
 
-pub fn run(args: UploadArgs) -> Result<()> {
+pub fn run(args: &UploadArgs, quiet: bool) -> Result<()> {
     let env = HubEnv::from_process();
     let mut client = HubClient::from_env(&env);
     let base_ms = std::env::var("BF_HUB_BACKOFF_MS").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(1000);
@@ -74,7 +115,7 @@ pub fn run(args: UploadArgs) -> Result<()> {
         jobs: args.jobs.max(1),
         ..UploadOptions::default()
     };
-    let bar = if args.quiet || args.json {
+    let bar = if quiet || args.json {
         ProgressBar::hidden()
     } else {
         let b = ProgressBar::new(0);
@@ -98,7 +139,7 @@ pub fn run(args: UploadArgs) -> Result<()> {
             if args.metrics.is_some() {
                 bail!("--metrics goes with --model CKPT_DIR");
             }
-            let dir = shards_dir(&args)?;
+            let dir = shards_dir(args)?;
             (RepoKind::Dataset, bf_hub::upload_folder(&client, RepoKind::Dataset, &args.repo_id, &dir, &opts, &bar))
         }
     };
