@@ -2,7 +2,6 @@
 //! `bf-pipeline` (one module per command under [`commands`]).
 
 pub mod commands;
-pub mod evaluate;
 
 /// Logs to stderr with `tracing`; `RUST_LOG` overrides the level.
 pub fn init_logging(quiet: bool) {

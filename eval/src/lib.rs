@@ -5,9 +5,13 @@
 //! - [`metrics`]: per-channel MSE, Pearson r and R² (and summaries by sensor type);
 //! - [`ridge`]: the lagged ridge-regression baseline EEG → MEG;
 //! - [`baselines`]: the channel-mean predictor;
-//! - [`report`]: `report.md` with PNG plots and `metrics.json`, written atomically.
+//! - [`report`]: `report.md` with PNG plots and `metrics.json`, written atomically;
+//! - `evaluate` (feature `model`, libtorch through `bf_model`): the driver that runs a
+//!   checkpoint on held-out shards and feeds the modules above (`bf-eval`).
 
 pub mod baselines;
+#[cfg(feature = "model")]
+pub mod evaluate;
 pub mod metrics;
 pub mod report;
 pub mod ridge;

@@ -1,11 +1,14 @@
 //! `bf-eval`: held-out metrics of a checkpoint beside baselines, and `--forward`, which runs a
-//! checkpoint on given inputs so anyone can compare it with PyTorch.
+//! checkpoint on given inputs so anyone can compare it with PyTorch. This file parses the
+//! flags, draws the progress bar and prints the headline; the evaluation is
+//! `bf_eval::evaluate` (predict → baselines → score → report).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use brainformer_cli::evaluate::{evaluate, EvalOptions};
+use bf_eval::evaluate::{evaluate, EvalOptions, Progress};
 use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// Evaluate a Brainformer checkpoint on held-out shards, beside baselines.
 #[derive(Parser, Debug)]
@@ -102,10 +105,9 @@ fn run(args: Args) -> Result<()> {
         free_windows: args.free_windows,
         temperature: args.temperature,
         seed: args.seed,
-        quiet: args.quiet,
         noise_free,
     };
-    let report = evaluate(&opts)?;
+    let report = evaluate(&opts, &ChunkBar::new(args.quiet)?)?;
     let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(args.out.join("metrics.json"))?)?;
     let show = |k: &str| metrics[k].as_f64().map_or("n/a".to_string(), |v| format!("{v:.3}"));
     let ceiling = if metrics["noise_ceiling_pearson_r"].is_null() { String::new() } else { format!(", noise ceiling {}", show("noise_ceiling_pearson_r")) };
@@ -117,4 +119,27 @@ fn run(args: Args) -> Result<()> {
     );
     println!("report: {}", report.display());
     Ok(())
+}
+
+/// The model's predictions, chunk by chunk, on one bar (hidden with --quiet).
+struct ChunkBar(ProgressBar);
+
+impl ChunkBar {
+    fn new(quiet: bool) -> Result<ChunkBar> {
+        let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
+        bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} chunks  model predictions [{elapsed_precise} < {eta}]")?);
+        Ok(ChunkBar(bar))
+    }
+}
+
+impl Progress for ChunkBar {
+    fn start(&self, chunks: u64) {
+        self.0.set_length(chunks);
+    }
+    fn advance(&self, chunks: u64) {
+        self.0.inc(chunks);
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
 }
