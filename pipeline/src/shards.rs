@@ -769,6 +769,42 @@ pub fn read_rows(path: &Path) -> Result<(ShardMeta, Vec<WindowRow>)> {
     Ok((meta, rows))
 }
 
+/// Per-channel scale of continuous windows (EEG channels, then MEG): the 99th percentile of
+/// |x| over the first `max_windows` rows of `files` (the rows of token files count but add no
+/// values), or 1 where that is 0 or not finite. The regression model divides its inputs and
+/// targets by it so that they lie in tanh's range.
+pub fn value_scale(meta: &ShardMeta, files: &[PathBuf], max_windows: usize) -> Result<Vec<f32>> {
+    let (ne, nm, w) = (meta.n_eeg(), meta.n_meg(), meta.window);
+    let mut per_channel: Vec<Vec<f32>> = vec![Vec::new(); ne + nm];
+    let mut windows = 0;
+    'files: for f in files {
+        let (_, rows) = read_rows(f)?;
+        for row in rows {
+            if let (WindowData::Continuous(e), WindowData::Continuous(m)) = (&row.eeg, &row.meg) {
+                for (c, vals) in per_channel.iter_mut().enumerate() {
+                    let src = if c < ne { &e[c * w..(c + 1) * w] } else { &m[(c - ne) * w..(c - ne + 1) * w] };
+                    vals.extend(src.iter().map(|x| x.abs()));
+                }
+            }
+            windows += 1;
+            if windows >= max_windows {
+                break 'files;
+            }
+        }
+    }
+    Ok(per_channel
+        .into_iter()
+        .map(|mut v| {
+            let q = crate::tokenizer::percentile_linear(&mut v, 99.0) as f32;
+            if q > 0.0 && q.is_finite() {
+                q
+            } else {
+                1.0
+            }
+        })
+        .collect())
+}
+
 // ---------------------------------------------------------------------------------------
 // Dataset card.
 

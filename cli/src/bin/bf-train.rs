@@ -36,7 +36,7 @@ use bf_model::train::{
     remove_run, resolve_checkpoint, save_training_checkpoint, sweep_stale_temporaries, trainable, TrainerState,
 };
 use bf_model::{ChannelAttention, DecoderEeg, Model, ModelConfig, Objective};
-use bf_pipeline::shards::{ShardKind, WindowData};
+use bf_pipeline::shards::ShardKind;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -850,45 +850,14 @@ fn model_config(args: &Args, set: &ShardSet, saved: Option<&ModelConfig>) -> Res
     if cfg.objective == Objective::Regression {
         cfg.value_scale = match saved.and_then(|c| c.value_scale.clone()) {
             Some(scale) => Some(scale),
-            None => Some(regression_scale(set)?),
+            // Regression targets must lie in tanh's range: per channel, the 99th percentile of |x|
+            // over (up to) the first 256 training windows becomes the divisor, and values are
+            // clamped to ±1.
+            None => Some(bf_pipeline::shards::value_scale(&set.meta, &set.files, 256)?),
         };
     }
     cfg.validate()?;
     Ok(cfg)
-}
-
-/// Regression targets must lie in tanh's range: per channel, the 99th percentile of |x| over
-/// (up to) the first 256 training windows becomes the divisor, and values are clamped to ±1.
-fn regression_scale(set: &ShardSet) -> Result<Vec<f32>> {
-    let (ne, nm, w) = (set.meta.n_eeg(), set.meta.n_meg(), set.meta.window);
-    let mut per_channel: Vec<Vec<f32>> = vec![Vec::new(); ne + nm];
-    let mut windows = 0;
-    'files: for f in &set.files {
-        let (_, rows) = bf_pipeline::shards::read_rows(f)?;
-        for row in rows {
-            if let (WindowData::Continuous(e), WindowData::Continuous(m)) = (&row.eeg, &row.meg) {
-                for (c, vals) in per_channel.iter_mut().enumerate() {
-                    let src = if c < ne { &e[c * w..(c + 1) * w] } else { &m[(c - ne) * w..(c - ne + 1) * w] };
-                    vals.extend(src.iter().map(|x| x.abs()));
-                }
-            }
-            windows += 1;
-            if windows >= 256 {
-                break 'files;
-            }
-        }
-    }
-    Ok(per_channel
-        .into_iter()
-        .map(|mut v| {
-            let q = bf_pipeline::tokenizer::percentile_linear(&mut v, 99.0) as f32;
-            if q > 0.0 && q.is_finite() {
-                q
-            } else {
-                1.0
-            }
-        })
-        .collect())
 }
 
 fn example_spec(cfg: &ModelConfig) -> ExampleSpec {
