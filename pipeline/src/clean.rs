@@ -3,7 +3,8 @@
 //!
 //! MNE's FFT resampling transforms each channel's whole signal at once, so agreement needs
 //! every channel in full. Instead of holding the recording in memory, we transpose it once
-//! into a channel-major f64 scratch file (time chunks in, one row per channel out), then
+//! into a channel-major scratch file (time chunks in, one row per channel out; f32 values
+//! and the channel's calibration where that gives every value back exactly, else f64), then
 //! process channels in parallel, each reading only its own row. Peak memory is the resampled
 //! output plus a few rows per thread, whatever the recording's length.
 //!
@@ -81,8 +82,26 @@ pub fn clean(reader: &dyn RawReader, params: &CleanParams, scratch_dir: &Path, p
     };
     tracing::debug!(fast = spectral.is_some(), "cleaning chain planned");
 
-    let scratch = Scratch::create(scratch_dir, nch * n * 8)?;
-    transpose_into(reader, &scratch)?;
+    // f32 scratch where every value is an f32 times its channel's calibration (a FIF's
+    // float32 or int16 samples; checked value by value while transposing): half the bytes
+    // through the page cache, and each value comes back bit for bit. Else f64.
+    let scales: Vec<f64> = info.channels.iter().map(|c| c.range * c.cal).collect();
+    let mut scratch = None;
+    if scales.iter().all(|k| k.is_finite() && *k != 0.0) {
+        let s = Scratch::create(scratch_dir, nch, n, Some(scales))?;
+        if transpose_into(reader, &s)? {
+            scratch = Some(s);
+        }
+    }
+    let scratch = match scratch {
+        Some(s) => s,
+        None => {
+            let s = Scratch::create(scratch_dir, nch, n, None)?;
+            transpose_into(reader, &s)?;
+            s
+        }
+    };
+    tracing::debug!(f32 = scratch.scales.is_some(), "transposed");
 
     let mut out = Array2::<f64>::zeros((nch, n_out));
     let rows = out.as_slice_mut().expect("standard layout");
@@ -193,53 +212,86 @@ pub fn filter_segments(annotations: &[Annotation], sfreq: f64, n: usize) -> Vec<
 }
 
 /// Reads time chunks of every channel and writes each channel's piece at its row offset.
-fn transpose_into(reader: &dyn RawReader, scratch: &Scratch) -> Result<()> {
+/// Returns false (the scratch is incomplete) when the scratch is f32 and a value is not an
+/// f32 times its channel's scale.
+fn transpose_into(reader: &dyn RawReader, scratch: &Scratch) -> Result<bool> {
     let info = reader.info();
     let (nch, n) = (info.n_channels(), info.n_samples);
     let picks = reader.all_picks();
+    let lossy = std::sync::atomic::AtomicBool::new(false);
     // Chunks in parallel: readers take &self (positioned reads) and every chunk writes its
     // own byte ranges of the scratch file, so the order of completion does not matter.
     let n_chunks = n.div_ceil(TRANSPOSE_CHUNK);
     (0..n_chunks).into_par_iter().try_for_each_init(
         || (Vec::new(), Vec::new()),
         |(buf, bytes): &mut (Vec<f64>, Vec<u8>), k| -> Result<()> {
+            if lossy.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(());
+            }
             let s = k * TRANSPOSE_CHUNK;
             let e = (s + TRANSPOSE_CHUNK).min(n);
             buf.resize(nch * (e - s), 0.0);
             reader.read_into_f64(&picks, s, e, buf)?;
             for (c, row) in buf.chunks(e - s).enumerate() {
                 bytes.clear();
-                bytes.extend(row.iter().flat_map(|v| v.to_ne_bytes()));
-                scratch.write_at(bytes, ((c * n + s) * 8) as u64)?;
+                match &scratch.scales {
+                    None => bytes.extend(row.iter().flat_map(|v| v.to_ne_bytes())),
+                    Some(scales) => {
+                        let k = scales[c];
+                        for &v in row {
+                            let x = (v / k) as f32;
+                            if (x as f64 * k).to_bits() != v.to_bits() {
+                                lossy.store(true, std::sync::atomic::Ordering::Relaxed);
+                                return Ok(());
+                            }
+                            bytes.extend(x.to_ne_bytes());
+                        }
+                    }
+                }
+                scratch.write_at(bytes, ((c * n + s) * scratch.width()) as u64)?;
             }
             Ok(())
         },
-    )
+    )?;
+    Ok(!lossy.into_inner())
 }
 
-/// A temporary channel-major file, removed when dropped.
+/// A temporary channel-major file, removed when dropped: f64 values, or f32 values that
+/// times their channel's scale (`scales`) give the values back exactly.
 struct Scratch {
     path: PathBuf,
     file: File,
+    scales: Option<Vec<f64>>,
 }
 
 impl Scratch {
-    fn create(dir: &Path, len: usize) -> Result<Scratch> {
+    fn create(dir: &Path, nch: usize, n: usize, scales: Option<Vec<f64>>) -> Result<Scratch> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let path = dir.join(format!(".bf-transpose-{}-{:p}.f64", std::process::id(), &len));
+        let (width, ext) = if scales.is_some() { (4, "f32") } else { (8, "f64") };
+        let path = dir.join(format!(".bf-transpose-{}-{:p}.{ext}", std::process::id(), &n));
         let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).map_err(|e| Error::io(&path, e))?;
-        file.set_len(len as u64).map_err(|e| Error::io(&path, e))?;
-        Ok(Scratch { path, file })
+        file.set_len((nch * n * width) as u64).map_err(|e| Error::io(&path, e))?;
+        Ok(Scratch { path, file, scales })
+    }
+    fn width(&self) -> usize {
+        if self.scales.is_some() { 4 } else { 8 }
     }
     fn write_at(&self, bytes: &[u8], offset: u64) -> Result<()> {
         self.file.write_all_at(bytes, offset).map_err(|e| Error::io(&self.path, e))
     }
     /// Reads channel `c` (`n` samples) into `out`, through the reusable byte buffer `bytes`.
     fn read_row_into(&self, c: usize, n: usize, bytes: &mut Vec<u8>, out: &mut Vec<f64>) -> Result<()> {
-        bytes.resize(n * 8, 0);
-        self.file.read_exact_at(bytes, (c * n * 8) as u64).map_err(|e| Error::io(&self.path, e))?;
+        let w = self.width();
+        bytes.resize(n * w, 0);
+        self.file.read_exact_at(bytes, (c * n * w) as u64).map_err(|e| Error::io(&self.path, e))?;
         out.clear();
-        out.extend(bytes.chunks_exact(8).map(|b| f64::from_ne_bytes(b.try_into().expect("8 bytes"))));
+        match &self.scales {
+            None => out.extend(bytes.chunks_exact(8).map(|b| f64::from_ne_bytes(b.try_into().expect("8 bytes")))),
+            Some(scales) => {
+                let k = scales[c];
+                out.extend(bytes.chunks_exact(4).map(|b| f32::from_ne_bytes(b.try_into().expect("4 bytes")) as f64 * k));
+            }
+        }
         Ok(())
     }
 }
@@ -290,6 +342,44 @@ mod tests {
         let want = resample_rows(&whole, 1100.0, 250.0, &[5]);
         assert_eq!(got.data, want);
         assert_eq!(got.info.sfreq, 250.0);
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "scratch file left behind");
+    }
+
+    /// Values that are f32 samples times a calibration (a float32 or int16 FIF) go through
+    /// an f32 scratch and come back bit for bit: the chain equals the whole-array chain.
+    /// Values that are not (the sine recording) fall back to f64, also bit for bit.
+    #[test]
+    fn f32_scratch_only_where_exact_and_bit_for_bit() {
+        let mut rec = recording(3 * TRANSPOSE_CHUNK + 123);
+        let dir = tempfile::tempdir().unwrap();
+        let (nch, n) = (rec.info.n_channels(), rec.info.n_samples);
+        let scales: Vec<f64> = rec.info.channels.iter().map(|c| c.range * c.cal).collect();
+        let s = Scratch::create(dir.path(), nch, n, Some(scales)).unwrap();
+        assert!(!transpose_into(&rec, &s).unwrap(), "sines times 1e-5 are not f32 values");
+        drop(s);
+        for (c, ch) in rec.info.channels.iter_mut().enumerate() {
+            ch.cal = 1.2345e-13 * (c + 1) as f64;
+            ch.range = 0.75;
+        }
+        let ks: Vec<f64> = rec.info.channels.iter().map(|c| c.range * c.cal).collect();
+        for (c, mut row) in rec.data.rows_mut().into_iter().enumerate() {
+            row.mapv_inplace(|v| ((v * 1e9) as f32) as f64 * ks[c]);
+        }
+        let s = Scratch::create(dir.path(), nch, n, Some(ks.clone())).unwrap();
+        assert!(transpose_into(&rec, &s).unwrap());
+        let (mut bytes, mut x) = (vec![], vec![]);
+        for c in 0..nch {
+            s.read_row_into(c, n, &mut bytes, &mut x).unwrap();
+            assert!(x.iter().zip(rec.data.row(c)).all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+        drop(s);
+        let params = CleanParams { l_freq: Some(0.5), h_freq: Some(100.0), notch: vec![50.0], sfreq: Some(250.0), exact: true, ..Default::default() };
+        let got = clean(&rec, &params, dir.path(), &|| {}).unwrap();
+        let mut whole = rec.data.clone();
+        let picks: Vec<usize> = (0..5).collect();
+        filter_rows(&mut whole, &create_filter(1100.0, Some(0.5), Some(100.0), &FirOptions::default()).unwrap(), &picks);
+        filter_rows(&mut whole, &notch_filter_design(1100.0, &[50.0], &FirOptions::default()).unwrap(), &picks);
+        assert_eq!(got.data, resample_rows(&whole, 1100.0, 250.0, &[5]));
         assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "scratch file left behind");
     }
 

@@ -1,5 +1,7 @@
 //! The free-space check before a pipeline run: the preprocess stage's scratch copies (each run
-//! transposed channel-major as f64: channels × samples × 8 bytes, ~2× a float32 FIF) and the
+//! transposed channel-major: f32 where every sample is an f32 times its calibration, as in a
+//! float32 or int16 FIF, else f64; the estimate is the f64 size, channels × samples × 8 bytes,
+//! ~2× a float32 FIF, since the f32 copy is removed before an f64 fallback is made) and the
 //! outputs, held against what `statvfs` says is free where they go (or
 //! `BF_FREE_SPACE_BYTES`, the download's testing aid: [`crate::source::available_space`]).
 //!
