@@ -5,29 +5,17 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use bf_pipeline::config::MaxwellConfig;
 use bf_pipeline::maxwell::{find_bad_channels_maxwell, read_head_geometry, FindBadsParams};
+
+use super::maxwell::SssArgs;
 
 /// Find flat and noisy MEG channels as MNE's `find_bad_channels_maxwell`.
 #[derive(clap::Args, Debug)]
 pub struct FindBadsMaxwellArgs {
     /// The raw FIF recording (MaxShield data accepted).
     pub input: PathBuf,
-    /// Expansion origin: `auto` or X,Y,Z in metres in the coordinate frame.
-    #[arg(long, default_value = "auto", allow_hyphen_values = true)]
-    pub origin: String,
-    /// Coordinate frame: head (MNE's default) or meg (empty-room recordings).
-    #[arg(long, default_value = "head")]
-    pub coord_frame: String,
-    /// `in` (MNE's default) or `none`.
-    #[arg(long, default_value = "in")]
-    pub regularize: String,
-    /// Fine calibration file (Elekta `sss_cal.dat`).
-    #[arg(long)]
-    pub calibration: Option<PathBuf>,
-    /// Cross-talk matrix file (Elekta `ct_sparse.fif`).
-    #[arg(long)]
-    pub cross_talk: Option<PathBuf>,
+    #[command(flatten)]
+    pub sss: SssArgs,
     /// z-score limit for noisy channels.
     #[arg(long, default_value_t = 7.0)]
     pub limit: f64,
@@ -48,18 +36,8 @@ pub struct FindBadsMaxwellArgs {
 pub fn run(a: &FindBadsMaxwellArgs) -> Result<()> {
     let input = a.input.as_path();
     // MNE's find_bad_channels_maxwell: plain SSS with maxwell_filter's default orders.
-    let cfg = MaxwellConfig {
-        origin: a.origin.clone(),
-        coord_frame: a.coord_frame.clone(),
-        int_order: 8,
-        ext_order: 3,
-        regularize: a.regularize.clone(),
-        st_duration: None,
-        st_correlation: 0.98,
-        st_overlap: true,
-        ..MaxwellConfig::default()
-    };
-    let maxwell = super::maxwell::sss_params(&cfg, "error", a.calibration.clone(), a.cross_talk.clone())?;
+    let cfg = a.sss.config(8, 3, None, 0.98, true);
+    let maxwell = super::maxwell::sss_params(&cfg, "error", &a.sss)?;
     let h_freq = match a.h_freq.as_str() {
         "none" => None,
         h => Some(h.parse::<f64>().map_err(|_| anyhow::anyhow!("--h-freq takes a frequency in Hz or `none`, got {h:?}"))?),

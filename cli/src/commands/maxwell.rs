@@ -18,28 +18,15 @@ pub struct MaxwellArgs {
     pub input: PathBuf,
     /// Output path: `.npy` (float64, channels × samples) or `.fif` (float32).
     pub out: PathBuf,
-    /// Expansion origin: `auto` or X,Y,Z in metres in the coordinate frame.
-    #[arg(long, default_value = "auto", allow_hyphen_values = true)]
-    pub origin: String,
-    /// Coordinate frame of the origin and the reconstruction: head or meg.
-    #[arg(long, default_value = "head")]
-    pub coord_frame: String,
+    #[command(flatten)]
+    pub sss: SssArgs,
     #[arg(long, default_value_t = 8)]
     pub int_order: usize,
     #[arg(long, default_value_t = 3)]
     pub ext_order: usize,
-    /// `in` (MNE's default: information-based selection of internal moments) or `none`.
-    #[arg(long, default_value = "in")]
-    pub regularize: String,
     /// `error` (MNE's default: refuse a basis with condition ≥ 1000) or `ignore`.
     #[arg(long, default_value = "error")]
     pub bad_condition: String,
-    /// Fine calibration file (Elekta `sss_cal.dat`, 1-D or 3-D).
-    #[arg(long)]
-    pub calibration: Option<PathBuf>,
-    /// Cross-talk matrix file (Elekta `ct_sparse.fif`).
-    #[arg(long)]
-    pub cross_talk: Option<PathBuf>,
     /// tSSS window in seconds (none: plain SSS).
     #[arg(long)]
     pub st_duration: Option<f64>,
@@ -55,25 +42,55 @@ pub struct MaxwellArgs {
     pub json: bool,
 }
 
+/// The SSS set-up shared by `maxwell` and `find-bads-maxwell`: expansion origin and frame,
+/// regularization, Elekta's calibration and cross-talk files.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SssArgs {
+    /// Expansion origin: `auto` or X,Y,Z in metres in the coordinate frame.
+    #[arg(long, default_value = "auto", allow_hyphen_values = true)]
+    pub origin: String,
+    /// Coordinate frame of the origin and the reconstruction: head (MNE's default) or meg
+    /// (empty-room recordings).
+    #[arg(long, default_value = "head")]
+    pub coord_frame: String,
+    /// `in` (MNE's default: information-based selection of internal moments) or `none`.
+    #[arg(long, default_value = "in")]
+    pub regularize: String,
+    /// Fine calibration file (Elekta `sss_cal.dat`, 1-D or 3-D).
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// Cross-talk matrix file (Elekta `ct_sparse.fif`).
+    #[arg(long)]
+    pub cross_talk: Option<PathBuf>,
+}
+
+impl SssArgs {
+    /// A `[maxwell]` table with these flags and the given orders and tSSS settings.
+    pub fn config(&self, int_order: usize, ext_order: usize, st_duration: Option<f64>, st_correlation: f64, st_overlap: bool) -> MaxwellConfig {
+        MaxwellConfig {
+            origin: self.origin.clone(),
+            coord_frame: self.coord_frame.clone(),
+            int_order,
+            ext_order,
+            regularize: self.regularize.clone(),
+            st_duration,
+            st_correlation,
+            st_overlap,
+            ..MaxwellConfig::default()
+        }
+    }
+}
+
 /// The SSS parameters of `maxwell`'s flags.
 pub fn params(a: &MaxwellArgs) -> Result<MaxwellParams> {
-    let cfg = MaxwellConfig {
-        origin: a.origin.clone(),
-        coord_frame: a.coord_frame.clone(),
-        int_order: a.int_order,
-        ext_order: a.ext_order,
-        regularize: a.regularize.clone(),
-        st_duration: a.st_duration,
-        st_correlation: a.st_correlation,
-        st_overlap: !a.no_st_overlap,
-        ..MaxwellConfig::default()
-    };
-    sss_params(&cfg, &a.bad_condition, a.calibration.clone(), a.cross_talk.clone())
+    let cfg = a.sss.config(a.int_order, a.ext_order, a.st_duration, a.st_correlation, !a.no_st_overlap);
+    sss_params(&cfg, &a.bad_condition, &a.sss)
 }
 
 /// The SSS parameters of a `[maxwell]` table and the command-line files, with the flags'
 /// names in errors (shared with `find-bads-maxwell`).
-pub fn sss_params(cfg: &MaxwellConfig, bad_condition: &str, calibration: Option<PathBuf>, cross_talk: Option<PathBuf>) -> Result<MaxwellParams> {
+pub fn sss_params(cfg: &MaxwellConfig, bad_condition: &str, sss: &SssArgs) -> Result<MaxwellParams> {
+    let (calibration, cross_talk) = (sss.calibration.clone(), sss.cross_talk.clone());
     let bad_condition = match bad_condition {
         "error" => BadCondition::Error,
         "ignore" => BadCondition::Ignore,
