@@ -11,7 +11,7 @@ BENCH_DIR ?= bench-data
 
 .PHONY: setup build demo test test-rust test-oracle bench fuzz clean-setup
 
-setup: $(STAMPS)/venv $(STAMPS)/node build
+setup: $(STAMPS)/venv $(STAMPS)/node $(STAMPS)/slurm build
 
 $(STAMPS)/venv: requirements.txt
 	@mkdir -p $(STAMPS)
@@ -26,13 +26,32 @@ $(STAMPS)/node: package.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
+# slurm-wlm + munge for the tests on a real one-node SLURM (../shared/slurm/local-slurm), where
+# this is root with apt-get; elsewhere those tests say why they skip.
+$(STAMPS)/slurm:
+	@mkdir -p $(STAMPS)
+	@if command -v sbatch >/dev/null && command -v munged >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null 2>&1; } || \
+	  echo "slurm-wlm and munge could not be installed: the SLURM tests will skip"; \
+	else echo "not root or no apt-get: slurm-wlm and munge not installed, the SLURM tests will skip"; fi
+	touch $@
+
 # Release binaries with an rpath to the venv's torch/lib (cli/build.rs); cargo is incremental.
 build: $(STAMPS)/venv
 	$(CARGO_ENV) cargo build --release --workspace --bins
 
 DEMO_DIR ?= demo
+# The binaries the demo runs (absolute: some steps run inside DEMO_DIR).
+BIN ?= $(CURDIR)/target/release
 TEMPLATE := $(SHARED)/data/mne-python/tests/data/test-ave.fif.gz
 TEMPLATE_FLAG := $(if $(wildcard $(TEMPLATE)),--template $(TEMPLATE),)
+# The demo's data: the physics fixture (a forward model, realistic sources and artifacts, a
+# noise-free copy of each run for the noise ceiling) where the Neuromag template is there to
+# give it sensor geometry; else the linear fixture.
+DEMO_FIXTURE_FLAGS := $(if $(wildcard $(TEMPLATE)),--template $(TEMPLATE) --physics,)
+DEMO_NOISE_FREE := $(DEMO_DIR)/ds000117-fixture/derivatives/noise-free
 
 DEMO_SHARDS := $(DEMO_DIR)/ds000117-fixture/derivatives/brainformer/shards
 DEMO_STEPS ?= 150
@@ -43,39 +62,40 @@ DEMO_REGRESSION_FLAGS ?= --objective regression --n_heads 2 --sequence_length 64
 	--max_steps 300 --lr 1e-3 --warmup_steps 20 --eval_interval 50 --eval_batches 8 --device auto
 
 demo: setup
-	@echo "== 1. a ds000117-shaped BIDS dataset (4 subjects x 2 runs, 404 channels at 1100 Hz)"
+	@echo "== 1. a ds000117-shaped BIDS dataset (4 subjects x 2 runs, 404 channels at 1100 Hz; $(if $(DEMO_FIXTURE_FLAGS),physics: forward model + artifacts,linear mix: no template))"
 	test -f $(DEMO_DIR)/ds000117-fixture/dataset_description.json || \
-	  target/release/bf-fixtures --out $(DEMO_DIR)/ds000117-fixture $(TEMPLATE_FLAG) > /dev/null
+	  $(BIN)/bf-fixtures --out $(DEMO_DIR)/ds000117-fixture $(DEMO_FIXTURE_FLAGS) > /dev/null
 	@echo "== 2. the BIDS validator on it"
 	node_modules/.bin/bids-validator $(DEMO_DIR)/ds000117-fixture | tail -n 8
 	@echo "== 3. ingest: open and check every run, manifest + project file"
-	cd $(DEMO_DIR) && ../target/release/bf-pipeline ingest ds000117-fixture
+	cd $(DEMO_DIR) && $(BIN)/bf-pipeline ingest ds000117-fixture
 	$(PY) -c "import polars as pl; print(pl.read_parquet('$(DEMO_DIR)/ds000117-fixture/derivatives/brainformer/manifest.parquet').select('run_id','meg_source','n_eeg','n_meg','bads','n_events','n_events_dropped','duration','empty_room'))"
 	@echo "== 4. one run's info, and readers on MNE's test files"
-	target/release/bf-pipeline info $(DEMO_DIR)/ds000117-fixture/sub-01/ses-meg/meg/sub-01_ses-meg_task-facerecognition_run-01_meg.fif
-	-target/release/bf-pipeline info $(SHARED)/data/mne-python/brainvision/tests/data/test.vhdr
+	$(BIN)/bf-pipeline info $(DEMO_DIR)/ds000117-fixture/sub-01/ses-meg/meg/sub-01_ses-meg_task-facerecognition_run-01_meg.fif
+	-$(BIN)/bf-pipeline info $(SHARED)/data/mne-python/brainvision/tests/data/test.vhdr
 	@echo "== 5. the pipeline: preprocess -> segment -> split -> fit tokenizer -> tokenize -> shards"
-	cd $(DEMO_DIR) && ../target/release/bf-pipeline plan | tail -n 3
-	cd $(DEMO_DIR) && ../target/release/bf-pipeline tokenize
-	cd $(DEMO_DIR) && ../target/release/bf-pipeline tokenize
+	cd $(DEMO_DIR) && $(BIN)/bf-pipeline plan | tail -n 3
+	cd $(DEMO_DIR) && $(BIN)/bf-pipeline tokenize
+	cd $(DEMO_DIR) && $(BIN)/bf-pipeline tokenize
 	$(PY) -c "import datasets; d = datasets.load_dataset('$(DEMO_DIR)/ds000117-fixture/derivatives/brainformer/shards'); print(d); import numpy as np; r = d['train'][0]; print('one row: eeg', np.array(r['eeg']).shape, 'meg', np.array(r['meg']).shape, 'tokens', np.array(r['meg']).min(), '..', np.array(r['meg']).max())"
 	@echo "shards and dataset card: $(DEMO_DIR)/ds000117-fixture/derivatives/brainformer/shards (load with datasets.load_dataset(that folder))"
 	@echo "== 6. libtorch check"
-	target/release/bf-train --self-check --device auto
+	$(BIN)/bf-train --self-check --device auto
 	@echo "== 7. a short training run (CPU-sized model; see bf-train --help for the seed's sizes)"
 	rm -rf $(DEMO_DIR)/run
-	target/release/bf-train --shards $(DEMO_SHARDS) --out $(DEMO_DIR)/run $(DEMO_TRAIN_FLAGS)
+	$(BIN)/bf-train --shards $(DEMO_SHARDS) --out $(DEMO_DIR)/run $(DEMO_TRAIN_FLAGS)
 	@echo "== 8. evaluation beside the baselines"
-	target/release/bf-eval --checkpoint $(DEMO_DIR)/run/best --shards $(DEMO_SHARDS) --out $(DEMO_DIR)/eval --max-windows 32 --ridge-windows 400
+	$(BIN)/bf-eval --checkpoint $(DEMO_DIR)/run/best --shards $(DEMO_SHARDS) --out $(DEMO_DIR)/eval --max-windows 32 --ridge-windows 400
 	@echo "report: $(DEMO_DIR)/eval/report.md (metrics: $(DEMO_DIR)/eval/metrics.json)"
 	@echo "== 9. the seed's regression model on continuous shards (it sees no MEG, only the EEG)"
-	cd $(DEMO_DIR) && ../target/release/bf-pipeline --quiet tokenize --continuous
+	cd $(DEMO_DIR) && $(BIN)/bf-pipeline --quiet tokenize --continuous
 	rm -rf $(DEMO_DIR)/shards-continuous && cp -r $(DEMO_SHARDS) $(DEMO_DIR)/shards-continuous
-	cd $(DEMO_DIR) && ../target/release/bf-pipeline --quiet tokenize
+	cd $(DEMO_DIR) && $(BIN)/bf-pipeline --quiet tokenize
 	rm -rf $(DEMO_DIR)/run-regression
-	target/release/bf-train --shards $(DEMO_DIR)/shards-continuous --out $(DEMO_DIR)/run-regression $(DEMO_REGRESSION_FLAGS)
-	target/release/bf-eval --checkpoint $(DEMO_DIR)/run-regression/best --shards $(DEMO_DIR)/shards-continuous \
-	  --out $(DEMO_DIR)/eval-regression --max-windows 32 --ridge-windows 400
+	$(BIN)/bf-train --shards $(DEMO_DIR)/shards-continuous --out $(DEMO_DIR)/run-regression $(DEMO_REGRESSION_FLAGS)
+	$(BIN)/bf-eval --checkpoint $(DEMO_DIR)/run-regression/best --shards $(DEMO_DIR)/shards-continuous \
+	  --out $(DEMO_DIR)/eval-regression --max-windows 32 --ridge-windows 400 \
+	  $$(test -d $(DEMO_NOISE_FREE) && echo --noise-free $(DEMO_NOISE_FREE))
 	@echo "reports: $(DEMO_DIR)/eval/report.md (token model), $(DEMO_DIR)/eval-regression/report.md (regression model)"
 
 test: setup test-rust test-oracle
@@ -91,6 +111,7 @@ bench: setup
 	$(PY) bench/bench_clean.py --out-dir $(BENCH_DIR)
 	$(PY) bench/bench_maxwell.py --out-dir $(BENCH_DIR)
 	$(PY) bench/bench_tokenize.py --out-dir $(BENCH_DIR)
+	$(PY) bench/bench_dataset.py --out-dir $(BENCH_DIR)
 	$(PY) bench/bench_train.py --seed_heap_like_ours
 	$(PY) bench/bench_train.py --seq 64 --batch 8 --steps 3
 
