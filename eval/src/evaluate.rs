@@ -176,12 +176,7 @@ pub fn open(opts: &EvalOptions) -> Result<Evaluation> {
     if n_windows == 0 {
         return Err(Error::Mismatch(format!("{}: the {} split has no windows", opts.shards.display(), opts.split)));
     }
-    let spec = ExampleSpec {
-        sequence_length: cfg.sequence_length as usize,
-        token_offset: cfg.token_offset,
-        pad_id: cfg.pad_token_id,
-        scale: cfg.value_scale.clone(),
-    };
+    let spec = ExampleSpec::from(&cfg);
     let per = spec.chunks_per_window(window);
     tch::manual_seed(opts.seed);
     // Truth and the model's inputs, in the same (file) order.

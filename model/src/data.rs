@@ -181,6 +181,20 @@ pub struct ExampleSpec {
     pub scale: Option<Vec<f32>>,
 }
 
+/// What a model of this configuration reads: its sequence length, token offset and pad id,
+/// and the regression model's per-channel scale (the one place a spec is built, for the
+/// trainer and the evaluation alike).
+impl From<&crate::ModelConfig> for ExampleSpec {
+    fn from(cfg: &crate::ModelConfig) -> Self {
+        ExampleSpec {
+            sequence_length: cfg.sequence_length as usize,
+            token_offset: cfg.token_offset,
+            pad_id: cfg.pad_token_id,
+            scale: cfg.value_scale.clone(),
+        }
+    }
+}
+
 impl ExampleSpec {
     pub fn chunks_per_window(&self, window: usize) -> usize {
         window.div_ceil(self.sequence_length)

@@ -489,7 +489,7 @@ fn run(args: Args) -> Result<Ended> {
     };
 
     // ---- the loop --------------------------------------------------------------------
-    let spec = example_spec(&cfg);
+    let spec = ExampleSpec::from(&cfg);
     let stream = Stream::new(train_set, spec.clone(), args.batch_size, args.seed, true).with_rank(slice);
     let (batches, _loader) = stream.spawn(state.position, None, args.prefetch);
     let last_step = args.stop_after.map_or(args.max_steps, |s| s.min(args.max_steps));
@@ -858,15 +858,6 @@ fn model_config(args: &Args, set: &ShardSet, saved: Option<&ModelConfig>) -> Res
     }
     cfg.validate()?;
     Ok(cfg)
-}
-
-fn example_spec(cfg: &ModelConfig) -> ExampleSpec {
-    ExampleSpec {
-        sequence_length: cfg.sequence_length as usize,
-        token_offset: cfg.token_offset,
-        pad_id: cfg.pad_token_id,
-        scale: cfg.value_scale.clone(),
-    }
 }
 
 /// The arguments, as the checkpoint records them (for people; `--resume` compares the
