@@ -43,6 +43,17 @@ impl EventWriter {
     /// event file already there (TensorBoard reads a folder's files in name order), and writes
     /// the file-version event and a session start at `first_step`.
     pub fn create(dir: &Path, first_step: i64) -> Result<EventWriter> {
+        Self::open(dir, Some(first_step))
+    }
+
+    /// A new event file without a session start, for events that do not continue a training
+    /// log (bf-eval's figures at a checkpoint's step): evaluating an earlier checkpoint after a
+    /// later one must not make TensorBoard drop the later one's points.
+    pub fn create_without_session(dir: &Path) -> Result<EventWriter> {
+        Self::open(dir, None)
+    }
+
+    fn open(dir: &Path, session_start: Option<i64>) -> Result<EventWriter> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let latest = std::fs::read_dir(dir)
@@ -57,7 +68,9 @@ impl EventWriter {
         let wall = wall_time();
         let mut buf = Vec::new();
         record(&mut buf, &event(wall, 0, Payload::FileVersion("brain.Event:2")));
-        record(&mut buf, &event(wall, first_step, Payload::SessionStart));
+        if let Some(step) = session_start {
+            record(&mut buf, &event(wall, step, Payload::SessionStart));
+        }
         w.append(&buf)?;
         Ok(w)
     }

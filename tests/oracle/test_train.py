@@ -91,6 +91,21 @@ def test_evaluation_numbers_controls_and_report(trained, shards, tmp_path):
     report = (out / "report.md").read_text()
     for png in ("training_curves.png", "examples.png", "per_channel_r.png"):
         assert png in report and (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The same figures as TensorBoard scalars at the checkpoint's step, read by TensorBoard's own
+    # loader (stored as float32).
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(out / "tb"))
+    acc.Reload()
+    step = json.loads((trained / "best" / "trainer_state.json").read_text())["step"]
+    tags = acc.Tags()["scalars"]
+    for key in ("pearson_r", "pearson_r_shuffled_eeg", "ridge_pearson_r"):
+        [ev] = acc.Scalars(f"eval/test/{key}")
+        assert ev.step == step and ev.value == pytest.approx(m[key], rel=1e-6), (key, ev)
+    assert "eval/test/noise_ceiling_pearson_r" not in tags  # no noise-free recordings here
+    [ev] = acc.Scalars("eval/test/model, teacher-forced/cross_entropy")
+    assert ev.value == pytest.approx(tf["cross_entropy"], rel=1e-6)
+    assert sum(t.startswith("eval/test/") for t in tags) == sum(
+        isinstance(v, float) for r in m["rows"] for v in r.values()) + 3, tags
 
 
 def test_resume_equals_an_uninterrupted_run(shards, tmp_path):

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use bf_eval::evaluate::{evaluate, EvalOptions, Progress};
+use bf_model::tensorboard::EventWriter;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -117,8 +118,38 @@ fn run(args: Args) -> Result<()> {
         show("pearson_r_shuffled_eeg"),
         show("ridge_pearson_r")
     );
+    let events = log_to_tensorboard(&args.checkpoint, &args.out.join("tb"), &args.split, &metrics)?;
     println!("report: {}", report.display());
+    println!("TensorBoard: {} (tensorboard --logdir over this folder and the run's)", events.display());
     Ok(())
+}
+
+/// The evaluation's figures as TensorBoard scalars at the checkpoint's training step, in a new
+/// event file under `dir` (`OUT/tb`): the headline numbers of metrics.json as
+/// `eval/{split}/{key}`, and every number of each table row as `eval/{split}/{row}/{column}`.
+/// Pointed at a folder holding both the run and the evaluation, `tensorboard --logdir` shows
+/// them on one step axis. No session start: evaluating an earlier checkpoint after a later
+/// one keeps both points.
+fn log_to_tensorboard(checkpoint: &std::path::Path, dir: &std::path::Path, split: &str, metrics: &serde_json::Value) -> Result<PathBuf> {
+    let step = bf_model::train::read_trainer_state(checkpoint).map(|s| s.step).unwrap_or(0);
+    let mut values: Vec<(String, f64)> = Vec::new();
+    for key in ["pearson_r", "pearson_r_shuffled_eeg", "ridge_pearson_r", "noise_ceiling_pearson_r"] {
+        if let Some(v) = metrics[key].as_f64() {
+            values.push((format!("eval/{split}/{key}"), v));
+        }
+    }
+    for row in metrics["rows"].as_array().into_iter().flatten() {
+        let name = row["name"].as_str().unwrap_or("row");
+        for (column, v) in row.as_object().into_iter().flatten() {
+            if let Some(v) = v.as_f64() {
+                values.push((format!("eval/{split}/{name}/{column}"), v));
+            }
+        }
+    }
+    let tags: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let mut writer = EventWriter::create_without_session(dir)?;
+    writer.scalars(step, &tags)?;
+    Ok(writer.path().to_path_buf())
 }
 
 /// The model's predictions, chunk by chunk, on one bar (hidden with --quiet).
