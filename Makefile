@@ -38,7 +38,7 @@ $(STAMPS)/slurm:
 	else echo "not root or no apt-get: slurm-wlm and munge not installed, the SLURM tests will skip"; fi
 	touch $@
 
-# Release binaries with an rpath to the venv's torch/lib (cli/build.rs); cargo is incremental.
+# Release binaries (bf-train and bf-eval with an rpath to the venv's torch/lib: torch-cli/build.rs); cargo is incremental.
 build: $(STAMPS)/venv
 	$(CARGO_ENV) cargo build --release --workspace --bins
 

@@ -31,7 +31,7 @@ fi
 
 cat > "$WORK/bin/python3" <<EOF
 #!/bin/bash
-# Stand-in for a Python with torch $V, for torch-sys's build script and cli/build.rs.
+# Stand-in for a Python with torch $V, for torch-sys's build script and torch-cli/build.rs.
 case "\$2" in
   *LIBTORCH_VERSION*)
     echo "LIBTORCH_VERSION: $V"; echo "LIBTORCH_CXX11: True"
@@ -75,7 +75,7 @@ EOF
 
 cp Cargo.lock "$WORK/Cargo.lock.saved"
 build() {
-  cargo build --release -p brainformer-cli --bins "$@" 2>&1 | grep -E "^(error|warning: unused)|Finished" || true
+  cargo build --release -p brainformer-cli -p brainformer-torch-cli -p brainformer-fixtures --bins "$@" 2>&1 | grep -E "^(error|warning: unused)|Finished" || true
 }
 PATH="$WORK/bin:$PATH" PYTHON_SYS_EXECUTABLE="$WORK/bin/python3" LIBTORCH_BYPASS_VERSION_CHECK=1 \
   build --config "patch.crates-io.torch-sys.path=\"$WORK/torch-sys\""
