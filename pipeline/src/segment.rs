@@ -1,6 +1,7 @@
 //! Segmentation: cutting a cleaned continuous recording into fixed-length training windows or
 //! event-locked epochs, with the same window placement, rejection and baseline correction as
-//! MNE-Python (1.13), plus a flat / clipped-signal screen that MNE does not have.
+//! MNE-Python (1.13), plus the rejection of segments that are flat or clipped (the screen of
+//! [`crate::clean::screen`] applied to segments; MNE does not have it).
 //!
 //! Everything here works on sample indices *relative to the first sample the reader returns*
 //! (sample 0 of `0..n_samples`, like [`Annotation::onset`]), never on MNE's absolute sample
@@ -63,27 +64,18 @@
 //! reason is the first overlapping `BAD*` annotation in MNE's order (sorted by onset, then
 //! duration).
 //!
-//! # 3. Flat and clipped signals (not in MNE)
+//! # 3. Flat and clipped segments (not in MNE)
 //!
-//! * [`flat_or_clipped_stretches`] scans one *raw, unfiltered* channel for runs of identical
-//!   consecutive samples. A run at the channel's own maximum or minimum (and the channel is not
-//!   constant) of at least `clip_min_duration` (default 10 ms, at least 2 samples) is
-//!   `"clipped"` (an ADC rail); any other run of at least `flat_min_duration` (default 50 ms,
-//!   at least 2 samples) is `"flat"` (a disconnected or saturated amplifier holding a value).
-//!   Equality is exact (`==`): real signals, even 16-bit quantised EEG at 1 kHz, do not repeat
-//!   a value for 10–50 ms. [`find_flat_clipped`] runs it on the data channels that are not
-//!   bad, and [`stretch_annotations`] merges the result into `BAD_flat` / `BAD_clipped`
-//!   annotations (onset `start/sfreq`, duration `(stop-start)/sfreq`, MNE's convention for
-//!   sample spans), which then reject windows by the rule above once added to the recording
-//!   before filtering. As MNE's `annotate_amplitude` (`bad_percent`, default 5 %), a channel
-//!   whose stretches cover more than `bad_percent` % of the run is not annotated but becomes
-//!   a bad channel ([`split_bad_channels`]): a dead channel must not reject the whole run.
+//! The flat / clipped screen of the raw channels is a cleaning step ([`crate::clean::screen`]:
+//! stretches of identical samples, `BAD_flat` / `BAD_clipped` annotations, channels bad over
+//! more than `bad_percent` % of the run); what remains here is its use on segments:
+//!
 //! * [`reject_flat_clipped`] screens the segments that survived MNE's rules, on the data that is
 //!   segmented, for every data channel (`ChannelKind::is_data`: mag, grad, eeg, seeg, ecog,
 //!   dbs) that is not in `info.bads`: `FLAT` when the channel's peak-to-peak in the segment is
 //!   0 or below `flat_rel` (default 1e-3) × the median of that channel's peak-to-peak over all
 //!   in-bounds segments; `CLIPPED` when the segment contains a sample of a `"clipped"` stretch
-//!   of that channel (as above, on the segmented data; on filtered data this rarely fires,
+//!   of that channel (the screen's stretches, on the segmented data; on filtered data this rarely fires,
 //!   which is why the stretches are best found on the raw data). Drops are counted per reason
 //!   ([`SegmentPlan::drop_counts`]).
 //!
@@ -100,6 +92,7 @@ use ndarray::{s, Array2, Array3, ArrayView2, ArrayViewMut2, Axis};
 use serde::Serialize;
 
 use crate::bids::EventRow;
+use crate::clean::screen::{flat_or_clipped_stretches, screened_channels, FlatClipParams};
 use crate::error::{Error, Result};
 use crate::recording::{Annotation, ChannelInfo, ChannelKind, RecordingInfo};
 
@@ -215,30 +208,6 @@ pub struct EpochParams {
 impl Default for EpochParams {
     fn default() -> Self {
         EpochParams { tmin: -0.2, tmax: 0.8, baseline: Some((None, Some(0.0))), event_ids: None }
-    }
-}
-
-/// Thresholds of the flat / clipped screen (module doc, section 3).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct FlatClipParams {
-    /// Minimum duration of a run of identical samples, not at the channel's extremes, to call
-    /// it flat (seconds; at least 2 samples).
-    pub flat_min_duration: f64,
-    /// Minimum duration of a run of samples equal to the channel's maximum or minimum to call
-    /// it clipped (seconds; at least 2 samples).
-    pub clip_min_duration: f64,
-    /// A segment is flat on a channel when its peak-to-peak is below this fraction of the
-    /// median peak-to-peak of that channel over all in-bounds segments (or exactly 0).
-    pub flat_rel: f64,
-    /// A channel whose flat / clipped stretches cover more than this percentage of the run is
-    /// a bad channel instead of a source of `BAD_flat` / `BAD_clipped` annotations (MNE's
-    /// `annotate_amplitude(bad_percent=5)`): one dead channel must not reject every window.
-    pub bad_percent: f64,
-}
-
-impl Default for FlatClipParams {
-    fn default() -> Self {
-        FlatClipParams { flat_min_duration: 0.05, clip_min_duration: 0.01, flat_rel: 1e-3, bad_percent: 5.0 }
     }
 }
 
@@ -579,126 +548,7 @@ fn parse_int(s: &str) -> Option<i64> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Flat and clipped
-
-fn min_samples(duration: f64, sfreq: f64) -> usize {
-    ((duration * sfreq - 1e-9).ceil().max(0.0) as usize).max(2)
-}
-
-/// Runs of identical samples in a raw channel that are flat (`"flat"`) or sit at the channel's
-/// own maximum or minimum (`"clipped"`), as `(start, stop_exclusive, kind)` (module doc).
-pub fn flat_or_clipped_stretches(x: &[f64], sfreq: f64, params: &FlatClipParams) -> Vec<(usize, usize, &'static str)> {
-    let n = x.len();
-    if n == 0 {
-        return Vec::new();
-    }
-    let mx = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let mn = x.iter().copied().fold(f64::INFINITY, f64::min);
-    let constant = mx == mn;
-    let flat_min = min_samples(params.flat_min_duration, sfreq);
-    let clip_min = min_samples(params.clip_min_duration, sfreq);
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < n {
-        let mut j = i + 1;
-        while j < n && x[j] == x[i] {
-            j += 1;
-        }
-        let len = j - i;
-        let at_rail = !constant && (x[i] == mx || x[i] == mn);
-        if at_rail && len >= clip_min {
-            out.push((i, j, "clipped"));
-        } else if len >= flat_min {
-            out.push((i, j, "flat"));
-        }
-        i = j;
-    }
-    out
-}
-
-/// A flat or clipped stretch of one channel.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Stretch {
-    pub channel: usize,
-    pub start: usize,
-    pub stop: usize,
-    pub kind: &'static str,
-}
-
-/// The channels the flat / clipped screen looks at: data channels (`ChannelKind::is_data`)
-/// not in `info.bads`.
-pub fn screened_channels(info: &RecordingInfo) -> Vec<usize> {
-    info.channels.iter().enumerate().filter(|(_, c)| c.kind.is_data() && !info.bads.contains(&c.name)).map(|(i, _)| i).collect()
-}
-
-/// [`flat_or_clipped_stretches`] on every screened channel (rows of `data` are the
-/// recording's channels in file order).
-pub fn find_flat_clipped(info: &RecordingInfo, data: ArrayView2<f64>, params: &FlatClipParams) -> Vec<Stretch> {
-    let mut out = Vec::new();
-    for c in screened_channels(info) {
-        let row = data.row(c);
-        let owned;
-        let x = match row.as_slice() {
-            Some(s) => s,
-            None => {
-                owned = row.to_vec();
-                &owned
-            }
-        };
-        out.extend(flat_or_clipped_stretches(x, info.sfreq, params).into_iter().map(|(start, stop, kind)| Stretch { channel: c, start, stop, kind }));
-    }
-    out
-}
-
-/// Splits `stretches` found on a run of `n_samples` samples into the channels that are bad
-/// (their stretches, merged, cover more than `bad_percent` % of the samples: MNE's
-/// `annotate_amplitude` returns such channels as bads and annotates nothing for them) and
-/// the stretches of the other channels, which become annotations. Channels sorted.
-pub fn split_bad_channels(stretches: Vec<Stretch>, n_samples: usize, bad_percent: f64) -> (Vec<usize>, Vec<Stretch>) {
-    let mut per_channel: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
-    for s in &stretches {
-        per_channel.entry(s.channel).or_default().push((s.start, s.stop));
-    }
-    let bad: Vec<usize> = per_channel
-        .into_iter()
-        .filter(|(_, spans)| {
-            let mut spans = spans.clone();
-            spans.sort_unstable();
-            let (mut covered, mut end) = (0usize, 0usize);
-            for (a, b) in spans {
-                let a = a.max(end);
-                if b > a {
-                    covered += b - a;
-                    end = b;
-                }
-            }
-            n_samples > 0 && covered as f64 * 100.0 / n_samples as f64 > bad_percent
-        })
-        .map(|(c, _)| c)
-        .collect();
-    let kept = stretches.into_iter().filter(|s| !bad.contains(&s.channel)).collect();
-    (bad, kept)
-}
-
-/// `BAD_flat` / `BAD_clipped` annotations covering `stretches` (overlapping or abutting
-/// stretches of one kind, any channel, merged), sorted by onset.
-pub fn stretch_annotations(stretches: &[Stretch], sfreq: f64) -> Vec<Annotation> {
-    let mut out = Vec::new();
-    for (kind, desc) in [("flat", "BAD_flat"), ("clipped", "BAD_clipped")] {
-        let mut spans: Vec<(usize, usize)> = stretches.iter().filter(|s| s.kind == kind).map(|s| (s.start, s.stop)).collect();
-        spans.sort_unstable();
-        let mut merged: Vec<(usize, usize)> = Vec::new();
-        for (a, b) in spans {
-            match merged.last_mut() {
-                Some(last) if a <= last.1 => last.1 = last.1.max(b),
-                _ => merged.push((a, b)),
-            }
-        }
-        out.extend(merged.into_iter().map(|(a, b)| Annotation { onset: a as f64 / sfreq, duration: (b - a) as f64 / sfreq, description: desc.into() }));
-    }
-    out.sort_by(|a, b| a.onset.total_cmp(&b.onset));
-    out
-}
+// Flat and clipped segments (the screen itself is crate::clean::screen)
 
 /// Drops the kept segments of `plan` in which a screened data channel is flat or clipped
 /// (module doc, section 3). `data` is the recording being segmented (all channels, file
@@ -952,44 +802,6 @@ mod tests {
         let plain: f64 = v.iter().sum();
         assert!((np_pairwise_sum(&v) - plain).abs() < 1e-9);
         assert_eq!(np_pairwise_sum(&v[..5]), v[..5].iter().sum::<f64>());
-    }
-
-    #[test]
-    fn stretches_find_flat_and_clipped_runs() {
-        let sf = 1000.0;
-        let mut x: Vec<f64> = (0..5000).map(|i| ((i as f64) * 0.37).sin() * 0.5).collect();
-        for v in &mut x[1000..1100] {
-            *v = 0.123; // flat, 100 ms
-        }
-        for v in &mut x[2000..2020] {
-            *v = 1.0; // clipped at the max, 20 ms
-        }
-        for v in &mut x[3000..3005] {
-            *v = -1.0; // at the min but only 5 ms: too short
-        }
-        for v in &mut x[4000..4030] {
-            *v = 0.2; // constant but 30 ms: shorter than the 50 ms flat minimum
-        }
-        let got = flat_or_clipped_stretches(&x, sf, &FlatClipParams::default());
-        assert_eq!(got, vec![(1000, 1100, "flat"), (2000, 2020, "clipped")]);
-        let p = FlatClipParams { clip_min_duration: 0.005, ..FlatClipParams::default() };
-        assert_eq!(flat_or_clipped_stretches(&x, sf, &p)[2], (3000, 3005, "clipped"));
-        assert_eq!(flat_or_clipped_stretches(&[1.0; 100], sf, &p), vec![(0, 100, "flat")]);
-        let st = vec![Stretch { channel: 0, start: 10, stop: 20, kind: "flat" }, Stretch { channel: 1, start: 15, stop: 30, kind: "flat" }, Stretch { channel: 1, start: 50, stop: 60, kind: "clipped" }];
-        let a = stretch_annotations(&st, 100.0);
-        assert_eq!(a, vec![ann(0.1, 0.2, "BAD_flat"), ann(0.5, 0.1, "BAD_clipped")]);
-    }
-
-    #[test]
-    fn a_channel_flat_over_more_than_bad_percent_is_bad_not_annotated() {
-        let st = |channel, start, stop| Stretch { channel, start, stop, kind: "flat" };
-        // channel 0: dead for the whole run; channel 1: 5 % exactly (not more); channel 2:
-        // two overlapping stretches covering 6 %; channel 3: a short dropout.
-        let all = vec![st(0, 0, 1000), st(1, 100, 150), st(2, 0, 40), st(2, 30, 60), st(3, 500, 520)];
-        let (bad, kept) = split_bad_channels(all, 1000, 5.0);
-        assert_eq!(bad, vec![0, 2]);
-        assert_eq!(kept, vec![st(1, 100, 150), st(3, 500, 520)]);
-        assert_eq!(stretch_annotations(&kept, 1000.0).len(), 2);
     }
 
     #[test]

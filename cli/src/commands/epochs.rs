@@ -12,7 +12,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use bf_pipeline::segment::{self, EpochParams, Event, FlatClipParams, SegmentPlan, Stretch};
+use bf_pipeline::clean::screen::{self, FlatClipParams, Stretch};
+use bf_pipeline::segment::{self, EpochParams, Event, SegmentPlan};
 use bf_pipeline::RawReader;
 use serde_json::json;
 
@@ -142,14 +143,14 @@ pub fn run(args: &EpochsArgs) -> Result<()> {
     let data = reader.read_f64(&reader.all_picks(), 0, info.n_samples)?;
 
     let stretches: Vec<Stretch> = if args.mark_flat_clipped {
-        let (bad, found) = segment::split_bad_channels(segment::find_flat_clipped(&info, data.view(), &args.flat()), info.n_samples, args.flat().bad_percent);
+        let (bad, found) = screen::split_bad_channels(screen::find_flat_clipped(&info, data.view(), &args.flat()), info.n_samples, args.flat().bad_percent);
         for c in bad {
             let name = info.channels[c].name.clone();
             if !info.bads.contains(&name) {
                 info.bads.push(name);
             }
         }
-        info.annotations.extend(segment::stretch_annotations(&found, info.sfreq));
+        info.annotations.extend(screen::stretch_annotations(&found, info.sfreq));
         found
     } else {
         Vec::new()

@@ -14,6 +14,8 @@
 //! With [`CleanParams::exact`] (or for short recordings, polyphase resampling, or no
 //! resampling) each step runs as MNE runs it: overlap-add filters, then the resampler.
 
+pub mod screen;
+
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -25,9 +27,9 @@ use crate::dsp::filter::OverlapAdd;
 use crate::dsp::fir::{create_filter, notch_filter_design, FirOptions};
 use crate::dsp::resample::{resample_stim, ResampleMethod, Resampler};
 use crate::dsp::spectral::SpectralChain;
-use crate::segment::{screened_channels, split_bad_channels, stretch_annotations, FlatClipParams, Stretch};
 use crate::error::{Error, Result};
 use crate::recording::{Annotation, ChannelKind, InMemory, RawReader};
+use screen::{screened_channels, split_bad_channels, stretch_annotations, FlatClipParams, Stretch};
 
 /// What to do, with MNE's parameter names. `None`/empty skips a step.
 #[derive(Clone, Debug, Default)]
@@ -44,10 +46,10 @@ pub struct CleanParams {
     /// padding artefact (about 1e-5 of a channel's RMS on long recordings).
     pub exact: bool,
     /// Screen each raw data channel for flat and clipped stretches before filtering
-    /// ([`crate::segment::flat_or_clipped_stretches`]); they become `BAD_flat` /
+    /// ([`screen::flat_or_clipped_stretches`]); they become `BAD_flat` /
     /// `BAD_clipped` annotations of the result, so segmentation drops windows touching them.
     /// A channel flat or clipped over more than `bad_percent` % of the run is added to the
-    /// result's `bads` instead, with no annotations ([`crate::segment::split_bad_channels`]).
+    /// result's `bads` instead, with no annotations ([`screen::split_bad_channels`]).
     pub screen: Option<FlatClipParams>,
 }
 
@@ -114,7 +116,7 @@ pub fn clean(reader: &dyn RawReader, params: &CleanParams, scratch_dir: &Path, p
     rows.par_chunks_mut(n_out).enumerate().try_for_each_init(init, |(bytes, x, bufs), (c, dst)| -> Result<()> {
         scratch.read_row_into(c, n, bytes, x)?;
         if let (true, Some(sp)) = (screened[c], &params.screen) {
-            let found = crate::segment::flat_or_clipped_stretches(x, info.sfreq, sp);
+            let found = screen::flat_or_clipped_stretches(x, info.sfreq, sp);
             if !found.is_empty() {
                 let mut all = stretches.lock().expect("no panics while held");
                 all.extend(found.into_iter().map(|(start, stop, kind)| Stretch { channel: c, start, stop, kind }));

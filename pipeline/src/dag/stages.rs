@@ -17,7 +17,8 @@ use crate::formats::fif::write::{write_raw, WriteOptions};
 use crate::ingest::open_with_bids_at;
 use crate::recording::{ChannelKind, RawReader, RecordingInfo};
 use crate::bids::read_events;
-use crate::segment::{apply_baseline, epochs, events_from_bids, fixed_windows, reject_flat_clipped, EpochParams, FlatClipParams};
+use crate::clean::screen::FlatClipParams;
+use crate::segment::{apply_baseline, epochs, events_from_bids, fixed_windows, reject_flat_clipped, EpochParams};
 use crate::shards::{read_key_value_metadata, write_dataset_card, write_run_file, write_split_shards, CardInfo, ShardKind, ShardMeta, SplitCard, WindowData, WindowRow};
 use crate::tokenizer::{Tokenizer, TokenizerFit, DEFAULT_FIT_CAP};
 
