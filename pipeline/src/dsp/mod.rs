@@ -6,10 +6,12 @@
 //! (overlap-add). [`resample`] is `raw.resample` with MNE's default FFT method and
 //! [`polyphase`] its `method='polyphase'` (scipy's `resample_poly`); [`resample::Resampler`]
 //! picks one. [`spectral`] fuses band-pass, notch and FFT resampling into one FFT per
-//! channel (the cleaning chain's fast path).
+//! channel (the cleaning chain's fast path). [`ratio`] is MNE's resampled length, which both
+//! resamplers use.
 
 pub mod filter;
 pub mod fir;
 pub mod polyphase;
+pub mod ratio;
 pub mod resample;
 pub mod spectral;

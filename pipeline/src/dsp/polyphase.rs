@@ -38,7 +38,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use super::resample::resampled_len;
+use super::ratio::resampled_len;
 use crate::error::{Error, Result};
 
 /// The Kaiser β of MNE's `window='auto'` for polyphase (SciPy's default).

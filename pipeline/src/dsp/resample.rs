@@ -17,18 +17,8 @@ use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
 
 use super::filter::pad_reflect_limited_asym;
 use super::polyphase::PolyphaseResampler;
+use super::ratio::{py_round, resampled_len};
 use crate::error::Result;
-
-/// Python's `int(round(v))` (ties to even).
-fn py_round(v: f64) -> usize {
-    v.round_ties_even().max(0.0) as usize
-}
-
-/// MNE's `_resamp_ratio_len`: the ratio and the resampled length of `n` samples.
-pub fn resampled_len(up: f64, down: f64, n: usize) -> (f64, usize) {
-    let ratio = up / down;
-    (ratio, py_round(ratio * n as f64).max(1))
-}
 
 /// The FFT plan for one input length and ratio, shared by every channel.
 pub struct FftResampler {
