@@ -1,5 +1,6 @@
-//! Atomic file output: write a temporary sibling, sync, rename. An interrupted run leaves
-//! either the old file or the new one, never half of one.
+//! File utilities. Atomic file output: write a temporary sibling, sync, rename; an
+//! interrupted run leaves either the old file or the new one, never half of one. Content
+//! hashes: BLAKE3 of files (ingest's manifest and the DAG's input keys).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,4 +34,39 @@ pub fn write_atomic_with(path: &Path, body: impl FnOnce(&mut std::fs::File) -> R
         return Err(e);
     }
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// BLAKE3 over the files' bytes in order: the hash of the files' hashes.
+pub fn hash_files(files: &[PathBuf]) -> Result<String> {
+    let mut outer = blake3::Hasher::new();
+    for f in files {
+        outer.update(hash_file(f)?.as_bytes());
+    }
+    Ok(outer.finalize().to_hex().to_string())
+}
+
+/// BLAKE3 of one file, read in 16 MiB pieces each hashed in parallel. Not memory-mapped:
+/// the mapped pages of a large file count in the process's resident size (an 873 MB run
+/// made ingest's peak RSS 977 MB); the hash is the same however the bytes are fed.
+pub fn hash_file(path: &Path) -> Result<blake3::Hash> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 16 << 20];
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(k) => filled += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(path, e)),
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        h.update_rayon(&buf[..filled]);
+    }
+    Ok(h.finalize())
 }

@@ -7,48 +7,14 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 use rayon::prelude::*;
 
-use crate::bids::{apply_channels, read_channels, read_events, BidsName, Dataset, Run};
+use crate::bids::{data_files, open_with_bids_at, proc_sss_path, read_events, BidsName, Dataset, MegSource, Run};
+use crate::fsutil::hash_file;
+#[cfg(test)]
+use crate::bids::{derivatives_dir, manifest_path};
+#[cfg(test)]
+use crate::fsutil::hash_files;
 use crate::error::{Error, Result};
 use crate::recording::{ChannelKind, RecordingInfo};
-
-/// `DIR/derivatives/brainformer`, where everything we derive lives.
-pub fn derivatives_dir(root: &Path) -> PathBuf {
-    root.join("derivatives").join("brainformer")
-}
-
-pub fn manifest_path(root: &Path) -> PathBuf {
-    derivatives_dir(root).join("manifest.parquet")
-}
-
-/// Where a run's MEG (and, in ds000117, EEG) recording comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MegSource {
-    /// The recordings under `sub-*` as acquired.
-    Raw,
-    /// Elekta MaxFilter output (`*_proc-sss_meg.fif`) under `derivatives/*/`, at the same
-    /// relative path as the raw run (ds000117: `derivatives/meg_derivatives/`).
-    ProcSss,
-}
-
-impl MegSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MegSource::Raw => "raw",
-            MegSource::ProcSss => "proc-sss",
-        }
-    }
-}
-
-impl std::str::FromStr for MegSource {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "raw" => Ok(MegSource::Raw),
-            "proc-sss" => Ok(MegSource::ProcSss),
-            other => Err(format!("unknown MEG source {other:?} (expected raw or proc-sss)")),
-        }
-    }
-}
 
 /// How ingest (and later the DAG) chooses and opens the runs.
 #[derive(Clone, Debug)]
@@ -68,9 +34,7 @@ impl Default for IngestOptions {
 
 impl IngestOptions {
     pub fn from_config(cfg: &crate::config::ProjectConfig) -> Result<IngestOptions> {
-        let d = &cfg.dataset;
-        let meg_source = d.meg_source.parse().map_err(|e: String| Error::request(&d.root, format!("brainformer.toml: dataset.meg_source: {e}")))?;
-        Ok(IngestOptions { meg_source, allow_maxshield: d.allow_maxshield, maxwell: cfg.maxwell.clone() })
+        Ok(IngestOptions { meg_source: MegSource::from_config(cfg)?, allow_maxshield: cfg.dataset.allow_maxshield, maxwell: cfg.maxwell.clone() })
     }
 }
 
@@ -194,46 +158,6 @@ fn openneuro_id_of(root: &Path) -> Option<String> {
     let at = doi.find("openneuro.ds")? + "openneuro.".len();
     let id: String = doi[at..].chars().take(8).collect();
     (id.len() == 8 && id[2..].chars().all(|c| c.is_ascii_digit())).then_some(id)
-}
-
-/// The MaxFilter output for a raw MEG file: `…_proc-sss_meg.fif` at the same relative path
-/// under one of `derivatives/*/` (not ours). `None` when no derivative folder has it.
-pub fn proc_sss_path(ds: &Dataset, raw: &Path) -> Option<PathBuf> {
-    let rel_dir = raw.parent()?.strip_prefix(&ds.root).ok()?;
-    let name = BidsName::from_path(raw)?;
-    let mut entities: Vec<String> = name.entities.iter().filter(|(k, _)| k != "split").map(|(k, v)| format!("{k}-{v}")).collect();
-    entities.push("proc-sss".into());
-    if let Some(split) = name.get("split") {
-        entities.push(format!("split-{split}"));
-    }
-    let file = format!("{}_{}{}", entities.join("_"), name.suffix, name.extension);
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(ds.root.join("derivatives")).ok()?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir() && !p.ends_with("brainformer")).collect();
-    dirs.sort();
-    dirs.into_iter().map(|d| d.join(rel_dir).join(&file)).find(|p| p.symlink_metadata().is_ok())
-}
-
-/// Opens one data file, makes its `channels.tsv` win, checks its sidecar's rate. Sidecars
-/// are looked up for `anchor` (the raw run), so a derivative file is read with its raw
-/// run's channels.tsv; `warnings` gets what was tolerated (see [`apply_channels`]).
-pub fn open_with_bids_at(ds: &Dataset, file: &Path, anchor: &Path, datatype: &str, warnings: &mut Vec<String>) -> Result<(Box<dyn crate::RawReader>, RecordingInfo)> {
-    let sidecar = ds.sidecar_json(anchor, datatype)?;
-    let reader = crate::formats::open(file)?;
-    let mut info = reader.info().clone();
-    if let Some(sf) = sidecar.get("SamplingFrequency").and_then(|v| v.as_f64()) {
-        if (sf - info.sfreq).abs() > 1e-6 * info.sfreq.max(1.0) {
-            return Err(Error::format(file, "BIDS", format!("sidecar says SamplingFrequency {sf} Hz, the file {} Hz", info.sfreq)));
-        }
-    }
-    let tsv = ds.sidecar_tsv(anchor, "channels")?.ok_or_else(|| {
-        let expected = BidsName::from_path(anchor).map(|n| n.with_suffix("channels", ".tsv")).unwrap_or_default();
-        Error::format(anchor, "BIDS", format!("no channels.tsv applies (expected {expected})"))
-    })?;
-    warnings.extend(apply_channels(&mut info, &read_channels(&tsv)?, &tsv)?);
-    if file != anchor {
-        // Maxwell filtering reconstructed the bad MEG channels of the raw run.
-        info.bads.retain(|b| info.channels.iter().any(|c| &c.name == b && !c.kind.is_meg()));
-    }
-    Ok((reader, info))
 }
 
 fn names_of(info: &RecordingInfo, pred: impl Fn(ChannelKind) -> bool) -> Vec<String> {
@@ -388,69 +312,6 @@ fn inspect_files(ds: &Dataset, run: &Run, meg_file: Option<&Path>, opts: &Ingest
         content_hash,
         file_hashes,
     }))
-}
-
-/// The files that hold a recording: the file itself, BrainVision's data and marker files,
-/// and for a `split-01` FIF the later splits of the same run.
-pub fn data_files(file: &Path) -> Vec<PathBuf> {
-    let mut out = vec![file.to_path_buf()];
-    let Some(name) = BidsName::from_path(file) else { return out };
-    if name.get("split").is_some() {
-        let dir = file.parent().unwrap_or(Path::new("."));
-        let mut rest: Vec<PathBuf> = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p != file)
-            .filter(|p| BidsName::from_path(p).is_some_and(|n| n.run_key() == name.run_key() && n.suffix == name.suffix && n.extension == name.extension))
-            .collect();
-        rest.sort();
-        out.extend(rest);
-    }
-    if name.extension == ".vhdr" {
-        for ext in ["eeg", "vmrk"] {
-            let p = file.with_extension(ext);
-            if p.exists() {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-/// BLAKE3 over the files' bytes in order: the hash of the files' hashes.
-pub fn hash_files(files: &[PathBuf]) -> Result<String> {
-    let mut outer = blake3::Hasher::new();
-    for f in files {
-        outer.update(hash_file(f)?.as_bytes());
-    }
-    Ok(outer.finalize().to_hex().to_string())
-}
-
-/// BLAKE3 of one file, read in 16 MiB pieces each hashed in parallel. Not memory-mapped:
-/// the mapped pages of a large file count in the process's resident size (an 873 MB run
-/// made ingest's peak RSS 977 MB); the hash is the same however the bytes are fed.
-pub fn hash_file(path: &Path) -> Result<blake3::Hash> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 16 << 20];
-    loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match file.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(k) => filled += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io(path, e)),
-            }
-        }
-        if filled == 0 {
-            break;
-        }
-        h.update_rayon(&buf[..filled]);
-    }
-    Ok(h.finalize())
 }
 
 /// What ingest found: the runs taken, those left out (in run order), and the sidecar quirks

@@ -301,7 +301,7 @@ pub fn run(args: &DagArgs, until: Stage, quiet: bool) -> Result<()> {
     if !config.dataset.root.is_dir() {
         bail!("{}: the dataset folder named in {} does not exist (moved? run `bf-pipeline ingest` on it again)", config.dataset.root.display(), args.project.display());
     }
-    let der = bf_pipeline::ingest::derivatives_dir(&config.dataset.root);
+    let der = bf_pipeline::bids::derivatives_dir(&config.dataset.root);
     let Some(held) = take_lock(&der, args.lock_mode(&options), args.no_wait, Some(&stop))? else {
         return Err(crate::Resumable(format!("stopped by {} while waiting for {}'s lock; nothing was done", stop.received().unwrap_or("a signal"), der.display())).into());
     };
@@ -447,7 +447,7 @@ pub struct CleanArgs {
 /// holding the folder's lock.
 pub fn clean(args: &DagArgs, yes: bool) -> Result<()> {
     let c = args.config()?;
-    let der = bf_pipeline::ingest::derivatives_dir(&c.dataset.root);
+    let der = bf_pipeline::bids::derivatives_dir(&c.dataset.root);
     if !der.exists() {
         println!("nothing to remove: {} does not exist", der.display());
         return Ok(());

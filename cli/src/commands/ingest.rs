@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use bf_pipeline::bids::{Dataset, Run};
 use bf_pipeline::config::ProjectConfig;
-use bf_pipeline::ingest::{inspect_dataset, manifest_path, write_manifest, IngestOptions, SkipReason, Skipped};
+use bf_pipeline::bids::manifest_path;
+use bf_pipeline::ingest::{inspect_dataset, write_manifest, IngestOptions, SkipReason, Skipped};
 use bf_pipeline::source::{execute_plan, plan_download, DownloadOptions, Progress};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -84,7 +85,7 @@ pub fn run(args: &IngestArgs, quiet: bool) -> Result<()> {
     if !records.is_empty() {
         // The pipeline reads the manifest under derivatives/brainformer's lock: wait for a
         // running tokenize instead of changing its runs under it.
-        let der = bf_pipeline::ingest::derivatives_dir(&root);
+        let der = bf_pipeline::bids::derivatives_dir(&root);
         let _held = super::dag::take_lock(&der, bf_pipeline::dag::lock::LockMode::Exclusive, false, None)?;
         write_manifest(&manifest, records)?;
     }

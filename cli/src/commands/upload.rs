@@ -94,7 +94,7 @@ fn shards_dir(args: &UploadArgs) -> Result<PathBuf> {
     }
     if args.project.exists() {
         let c = bf_pipeline::config::ProjectConfig::load(&args.project)?;
-        return Ok(bf_pipeline::ingest::derivatives_dir(&c.dataset.root).join("shards"));
+        return Ok(bf_pipeline::bids::derivatives_dir(&c.dataset.root).join("shards"));
     }
     let here = Path::new("derivatives/brainformer/shards");
     if here.is_dir() {

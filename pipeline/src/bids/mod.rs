@@ -6,6 +6,8 @@
 //! bads of `channels.tsv` win (design.md).
 
 pub mod entities;
+pub mod layout;
+pub mod open;
 pub mod tables;
 
 use std::collections::BTreeMap;
@@ -16,6 +18,8 @@ use crate::formats::fif::info::fiff_kind_of;
 use crate::recording::{ChannelKind, RecordingInfo};
 
 pub use entities::BidsName;
+pub use layout::{derivatives_dir, manifest_path, proc_sss_path};
+pub use open::{data_files, open_with_bids_at, MegSource};
 pub use tables::{read_channels, read_events, ChannelRow, EventRow};
 
 const FORMAT: &str = "BIDS";

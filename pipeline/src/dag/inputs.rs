@@ -19,7 +19,8 @@ use crate::bids::Dataset;
 use crate::error::{Error, Result};
 use crate::config::ProjectConfig;
 use crate::maxwell::site::maxwell_for_run;
-use crate::ingest::{data_files, derivatives_dir, hash_files, manifest_path, proc_sss_path, IngestOptions, MegSource};
+use crate::bids::{data_files, derivatives_dir, manifest_path, proc_sss_path, MegSource};
+use crate::fsutil::hash_files;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 struct CachedHash {
@@ -72,7 +73,7 @@ pub fn remember_hashes(derivatives: &Path, hashes: impl IntoIterator<Item = File
 pub fn discover_runs(config: &ProjectConfig) -> Result<Vec<RunEntry>> {
     let dataset = &config.dataset;
     let root = dataset.root.as_path();
-    let opts = IngestOptions::from_config(config)?;
+    let meg_source = MegSource::from_config(config)?;
     let ds = Dataset::open(root)?;
     let wanted = manifest_run_ids(root)?;
     let cache_file = cache_path(&derivatives_dir(root));
@@ -95,7 +96,7 @@ pub fn discover_runs(config: &ProjectConfig) -> Result<Vec<RunEntry>> {
             (None, None) => continue,
         };
         let anchor = file.clone();
-        let file = match (opts.meg_source, datatype) {
+        let file = match (meg_source, datatype) {
             (MegSource::ProcSss, "meg") => proc_sss_path(&ds, &anchor).filter(|p| p.exists()).ok_or_else(|| {
                 Error::request(&anchor, format!("meg_source is proc-sss and run {} has no MaxFilter output under derivatives/ (run `bf-pipeline ingest` again to see which runs are taken)", run.id()))
             })?,
@@ -111,7 +112,7 @@ pub fn discover_runs(config: &ProjectConfig) -> Result<Vec<RunEntry>> {
             }
         }
         h.update(serde_json::to_string(&ds.sidecar_json(&anchor, datatype)?).expect("JSON").as_bytes());
-        let maxwell = maxwell_for_run(&ds, &config.maxwell, opts.meg_source, &file, &anchor, datatype)?;
+        let maxwell = maxwell_for_run(&ds, &config.maxwell, meg_source, &file, &anchor, datatype)?;
         runs.push(RunEntry {
             id: run.id(),
             subject: run.get("sub").unwrap_or_default().to_string(),

@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 
 use crate::config::ProjectConfig;
 use crate::error::{Error, Result};
-use crate::ingest::derivatives_dir;
+use crate::bids::derivatives_dir;
 
 /// A stage of the pipeline, in execution order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

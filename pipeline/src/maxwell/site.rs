@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::bids::Dataset;
 use crate::config::MaxwellConfig;
 use crate::error::{Error, Result};
-use crate::ingest::MegSource;
+use crate::bids::MegSource;
 
 /// The calibration files the Maxwell filter of one run uses, and their content hash (part of
 /// the preprocess key: a new calibration file rebuilds the runs it applies to).
