@@ -5,7 +5,8 @@
 //!    against the libtorch headers that torch-sys found (`DEP_TCH_LIBTORCH_LIB`, its lib dir;
 //!    the headers sit beside it in both the wheel's and the libtorch zip's layout), with the
 //!    C++ ABI flag torch-sys uses (`LIBTORCH_CXX11_ABI`, default 1 as in torch-sys).
-//! 3. Compiles `csrc/distributed.cpp` likewise (see `compile_distributed_glue`).
+//! 3. Compiles `csrc/distributed.cpp` likewise (see `compile_distributed_glue`), and
+//!    `csrc/chunked_ce.cpp` (the chunked output layer + cross-entropy, `chunked_ce.rs`).
 
 use std::path::PathBuf;
 
@@ -23,6 +24,7 @@ fn main() {
         _ => println!("cargo:warning=could not ask {python} where torch/lib is; run `make setup` first"),
     }
     compile_fused_attention_glue();
+    compile_glue("csrc/chunked_ce.cpp", "bf_chunked_ce", &[], &[]);
     compile_distributed_glue();
 }
 

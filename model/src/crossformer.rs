@@ -36,6 +36,9 @@ pub struct CrossFormer {
     positions: Tensor,
     src_channels: Tensor,
     tgt_channels: Tensor,
+    /// Positions per chunk of the training loss's output layer + cross-entropy
+    /// ([`crate::chunked_ce`]); 0: the plain path, which holds every position's logits.
+    loss_chunk: std::sync::atomic::AtomicI64,
 }
 
 /// Output of a teacher-forced pass.
@@ -89,7 +92,16 @@ impl CrossFormer {
             positions: sinusoidal_table(cfg.sequence_length + 1, d, device),
             src_channels: sinusoidal_table(cfg.source_sequence_dimension, d, device),
             tgt_channels: sinusoidal_table(cfg.target_sequence_dimension, d, device),
+            loss_chunk: std::sync::atomic::AtomicI64::new(0),
         }
+    }
+
+    /// Computes the training loss ([`loss_hiding_history`](Self::loss_hiding_history)) over
+    /// chunks of `positions` (batch × time × channel) positions without holding all logits
+    /// (`bf-train --loss_chunk`); 0 restores the plain path. Same loss up to float summation
+    /// order.
+    pub fn set_loss_chunk(&self, positions: i64) {
+        self.loss_chunk.store(positions.max(0), std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -134,6 +146,12 @@ impl CrossFormer {
     /// The seed's `EncoderDecoderCrossFormer.forward(src, tgt)`: logits [B, T, Cm, vocab]
     /// for ids that already carry BOS (src) and the shifted labels (tgt).
     pub fn forward_ids(&self, src: &Tensor, tgt: &Tensor, train: bool) -> Tensor {
+        self.output_layer.forward(&self.decode(src, tgt, train))
+    }
+
+    /// [`forward_ids`](Self::forward_ids) up to the output layer: the decoder's output
+    /// [B, T, Cm, D].
+    fn decode(&self, src: &Tensor, tgt: &Tensor, train: bool) -> Tensor {
         assert_eq!(src.size()[1], tgt.size()[1], "source and target must have the same length");
         self.check_ids(tgt, self.cfg.target_sequence_dimension, "MEG");
         let memory = self.encode(src, train);
@@ -151,7 +169,7 @@ impl CrossFormer {
                 Some(eeg) => (s + attended).view([b, t, c, d]) + self.mix(i, eeg),
             };
         }
-        self.output_layer.forward(&x)
+        x
     }
 
     /// `decoder_eeg = mixed`: the encoder output [B, T+1, Ce, D] realigned so that position
@@ -186,6 +204,29 @@ impl CrossFormer {
     /// decoder from leaning only on the MEG's own past, which predicts a smooth signal's next
     /// sample well enough to drown the EEG's gradient.
     pub fn forward_hiding_history(&self, eeg: &Tensor, meg: &Tensor, hide: Option<&Tensor>, train: bool) -> TokenOutput {
+        let (src, tgt, labels) = self.teacher_forcing(eeg, meg, hide);
+        let logits = self.forward_ids(&src, &tgt, train);
+        let loss = self.loss(&logits, &labels);
+        TokenOutput { logits, labels, loss }
+    }
+
+    /// The loss of [`forward_hiding_history`](Self::forward_hiding_history) alone: through
+    /// the chunked output layer + cross-entropy when [`set_loss_chunk`](Self::set_loss_chunk)
+    /// asked for it (never holding every position's logits), else the plain path.
+    pub fn loss_hiding_history(&self, eeg: &Tensor, meg: &Tensor, hide: Option<&Tensor>, train: bool) -> Tensor {
+        let chunk = self.loss_chunk.load(std::sync::atomic::Ordering::Relaxed);
+        if chunk == 0 {
+            return self.forward_hiding_history(eeg, meg, hide, train).loss;
+        }
+        let (src, tgt, labels) = self.teacher_forcing(eeg, meg, hide);
+        let hidden = self.decode(&src, &tgt, train).reshape([-1, self.cfg.d_model]);
+        let (w, b) = (&self.output_layer.weight, self.output_layer.bias.as_ref());
+        crate::chunked_ce::linear_cross_entropy(&hidden, w, b, &labels.reshape([-1]), self.cfg.pad_token_id, chunk)
+    }
+
+    /// Encoder input (EEG with BOS), decoder input (MEG with BOS, histories of `hide` as pad)
+    /// and labels (MEG then EOS), as the seed's wrapper shifts them.
+    fn teacher_forcing(&self, eeg: &Tensor, meg: &Tensor, hide: Option<&Tensor>) -> (Tensor, Tensor, Tensor) {
         let src = self.with_bos(eeg);
         let labels = Tensor::cat(&[meg.shallow_clone(), self.filled(meg, self.cfg.eos_token_id)], 1);
         let history = match hide {
@@ -195,10 +236,7 @@ impl CrossFormer {
             }
             None => meg.shallow_clone(),
         };
-        let tgt = self.with_bos(&history);
-        let logits = self.forward_ids(&src, &tgt, train);
-        let loss = self.loss(&logits, &labels);
-        TokenOutput { logits, labels, loss }
+        (src, self.with_bos(&history), labels)
     }
 
     /// Mean cross-entropy of logits [.., vocab] against labels, pad ignored.

@@ -9,6 +9,7 @@
 //! [`tensorboard`] writes the training log as TensorBoard event files.
 
 pub mod checkpoint;
+pub mod chunked_ce;
 pub mod config;
 pub mod crossformer;
 pub mod data;

@@ -231,7 +231,7 @@ pub fn batch_loss(model: &Model, eeg: &Tensor, meg: &Tensor, train: bool) -> Ten
 /// The regression model reads no MEG history, so `hide` does not apply to it.
 pub fn batch_loss_hiding_history(model: &Model, eeg: &Tensor, meg: &Tensor, hide: Option<&Tensor>, train: bool) -> Tensor {
     match model {
-        Model::Token(m) => m.forward_hiding_history(eeg, meg, hide, train).loss,
+        Model::Token(m) => m.loss_hiding_history(eeg, meg, hide, train),
         Model::Regression(m) => {
             let pred = m.forward(&eeg.to_kind(Kind::Float), train);
             m.loss(&pred, &meg.to_kind(Kind::Float))

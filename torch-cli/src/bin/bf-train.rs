@@ -100,6 +100,13 @@ struct Args {
     /// (bf-eval's shuffled-EEG control shows it). Validation always sees the history.
     #[arg(long = "history_dropout", alias = "history-dropout", default_value_t = 0.0, value_parser = unit_interval)]
     history_dropout: f64,
+    /// Token objective: compute the training loss's output layer and cross-entropy this many
+    /// positions (batch × time × MEG channels) at a time, recomputing each chunk's logits in
+    /// the backward pass, so the logits of every position (81 MB per example at the seed's
+    /// sizes, kept three times over by the plain path) are never held at once. 0: the plain
+    /// path. The same loss up to float summation order; costs a second output-layer product.
+    #[arg(long = "loss_chunk", alias = "loss-chunk", default_value_t = 0)]
+    loss_chunk: i64,
     /// Time steps per example; windows are cut into chunks of this length (the last one
     /// padded), as the seed's preprocess_dataset does.
     #[arg(long = "sequence_length", alias = "sequence-length", default_value_t = 64)]
@@ -420,6 +427,11 @@ fn run(args: Args) -> Result<Ended> {
     let mut vs = VarStore::new(device);
     tch::manual_seed(args.seed as i64);
     let model = Model::new(&vs, &cfg)?;
+    match &model {
+        Model::Token(m) => m.set_loss_chunk(args.loss_chunk),
+        Model::Regression(_) if args.loss_chunk > 0 => tracing::warn!("--loss_chunk applies to the token objective only; ignored"),
+        Model::Regression(_) => {}
+    }
     let params = trainable(&vs);
     let mut opt = AdamW::new(params, args.weight_decay);
     let (decayed, plain) = opt.decay_split();
