@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = ROOT / "target" / "release"
+# The binaries benchmarked: the build here, or BF_BIN (a copy that a rebuild cannot replace mid-run).
+BIN = Path(os.environ.get("BF_BIN", ROOT / "target" / "release"))
 
 MNE_READ = r"""
 import sys, time, json, mne
