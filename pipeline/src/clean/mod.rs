@@ -13,7 +13,15 @@
 //! ([`crate::dsp::spectral`], about 3× faster; its module doc bounds the difference from MNE).
 //! With [`CleanParams::exact`] (or for short recordings, polyphase resampling, or no
 //! resampling) each step runs as MNE runs it: overlap-add filters, then the resampler.
+//!
+//! The rest of the cleaning stage, in the order the preprocess stage applies it: [`screen`]
+//! (flat / clipped stretches of the raw channels, before filtering), [`maxwell`] (MNE's
+//! `maxwell_filter` and `find_bad_channels_maxwell`), [`bads`] (bad-channel detection and
+//! EEG interpolation), [`proj`] (SSP projectors, applied on request).
 
+pub mod bads;
+pub mod maxwell;
+pub mod proj;
 pub mod screen;
 
 use std::fs::File;

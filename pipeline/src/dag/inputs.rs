@@ -18,7 +18,7 @@ use super::RunEntry;
 use crate::bids::Dataset;
 use crate::error::{Error, Result};
 use crate::config::ProjectConfig;
-use crate::maxwell::site::maxwell_for_run;
+use crate::clean::maxwell::site::maxwell_for_run;
 use crate::bids::{data_files, derivatives_dir, manifest_path, proc_sss_path, MegSource};
 use crate::fsutil::hash_files;
 

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 
 use super::{Node, Project, RunEntry, Stage};
-use crate::maxwell::{find_bad_channels_maxwell, read_head_geometry, CoordFrame, FindBadsParams, Maxwell, MaxwellParams};
-use crate::bads::{find_bad_channels, interpolate_bads_eeg, BadReason, BadsParams};
+use crate::clean::maxwell::{find_bad_channels_maxwell, read_head_geometry, CoordFrame, FindBadsParams, Maxwell, MaxwellParams};
+use crate::clean::bads::{find_bad_channels, interpolate_bads_eeg, BadReason, BadsParams};
 use crate::bids::{open_with_bids_at, Dataset};
 use crate::clean::{clean, CleanParams};
 use crate::config::ProjectConfig;

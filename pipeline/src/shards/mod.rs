@@ -86,6 +86,8 @@
 //!   Shards of the split from an earlier run with another `n` are removed after the new ones
 //!   are in place.
 
+pub mod npy;
+
 use std::fmt::Write as _;
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -331,7 +331,7 @@ mod tests {
         };
         // op_in = bi·biᵀ with bi orthonormal: l_in = biᵀ; l_resid as the SSS code derives it.
         let l_in = bi.transpose();
-        let l_resid = crate::maxwell::sss::residual_rows(&op_resid, &vec![1.0; n]);
+        let l_resid = crate::clean::maxwell::sss::residual_rows(&op_resid, &vec![1.0; n]);
         let op_right = match &ctc {
             Some(c) => bi.transpose() * c,
             None => bi.transpose(),

@@ -10,7 +10,7 @@
 use crate::{ChannelInfo, Error, Result};
 
 /// The bundled definition file (MNE-Python 1.13's `mne/data/coil_def.dat`, unmodified).
-pub const COIL_DEF_DAT: &str = include_str!("../../data/mne/coil_def.dat");
+pub const COIL_DEF_DAT: &str = include_str!("../../../data/mne/coil_def.dat");
 
 /// MNE's accuracy codes: 0 point, 1 normal, 2 accurate. Maxwell filtering uses "accurate".
 pub const ACCURACY_ACCURATE: i32 = 2;
