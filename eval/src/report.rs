@@ -205,7 +205,7 @@ pub fn write_report(out_dir: &Path, report: &Report) -> Result<()> {
     write_atomic(&out_dir.join("report.md"), markdown(report, &plots).as_bytes())
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+/// Writes `bytes` to `path` through a temporary file in the same folder, synced, and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
     let io = |source| Error::Io { path: path.to_path_buf(), source };
@@ -213,9 +213,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(io(e));
     }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
+    persist(&tmp, path)
+}
+
+/// Syncs the complete file `tmp` and renames it to `path` (the temporary file is removed on
+/// failure). The same steps as `bf_pipeline::fsutil::persist`, which this crate does not
+/// depend on (it builds without the pipeline).
+fn persist(tmp: &Path, path: &Path) -> Result<()> {
+    let synced = std::fs::File::open(tmp).and_then(|f| f.sync_all());
+    synced.and_then(|()| std::fs::rename(tmp, path)).map_err(|source| {
+        let _ = std::fs::remove_file(tmp);
+        Error::Io { path: path.to_path_buf(), source }
     })
 }
 
@@ -238,10 +246,7 @@ where
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, path).map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::Io { path: path.to_path_buf(), source }
-    })
+    persist(&tmp, path)
 }
 
 /// Registers the bundled DejaVu Sans as plotters' "sans-serif" once per process.

@@ -1,4 +1,4 @@
-//! File utilities. Atomic file output: write a temporary sibling, sync, rename; an
+//! File utilities. Atomic file output (every crate's): write a temporary sibling, sync, rename; an
 //! interrupted run leaves either the old file or the new one, never half of one. Content
 //! hashes: BLAKE3 of files (ingest's manifest and the DAG's input keys).
 
@@ -23,17 +23,32 @@ pub fn write_atomic_with(path: &Path, body: impl FnOnce(&mut std::fs::File) -> R
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        body(&mut f)?;
-        f.sync_all().map_err(|e| Error::io(&tmp, e))
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+    write_atomic_path(path, |tmp| {
+        let mut f = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+        body(&mut f)
+    })
+}
+
+/// Creates `path` atomically from the file `body` writes at the temporary path it is given
+/// (for writers that take a path, like safetensors' `serialize_to_file`): the temporary file
+/// is removed if `body` fails, else synced and renamed into place ([`persist`]).
+pub fn write_atomic_path<E: From<Error>>(path: &Path, body: impl FnOnce(&Path) -> std::result::Result<(), E>) -> std::result::Result<(), E> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let tmp = temp_path(path);
+    let result = body(&tmp).and_then(|()| persist(&tmp, path).map_err(E::from));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Moves the complete file `tmp` to `path`: its bytes are synced to disk first, so after a
+/// crash `path` is either absent, the old file, or the whole new one.
+pub fn persist(tmp: &Path, path: &Path) -> Result<()> {
+    std::fs::File::open(tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(tmp, e))?;
+    std::fs::rename(tmp, path).map_err(|e| Error::io(path, e))
 }
 
 /// BLAKE3 over the files' bytes in order: the hash of the files' hashes.

@@ -244,7 +244,7 @@ pub(crate) fn fetch_object(
             .and_then(|md5| verify(&part, final_path, &url, obj, md5));
         match result {
             Ok(()) => {
-                fs::rename(&part, final_path).map_err(|e| Error::io(final_path, e))?;
+                crate::fsutil::persist(&part, final_path)?;
                 return Ok(Outcome::Downloaded);
             }
             Err(e @ (Error::Verify { .. } | Error::Http { status: 416, .. })) if fresh_restart_left => {
