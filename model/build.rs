@@ -6,7 +6,8 @@
 //!    the headers sit beside it in both the wheel's and the libtorch zip's layout), with the
 //!    C++ ABI flag torch-sys uses (`LIBTORCH_CXX11_ABI`, default 1 as in torch-sys).
 //! 3. Compiles `csrc/distributed.cpp` likewise (see `compile_distributed_glue`), and
-//!    `csrc/chunked_ce.cpp` (the chunked output layer + cross-entropy, `chunked_ce.rs`).
+//!    `csrc/chunked_ce.cpp` (the chunked output layer + cross-entropy, `chunked_ce.rs`) and
+//!    `csrc/fused_adamw.cpp` (libtorch's fused AdamW kernel, `optim.rs`).
 
 use std::path::PathBuf;
 
@@ -25,6 +26,7 @@ fn main() {
     }
     compile_fused_attention_glue();
     compile_glue("csrc/chunked_ce.cpp", "bf_chunked_ce", &[], &[]);
+    compile_glue("csrc/fused_adamw.cpp", "bf_fused_adamw", &[], &[]);
     compile_distributed_glue();
 }
 

@@ -108,7 +108,7 @@ def test_evaluation_numbers_controls_and_report(trained, shards, tmp_path):
         isinstance(v, float) for r in m["rows"] for v in r.values()) + 3, tags
 
 
-def test_chunked_loss_trains_as_the_plain_loss(shards, tmp_path):
+def test_chunked_loss_and_fused_adamw_train_as_the_plain_path(shards, tmp_path):
     """--loss_chunk computes the output layer + cross-entropy a few hundred positions at a time
     (never every position's logits at once; model/csrc/chunked_ce.cpp): 12 steps give the
     plain path's losses, gradient norms and validation losses. Tolerance 1e-4 relative: the two
@@ -118,12 +118,16 @@ def test_chunked_loss_trains_as_the_plain_loss(shards, tmp_path):
               "--lr", "3e-3", "--seed", "4", "--dropout", "0"]
     bf("bf-train", "--out", tmp_path / "plain", *common)
     bf("bf-train", "--out", tmp_path / "chunked", *common, "--loss_chunk", "300")
-    a, b = log(tmp_path / "plain" / "metrics.jsonl"), log(tmp_path / "chunked" / "metrics.jsonl")
-    assert len(a) == len(b) == 12
-    for x, y in zip(a, b):
-        for key in ("loss", "grad_norm", "val_loss"):
-            if key in x:
-                assert y[key] == pytest.approx(x[key], rel=1e-4), (x["step"], key, x[key], y[key])
+    # libtorch's fused AdamW kernel (--fused_adamw) is the same update, rounded in another order.
+    bf("bf-train", "--out", tmp_path / "fused", *common, "--fused_adamw")
+    a = log(tmp_path / "plain" / "metrics.jsonl")
+    for other in ("chunked", "fused"):
+        b = log(tmp_path / other / "metrics.jsonl")
+        assert len(a) == len(b) == 12
+        for x, y in zip(a, b):
+            for key in ("loss", "grad_norm", "val_loss"):
+                if key in x:
+                    assert y[key] == pytest.approx(x[key], rel=1e-4), (other, x["step"], key, x[key], y[key])
 
 
 def test_resume_equals_an_uninterrupted_run(shards, tmp_path):
