@@ -29,7 +29,7 @@ def ours(args, mode, batch):
         cmd = [str(Path(args.bin) / "bf-train"), "--shards", args.shards, "--out", out,
                "--max_steps", str(args.warmup + args.steps), "--eval_interval", "100000", "--batch_size", str(batch),
                "--sequence_length", str(args.seq), "--channel_attention", mode, "--device", args.device,
-               "--quiet", "--patience", "0"]
+               "--quiet", "--patience", "0", *args.ours_extra.split()]
         if Path("/usr/bin/time").exists():
             cmd = ["/usr/bin/time", "-f", "%M"] + cmd
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -104,6 +104,8 @@ def main():
                         "the ratio they explain")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--bin", default=str(ROOT / "target/release"), help="folder holding bf-train, bf-fixtures, bf-pipeline")
+    p.add_argument("--ours_extra", default="", help="more bf-train flags for our side, as one word, e.g. --ours_extra="
+                   "'--fused_adamw --loss_chunk 65536 --precision bf16' (issue 18's GPU levers)")
     args = p.parse_args()
     if not Path(args.shards).is_dir():
         base = ROOT / "bench-data" / "train-fixture"

@@ -18,7 +18,8 @@
 #      and with --history_dropout, each evaluated by bf-eval (teacher-forced and free-running
 #      r, their shuffled-EEG controls, ridge): the question the CPU runs could not settle.
 # Knobs: SKIP_BENCH=1, SKIP_TRAIN=1, BENCH_SECONDS, TRAIN_SECONDS, TRAIN_STEPS,
-# HISTORY_DROPOUTS ("0 0.5"), EXTRA_TRAIN (more bf-train flags, e.g. "--decoder_eeg mixed").
+# HISTORY_DROPOUTS ("0 0.5"), EXTRA_TRAIN (more bf-train flags, e.g. "--decoder_eeg mixed"),
+# OURS_EXTRA (bf-train flags of the second speed table; default the issue-18 levers).
 set -uo pipefail
 OUT=${OUT:-/tmp/bf-gpu-out}
 mkdir -p "$OUT"
@@ -44,6 +45,9 @@ S=$D/ds000117-fixture/derivatives/brainformer/shards
 echo "== speed"
 [ -z "${SKIP_BENCH:-}" ] && timeout "${BENCH_SECONDS:-150}" python3 bench/bench_train.py --device cuda --bin $B --shards $S --seq 256 \
   --batch 1,8,32 --steps 10 | tee "$OUT/bench.txt"
+# Issue 18's levers on our side (fused AdamW, chunked cross-entropy, bf16 autocast), same run.
+[ -z "${SKIP_BENCH:-}" ] && timeout "${BENCH_SECONDS:-150}" python3 bench/bench_train.py --device cuda --bin $B --shards $S --seq 256 \
+  --batch 1,8,32 --steps 10 --ours_extra="${OURS_EXTRA:---fused_adamw --loss_chunk 65536 --precision bf16}" | tee "$OUT/bench-levers.txt"
 
 [ -n "${SKIP_TRAIN:-}" ] && exit 0
 echo "== training runs"
