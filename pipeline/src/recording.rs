@@ -390,6 +390,38 @@ pub trait RawReader: Send + Sync {
     }
 }
 
+/// The one read path of the readers that compute both precisions with one generic routine
+/// (FIF, EDF/BDF, BrainVision, [`InMemory`], the fixtures' recordings): they implement this,
+/// and [`RawReader`] follows, its f64 and f32 reads being that routine for each type.
+pub trait ReadSamples: Send + Sync {
+    /// The recording's description ([`RawReader::info`]).
+    fn recording(&self) -> &RecordingInfo;
+
+    /// Channels `picks` × samples `start..stop` into `out` ([`RawReader::read_into_f64`] /
+    /// [`RawReader::read_into_f32`]).
+    fn read_samples<T: Sample>(&self, picks: &[usize], start: usize, stop: usize, out: &mut [T]) -> Result<()>;
+
+    /// [`RawReader::maxshield`].
+    fn is_maxshield(&self) -> bool {
+        false
+    }
+}
+
+impl<R: ReadSamples> RawReader for R {
+    fn info(&self) -> &RecordingInfo {
+        self.recording()
+    }
+    fn read_into_f64(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f64]) -> Result<()> {
+        self.read_samples(picks, start, stop, out)
+    }
+    fn read_into_f32(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f32]) -> Result<()> {
+        self.read_samples(picks, start, stop, out)
+    }
+    fn maxshield(&self) -> bool {
+        self.is_maxshield()
+    }
+}
+
 /// A recording held in memory (channels × samples, SI units): the output of processing
 /// stages, and a source for the FIF writer.
 pub struct InMemory {
@@ -421,14 +453,11 @@ impl InMemory {
     }
 }
 
-impl RawReader for InMemory {
-    fn info(&self) -> &RecordingInfo {
+impl ReadSamples for InMemory {
+    fn recording(&self) -> &RecordingInfo {
         &self.info
     }
-    fn read_into_f64(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f64]) -> Result<()> {
-        self.fill(picks, start, stop, out)
-    }
-    fn read_into_f32(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f32]) -> Result<()> {
+    fn read_samples<T: Sample>(&self, picks: &[usize], start: usize, stop: usize, out: &mut [T]) -> Result<()> {
         self.fill(picks, start, stop, out)
     }
 }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::formats::edf::mne_set_annotations;
 use crate::formats::io::{file_len, open_file, read_exact_at};
-use crate::recording::{unit_code, Annotation, ChannelInfo, ChannelKind, MeasDate, RawReader, RecordingInfo, Sample, Unit};
+use crate::recording::{unit_code, Annotation, ChannelInfo, ChannelKind, MeasDate, ReadSamples, RecordingInfo, Sample, Unit};
 
 const FMT: &str = "BrainVision";
 const FIFFV_EEG_CH: i32 = 2;
@@ -226,22 +226,15 @@ impl BrainVisionReader {
     }
 }
 
-impl RawReader for BrainVisionReader {
-    fn info(&self) -> &RecordingInfo {
+impl ReadSamples for BrainVisionReader {
+    fn recording(&self) -> &RecordingInfo {
         &self.info
     }
-    fn read_into_f64(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f64]) -> Result<()> {
-        read_generic(self, picks, start, stop, out)
+    fn read_samples<T: Sample>(&self, picks: &[usize], start: usize, stop: usize, out: &mut [T]) -> Result<()> {
+        self.info.check_request(picks, start, stop, out.len())?;
+        let len = stop - start;
+        self.read_rows(picks, start, stop, |row, t, v| out[row * len + t] = T::from_f64(v))
     }
-    fn read_into_f32(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f32]) -> Result<()> {
-        read_generic(self, picks, start, stop, out)
-    }
-}
-
-fn read_generic<T: Sample>(r: &BrainVisionReader, picks: &[usize], start: usize, stop: usize, out: &mut [T]) -> Result<()> {
-    r.info.check_request(picks, start, stop, out.len())?;
-    let len = stop - start;
-    r.read_rows(picks, start, stop, |row, t, v| out[row * len + t] = T::from_f64(v))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -832,6 +825,7 @@ fn parse_markers(path: &Path, text: &str) -> Result<(Vec<Marker>, Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::recording::RawReader;
 
     const VMRK: &str = "Brain Vision Data Exchange Marker File, Version 1.0\r\n\r\n[Marker Infos]\r\n\
 Mk1=New Segment,,1,1,0,20240229235959000001\r\n\

@@ -38,7 +38,7 @@ use rustfft::FftPlanner;
 
 use crate::error::{Error, Result};
 use crate::formats::io::{file_len, open_file, read_exact_at};
-use crate::recording::{Annotation, ChannelInfo, ChannelKind, MeasDate, RawReader, RecordingInfo, Sample, Unit};
+use crate::recording::{Annotation, ChannelInfo, ChannelKind, MeasDate, ReadSamples, RecordingInfo, Sample, Unit};
 
 /// FIFF codes MNE gives EDF channels (`FIFFV_EEG_CH`, `FIFFV_STIM_CH`, `FIFFV_COIL_EEG`).
 const FIFFV_EEG_CH: i32 = 2;
@@ -355,24 +355,15 @@ pub(crate) fn fft_upsample(x: &[f64], m: usize) -> Vec<f64> {
     full.iter().map(|c| c.re / m as f64).collect()
 }
 
-impl RawReader for EdfReader {
-    fn info(&self) -> &RecordingInfo {
+impl ReadSamples for EdfReader {
+    fn recording(&self) -> &RecordingInfo {
         &self.info
     }
-
-    fn read_into_f64(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f64]) -> Result<()> {
-        read_generic(self, picks, start, stop, out)
+    fn read_samples<T: Sample>(&self, picks: &[usize], start: usize, stop: usize, out: &mut [T]) -> Result<()> {
+        self.info.check_request(picks, start, stop, out.len())?;
+        let len = stop - start;
+        self.read_rows(picks, start, stop, |row, t, v| out[row * len + t] = T::from_f64(v))
     }
-
-    fn read_into_f32(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f32]) -> Result<()> {
-        read_generic(self, picks, start, stop, out)
-    }
-}
-
-fn read_generic<T: Sample>(r: &EdfReader, picks: &[usize], start: usize, stop: usize, out: &mut [T]) -> Result<()> {
-    r.info.check_request(picks, start, stop, out.len())?;
-    let len = stop - start;
-    r.read_rows(picks, start, stop, |row, t, v| out[row * len + t] = T::from_f64(v))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1001,6 +992,7 @@ pub(crate) fn mne_set_annotations(mut list: Vec<Annotation>, n_samples: usize, s
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::recording::RawReader;
 
     /// One signal of a synthetic file.
     struct Sig {

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::recording::{Annotation, RawReader, RecordingInfo, Sample};
+use crate::recording::{Annotation, ReadSamples, RecordingInfo, Sample};
 
 use tag::{k, DirEntry, FifFile, FORMAT};
 
@@ -198,17 +198,14 @@ impl FifReader {
     }
 }
 
-impl RawReader for FifReader {
-    fn info(&self) -> &RecordingInfo {
+impl ReadSamples for FifReader {
+    fn recording(&self) -> &RecordingInfo {
         &self.info
     }
-    fn maxshield(&self) -> bool {
+    fn is_maxshield(&self) -> bool {
         self.maxshield
     }
-    fn read_into_f64(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f64]) -> Result<()> {
-        self.read_into(picks, start, stop, out)
-    }
-    fn read_into_f32(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f32]) -> Result<()> {
+    fn read_samples<T: Sample>(&self, picks: &[usize], start: usize, stop: usize, out: &mut [T]) -> Result<()> {
         self.read_into(picks, start, stop, out)
     }
 }
