@@ -76,15 +76,14 @@ pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
         tensors.iter().map(|(n, t)| Ok((n.clone(), to_host(n, t)?))).collect::<Result<_>>()?;
     host.sort_by(|a, b| a.0.cmp(&b.0));
     let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
-    let tmp = temp_path(path);
-    if let Err(e) = safetensors::tensor::serialize_to_file(host.iter().map(|(n, t)| (n.as_str(), t)), &metadata, &tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(match e {
+    // The pipeline's helper: a temporary sibling, synced to disk before the rename, removed on
+    // error (the rename alone could leave a renamed but unwritten file after a crash).
+    bf_pipeline::fsutil::write_atomic_path(path, |tmp| {
+        safetensors::tensor::serialize_to_file(host.iter().map(|(n, t)| (n.as_str(), t)), &metadata, tmp).map_err(|e| match e {
             safetensors::SafeTensorError::IoError(io) => Error::io(path, io),
             other => Error::Format(path.to_path_buf(), format!("writing safetensors: {other}")),
-        });
-    }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        })
+    })
 }
 
 /// Every variable of the store (trainable or not), sorted by name.
