@@ -89,11 +89,9 @@ demo: setup
 	@echo "report: $(DEMO_DIR)/eval/report.md (metrics: $(DEMO_DIR)/eval/metrics.json)"
 	@echo "== 9. the seed's regression model on continuous shards (it sees no MEG, only the EEG)"
 	cd $(DEMO_DIR) && $(BIN)/bf-pipeline --quiet tokenize --continuous
-	rm -rf $(DEMO_DIR)/shards-continuous && cp -r $(DEMO_SHARDS) $(DEMO_DIR)/shards-continuous
-	cd $(DEMO_DIR) && $(BIN)/bf-pipeline --quiet tokenize
 	rm -rf $(DEMO_DIR)/run-regression
-	$(BIN)/bf-train --shards $(DEMO_DIR)/shards-continuous --out $(DEMO_DIR)/run-regression $(DEMO_REGRESSION_FLAGS)
-	$(BIN)/bf-eval --checkpoint $(DEMO_DIR)/run-regression/best --shards $(DEMO_DIR)/shards-continuous \
+	$(BIN)/bf-train --shards $(DEMO_SHARDS)-continuous --out $(DEMO_DIR)/run-regression $(DEMO_REGRESSION_FLAGS)
+	$(BIN)/bf-eval --checkpoint $(DEMO_DIR)/run-regression/best --shards $(DEMO_SHARDS)-continuous \
 	  --out $(DEMO_DIR)/eval-regression --max-windows 32 --ridge-windows 400 \
 	  $$(test -d $(DEMO_NOISE_FREE) && echo --noise-free $(DEMO_NOISE_FREE))
 	@echo "reports: $(DEMO_DIR)/eval/report.md (token model), $(DEMO_DIR)/eval-regression/report.md (regression model)"

@@ -102,7 +102,7 @@ def make_shards(base, subjects, seconds, continuous=False):
     tokenize = ["tokenize", "--continuous"] if continuous else ["tokenize"]
     for cmd in (["ingest", base / "ds"], tokenize):
         subprocess.run([bin_path("bf-pipeline"), "--quiet", *cmd], cwd=base, check=True, capture_output=True)
-    return base / "ds" / "derivatives" / "brainformer" / "shards"
+    return base / "ds" / "derivatives" / "brainformer" / ("shards-continuous" if continuous else "shards")
 
 
 def reset_moto(port):

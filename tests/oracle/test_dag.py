@@ -526,4 +526,10 @@ def test_continuous_shards_rebuild_only_tokenize_and_shards(project, built):
     plan = json.loads(bf(project, "plan", "--json", "--continuous").stdout)
     assert {t["stage"] for t in plan if t["build"]} == {"tokenize", "shards"}
     bf(project, "tokenize", "--continuous")
-    check_shards(derivatives(project) / "shards", n_eeg=70, n_meg=306, window=256, kind="continuous")
+    check_shards(derivatives(project) / "shards-continuous", n_eeg=70, n_meg=306, window=256, kind="continuous")
+    # Side by side (issue 17 item 4): the token shards are untouched, and each kind stays
+    # cached while the other is built.
+    assert shard_hashes(project) == built
+    for kind in ([], ["--continuous"]):
+        plan = json.loads(bf(project, "plan", "--json", *kind).stdout)
+        assert not any(t["build"] for t in plan), (kind, [t for t in plan if t["build"]])

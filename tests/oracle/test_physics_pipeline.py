@@ -184,7 +184,7 @@ def test_bf_eval_reports_the_noise_ceiling_as_mne_computes_it(tmp_path):
     proc = subprocess.run([bin_path("bf-pipeline"), "--quiet", "tokenize", "--continuous", "--project", tmp_path / "brainformer.toml"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    shards = root / "derivatives" / "brainformer" / "shards"
+    shards = root / "derivatives" / "brainformer" / "shards-continuous"
     run = tmp_path / "run"
     subprocess.run([bin_path("bf-train"), "--shards", shards, "--out", run, "--objective", "regression", "--d_model", "16",
                     "--n_heads", "2", "--d_ff", "32", "--sequence_length", "32", "--patch_size", "4", "--batch_size", "4",

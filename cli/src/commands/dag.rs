@@ -341,7 +341,7 @@ pub fn run(args: &DagArgs, until: Stage, quiet: bool) -> Result<()> {
         }
         println!("built {} ({} up to date)", built.join(", "), summary.up_to_date);
         if until == Stage::Shards && options.shard.is_none_or(|(_, n)| n == 1) {
-            let shards = project.derivatives().join("shards");
+            let shards = project.shards_dir();
             println!("shards: {}", shards.display());
             println!("load them: python -c \"import datasets; print(datasets.load_dataset('{}'))\"", shards.display());
         }

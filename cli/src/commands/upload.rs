@@ -86,15 +86,17 @@ impl bf_hub::Progress for Bar {
     }
 }
 
-/// The shards folder: --shards, else the project's (brainformer.toml here), else
-/// ./derivatives/brainformer/shards.
+/// The shards folder: --shards, else the project's (brainformer.toml here; its kind's folder),
+/// else ./derivatives/brainformer/shards.
 fn shards_dir(args: &UploadArgs) -> Result<PathBuf> {
     if let Some(s) = &args.shards {
         return Ok(s.clone());
     }
     if args.project.exists() {
         let c = bf_pipeline::config::ProjectConfig::load(&args.project)?;
-        return Ok(bf_pipeline::bids::derivatives_dir(&c.dataset.root).join("shards"));
+        // The project's shards of its kind (tokens: shards/, continuous: shards-continuous/).
+        let folder = if c.shards.kind == "continuous" { "shards-continuous" } else { "shards" };
+        return Ok(bf_pipeline::bids::derivatives_dir(&c.dataset.root).join(folder));
     }
     let here = Path::new("derivatives/brainformer/shards");
     if here.is_dir() {

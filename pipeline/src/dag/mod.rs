@@ -190,8 +190,24 @@ impl Project {
     pub fn derivatives(&self) -> PathBuf {
         derivatives_dir(&self.root)
     }
+    /// Whether this project writes continuous (f32) shards instead of tokens
+    /// (`shards.kind = "continuous"`, `tokenize --continuous`).
+    pub fn continuous(&self) -> bool {
+        self.config.shards.kind == "continuous"
+    }
+    /// The shards folder of this project's kind: `derivatives/brainformer/shards` (tokens) or
+    /// `derivatives/brainformer/shards-continuous`. The two kinds live side by side, each with
+    /// its own per-run files and stamps, so building one never replaces or invalidates the other.
+    pub fn shards_dir(&self) -> PathBuf {
+        self.derivatives().join(if self.continuous() { "shards-continuous" } else { "shards" })
+    }
     pub fn stamp_path(&self, node: &Node) -> PathBuf {
-        let dir = self.derivatives().join("stamps").join(node.stage.name());
+        // The kind-specific stages of continuous shards keep their own stamps.
+        let stage = match node.stage {
+            Stage::Tokenize | Stage::Shards if self.continuous() => format!("{}-continuous", node.stage.name()),
+            _ => node.stage.name().to_string(),
+        };
+        let dir = self.derivatives().join("stamps").join(stage);
         match node.run {
             Some(r) => dir.join(format!("{}.json", self.runs[r].id)),
             None => dir.join("all.json"),

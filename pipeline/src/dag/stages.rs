@@ -299,8 +299,10 @@ fn windows_path(project: &Project, run: &RunEntry) -> PathBuf {
     project.run_file(run, "desc-windows_meg.json")
 }
 
+/// The per-run file of the tokenize stage: tokens, or f32 windows for continuous shards (each
+/// kind its own file, so both can be built and kept).
 fn tokens_path(project: &Project, run: &RunEntry) -> PathBuf {
-    project.run_file(run, "desc-tokens_meg.parquet")
+    project.run_file(run, if project.continuous() { "desc-continuous_meg.parquet" } else { "desc-tokens_meg.parquet" })
 }
 
 pub fn tokenizer_path(project: &Project) -> PathBuf {
@@ -517,7 +519,7 @@ fn tokenize(project: &Project, r: usize) -> Result<(Vec<PathBuf>, Vec<String>)> 
 
 /// Concatenates the runs of each split into bounded shards and writes the dataset card.
 fn write_shards(project: &Project) -> Result<(Vec<PathBuf>, Vec<String>)> {
-    let out_dir = project.derivatives().join("shards");
+    let out_dir = project.shards_dir();
     let assignment = assign_splits(project);
     let tokenizer = Tokenizer::load(&tokenizer_path(project))?;
     let first_tokens = tokens_path(project, &project.runs[0]);
