@@ -64,7 +64,8 @@ pub mod basis;
 pub mod coils;
 pub mod ctc;
 pub mod finecal;
-pub mod geometry;
+/// The FIF head geometry (`formats::fif::geometry`), at its old path.
+pub use crate::formats::fif::geometry;
 mod gemm;
 pub mod site;
 pub mod sss;

@@ -14,6 +14,7 @@
 //! split files and first_samp are ignored, it has no writer, and it reads through one shared
 //! cursor. The container layer here is a few hundred lines and does all of that.
 
+pub mod geometry;
 pub mod info;
 pub mod tag;
 pub mod write;

@@ -12,7 +12,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::clean::maxwell::geometry::{
+use crate::formats::fif::geometry::{
     HeadGeometry, Transform, FIFFB_ISOTRAK, FIFFT_COORD_TRANS_STRUCT, FIFFT_DIG_POINT_STRUCT, FIFFV_COORD_DEVICE, FIFFV_COORD_HEAD,
     FIFF_COORD_TRANS, FIFF_DIG_POINT, FIFF_MNE_COORD_FRAME,
 };
@@ -39,7 +39,7 @@ pub struct WriteOptions {
     /// The device → head transform and digitized points (MNE's `info['dev_head_t']` and
     /// `info['dig']`, head frame) to store in the measurement info, as MNE writes them (a
     /// `FIFF_COORD_TRANS` tag and a `FIFFB_ISOTRAK` block); what
-    /// [`crate::clean::maxwell::geometry::read_head_geometry`] reads back.
+    /// [`crate::formats::fif::geometry::read_head_geometry`] reads back.
     pub head: Option<HeadGeometry>,
 }
 

@@ -2,6 +2,8 @@
 //! device → head transform (`info['dev_head_t']`) and the digitized points (`info['dig']`),
 //! read from the FIF tree as MNE's `read_meas_info` / `_read_dig_fif` do, plus MNE's sphere
 //! fit to the head shape (`fit_sphere_to_headshape`, `dig_kinds='auto'`) for `origin='auto'`.
+//! It lives with the FIF format (not in the Maxwell stage that uses it) because the FIF writer
+//! writes the same tags: the format comes first in the data flow.
 
 use std::path::Path;
 
