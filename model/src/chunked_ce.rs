@@ -33,16 +33,13 @@ extern "C" {
 /// ignore_index, 0.0)` up to the order of float sums; differentiable in hidden, weight, bias.
 pub fn linear_cross_entropy(hidden: &Tensor, weight: &Tensor, bias: Option<&Tensor>, labels: &Tensor, ignore_index: i64, chunk: i64) -> Tensor {
     let mut out: *mut torch_sys::C_tensor = std::ptr::null_mut();
-    let mut err = [0 as libc::c_char; 512];
     let bias_ptr = bias.map_or(std::ptr::null(), |b| b.as_ptr());
     // SAFETY: the tensors are live for the call; the glue returns a new owned tensor or an
     // error message, never both.
-    let rc = unsafe {
-        bf_chunked_linear_ce(&mut out, hidden.as_ptr(), weight.as_ptr(), bias_ptr, labels.as_ptr(), ignore_index, chunk, err.as_mut_ptr(), err.len())
-    };
-    if rc != 0 {
-        // SAFETY: the glue wrote a NUL-terminated message into `err`.
-        let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+    let rc = crate::glue::call(|err, len| unsafe {
+        bf_chunked_linear_ce(&mut out, hidden.as_ptr(), weight.as_ptr(), bias_ptr, labels.as_ptr(), ignore_index, chunk, err, len)
+    });
+    if let Err(msg) = rc {
         panic!("chunked cross-entropy on {:?} x {:?}: {msg}", hidden.size(), weight.size());
     }
     // SAFETY: `out` is a fresh at::Tensor* that we now own.

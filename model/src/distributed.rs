@@ -161,13 +161,7 @@ extern "C" {
 
 /// Calls a glue function with an error buffer; its message on failure.
 fn call(what: &'static str, f: impl FnOnce(*mut c_char, usize) -> i32) -> Result<()> {
-    let mut err = vec![0 as c_char; 2048];
-    if f(err.as_mut_ptr(), err.len()) == 0 {
-        return Ok(());
-    }
-    // SAFETY: the glue wrote a NUL-terminated message (snprintf) into the buffer.
-    let message = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) }.to_string_lossy().trim().to_string();
-    Err(Error::Collective { what, message })
+    crate::glue::call(f).map_err(|m| Error::Collective { what, message: m.trim().to_string() })
 }
 
 fn c_string(s: &str) -> Result<CString> {

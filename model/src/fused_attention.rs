@@ -175,11 +175,10 @@ fn attention_seeded(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, h
 #[allow(clippy::too_many_arguments)]
 fn attention_seeded_at(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, heads: i64, causal: bool, p: f64, seed: u64, pair_offset: i64) -> Tensor {
     let mut out: *mut torch_sys::C_tensor = std::ptr::null_mut();
-    let mut err = [0 as libc::c_char; 512];
     let mask_ptr = mask.map_or(std::ptr::null(), |m| m.as_ptr());
     // SAFETY: the tensors are live for the call; the glue returns a new owned tensor or an
     // error message, never both.
-    let rc = unsafe {
+    let rc = crate::glue::call(|err, len| unsafe {
         bf_fused_attention(
             &mut out,
             q.as_ptr(),
@@ -193,13 +192,11 @@ fn attention_seeded_at(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>
             pair_offset,
             forward_kernel,
             backward_kernel,
-            err.as_mut_ptr(),
-            err.len(),
+            err,
+            len,
         )
-    };
-    if rc != 0 {
-        // SAFETY: the glue wrote a NUL-terminated message into `err`.
-        let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+    });
+    if let Err(msg) = rc {
         panic!("fused attention on {:?}/{:?}/{:?}: {msg}", q.size(), k.size(), v.size());
     }
     // SAFETY: `out` is a fresh at::Tensor* that we now own.

@@ -16,6 +16,7 @@ pub mod data;
 pub mod device;
 pub mod distributed;
 pub mod fused_attention;
+mod glue;
 pub mod layers;
 pub mod optim;
 pub mod precision;

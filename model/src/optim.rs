@@ -180,15 +180,12 @@ impl AdamW {
                 let v = ptrs(&|i| slots[i].exp_avg_sq.as_ptr());
                 let grads: Vec<_> = group.iter().map(|(_, g)| g.as_ptr()).collect();
                 let st: Vec<_> = step_views.iter().map(|t| t.as_ptr()).collect();
-                let mut err = [0 as libc::c_char; 512];
                 // SAFETY: every pointer is a live tensor for the call; the glue only reads the
                 // lists and updates params and moments in place.
-                let rc = unsafe {
-                    bf_fused_adamw(params.as_ptr(), grads.as_ptr(), m.as_ptr(), v.as_ptr(), st.as_ptr(), group.len() as i64, lr, self.beta1, self.beta2, wd, self.eps, err.as_mut_ptr(), err.len())
-                };
-                if rc != 0 {
-                    // SAFETY: the glue wrote a NUL-terminated message into `err`.
-                    let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+                let rc = crate::glue::call(|err, len| unsafe {
+                    bf_fused_adamw(params.as_ptr(), grads.as_ptr(), m.as_ptr(), v.as_ptr(), st.as_ptr(), group.len() as i64, lr, self.beta1, self.beta2, wd, self.eps, err, len)
+                });
+                if let Err(msg) = rc {
                     panic!("fused AdamW: {msg}");
                 }
             }

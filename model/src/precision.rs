@@ -32,12 +32,8 @@ pub fn with_bf16_autocast<T>(device: Device, f: impl FnOnce() -> T) -> T {
 }
 
 fn switch(cuda: i32, on: bool) {
-    let mut err = [0 as libc::c_char; 512];
     // SAFETY: plain integers and a writable buffer for the message.
-    let rc = unsafe { bf_autocast_bf16(cuda, on as i32, err.as_mut_ptr(), err.len()) };
-    if rc != 0 {
-        // SAFETY: the glue wrote a NUL-terminated message.
-        let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+    if let Err(msg) = crate::glue::call(|err, len| unsafe { bf_autocast_bf16(cuda, on as i32, err, len) }) {
         panic!("libtorch refused to switch bfloat16 autocast: {msg}");
     }
 }
