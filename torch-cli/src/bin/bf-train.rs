@@ -105,7 +105,7 @@ struct Args {
     /// the backward pass, so the logits of every position (81 MB per example at the seed's
     /// sizes, kept three times over by the plain path) are never held at once. 0: the plain
     /// path. The same loss up to float summation order; costs a second output-layer product.
-    #[arg(long = "loss_chunk", alias = "loss-chunk", default_value_t = 0)]
+    #[arg(long = "loss_chunk", alias = "loss-chunk", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
     loss_chunk: i64,
     /// AdamW through libtorch's fused multi-tensor kernel (PyTorch's `AdamW(fused=True)`):
     /// one kernel per update instead of ~7 element-wise ops per parameter, which matters on a
