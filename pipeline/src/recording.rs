@@ -388,6 +388,16 @@ pub trait RawReader: Send + Sync {
     fn all_picks(&self) -> Vec<usize> {
         (0..self.info().n_channels()).collect()
     }
+
+    /// True when reading the same samples again costs a read of stored values (a file, or
+    /// memory), not a computation. The cleaning chain then reads such a recording once per
+    /// block of channels instead of transposing it into a scratch file ([`crate::clean`]):
+    /// a few more reads from the page cache instead of writing the whole recording once.
+    /// Readers that compute their samples (Maxwell filtering, projectors, synthetic
+    /// recordings) keep the default, so they are computed once; wrappers forward it.
+    fn rereads_are_cheap(&self) -> bool {
+        false
+    }
 }
 
 /// The one read path of the readers that compute both precisions with one generic routine
@@ -405,6 +415,11 @@ pub trait ReadSamples: Send + Sync {
     fn is_maxshield(&self) -> bool {
         false
     }
+
+    /// [`RawReader::rereads_are_cheap`]: true for readers of stored samples.
+    fn holds_stored_samples(&self) -> bool {
+        false
+    }
 }
 
 impl<R: ReadSamples> RawReader for R {
@@ -419,6 +434,9 @@ impl<R: ReadSamples> RawReader for R {
     }
     fn maxshield(&self) -> bool {
         self.is_maxshield()
+    }
+    fn rereads_are_cheap(&self) -> bool {
+        self.holds_stored_samples()
     }
 }
 
@@ -459,6 +477,9 @@ impl ReadSamples for InMemory {
     }
     fn read_samples<T: Sample>(&self, picks: &[usize], start: usize, stop: usize, out: &mut [T]) -> Result<()> {
         self.fill(picks, start, stop, out)
+    }
+    fn holds_stored_samples(&self) -> bool {
+        true
     }
 }
 

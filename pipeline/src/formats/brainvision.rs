@@ -235,6 +235,9 @@ impl ReadSamples for BrainVisionReader {
         let len = stop - start;
         self.read_rows(picks, start, stop, |row, t, v| out[row * len + t] = T::from_f64(v))
     }
+    fn holds_stored_samples(&self) -> bool {
+        true
+    }
 }
 
 // ---------------------------------------------------------------------------------------

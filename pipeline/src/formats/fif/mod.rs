@@ -158,44 +158,24 @@ impl FifReader {
         let nchan = self.cals.len();
         let width = sample_width(e.typ).expect("checked when the buffer list was built");
         let frame = nchan * width;
-        let mut bytes = vec![0u8; (s1 - s0) * frame];
+        let ns = s1 - s0;
         let file = &self.parts[part];
-        file.source.read_at(&file.path, &mut bytes, e.pos + 16 + (s0 * frame) as u64)?;
-        for (row, &ch) in picks.iter().enumerate() {
-            let cal = self.cals[ch];
-            let col = |s: usize| &bytes[s * frame + ch * width..s * frame + (ch + 1) * width];
-            let ns = s1 - s0;
-            // SAFETY: each buffer owns the columns col0..col0+ncols of every row; no other
-            // task writes them, and `row < picks.len()` rows exist in `out`.
-            let dst = unsafe { dest.row(row) };
+        let cals = &self.cals;
+        // One byte buffer per thread, reused: a fresh zeroed buffer per FIF buffer (megabytes)
+        // cost a page-faulted allocation and a memset for bytes that are overwritten at once.
+        // Nothing in here runs rayon work, so the borrow cannot be re-entered on this thread.
+        READ_BYTES.with_borrow_mut(|bytes| {
+            bytes.resize(ns * frame, 0);
+            let bytes = &mut bytes[..ns * frame];
+            file.source.read_at(&file.path, bytes, e.pos + 16 + (s0 * frame) as u64)?;
             match e.typ {
-                k::T_SHORT | k::T_DAU_PACK16 => {
-                    for (s, d) in dst.iter_mut().enumerate().take(ns) {
-                        let c = col(s);
-                        *d = T::from_f64(i16::from_be_bytes([c[0], c[1]]) as f64 * cal);
-                    }
-                }
-                k::T_INT => {
-                    for (s, d) in dst.iter_mut().enumerate().take(ns) {
-                        let c = col(s);
-                        *d = T::from_f64(i32::from_be_bytes([c[0], c[1], c[2], c[3]]) as f64 * cal);
-                    }
-                }
-                k::T_FLOAT => {
-                    for (s, d) in dst.iter_mut().enumerate().take(ns) {
-                        let c = col(s);
-                        *d = T::from_f64(f32::from_be_bytes([c[0], c[1], c[2], c[3]]) as f64 * cal);
-                    }
-                }
-                _ => {
-                    for (s, d) in dst.iter_mut().enumerate().take(ns) {
-                        let c = col(s);
-                        *d = T::from_f64(f64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) * cal);
-                    }
-                }
+                k::T_SHORT | k::T_DAU_PACK16 => decode_frames::<T, 2>(bytes, frame, ns, picks, cals, dest, |c| i16::from_be_bytes(c) as f64),
+                k::T_INT => decode_frames::<T, 4>(bytes, frame, ns, picks, cals, dest, |c| i32::from_be_bytes(c) as f64),
+                k::T_FLOAT => decode_frames::<T, 4>(bytes, frame, ns, picks, cals, dest, |c| f32::from_be_bytes(c) as f64),
+                _ => decode_frames::<T, 8>(bytes, frame, ns, picks, cals, dest, f64::from_be_bytes),
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 
@@ -208,6 +188,30 @@ impl ReadSamples for FifReader {
     }
     fn read_samples<T: Sample>(&self, picks: &[usize], start: usize, stop: usize, out: &mut [T]) -> Result<()> {
         self.read_into(picks, start, stop, out)
+    }
+    fn holds_stored_samples(&self) -> bool {
+        true
+    }
+}
+
+thread_local! {
+    static READ_BYTES: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Writes the picked channels of `ns` frames (`frame` bytes each, a `W`-byte big-endian
+/// sample per channel) as `value(bytes) × cal`. Frame by frame, as the bytes lie: one pass
+/// over the buffer whatever the number of picks, where a pass per channel would walk the
+/// whole buffer (larger than the cache) once per pick.
+fn decode_frames<T: Sample, const W: usize>(bytes: &[u8], frame: usize, ns: usize, picks: &[usize], cals: &[f64], dest: &DestColumns<T>, value: impl Fn([u8; W]) -> f64) {
+    // SAFETY: each buffer owns the columns col0..col0+ncols of every row; no other task
+    // writes them, and `picks.len()` rows exist in `out`. Rows are distinct, so the slices
+    // do not overlap.
+    let mut rows: Vec<&mut [T]> = (0..picks.len()).map(|r| unsafe { dest.row(r) }).collect();
+    for (s, f) in bytes.chunks_exact(frame).take(ns).enumerate() {
+        for (row, &ch) in rows.iter_mut().zip(picks) {
+            let c: [u8; W] = f[ch * W..(ch + 1) * W].try_into().expect("W bytes");
+            row[s] = T::from_f64(value(c) * cals[ch]);
+        }
     }
 }
 
