@@ -28,7 +28,7 @@ pub mod ingest;
 pub mod dsp;
 pub mod clean;
 pub mod segment;
-pub mod tokenizer;
+pub mod tokenize;
 pub mod shards;
 pub mod noise_free;
 pub mod dag;
@@ -39,6 +39,7 @@ pub mod fsutil;
 
 pub use clean::{bads, maxwell, proj};
 pub use shards::npy;
+pub use tokenize as tokenizer;
 
 pub use error::{Error, Result};
 pub use recording::{Annotation, ChannelInfo, ChannelKind, RawReader, RecordingInfo, Unit};

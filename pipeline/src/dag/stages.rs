@@ -19,7 +19,7 @@ use crate::bids::read_events;
 use crate::clean::screen::FlatClipParams;
 use crate::segment::{apply_baseline, epochs, events_from_bids, fixed_windows, reject_flat_clipped, EpochParams};
 use crate::shards::{read_key_value_metadata, write_dataset_card, write_run_file, write_split_shards, CardInfo, ShardKind, ShardMeta, SplitCard, WindowData, WindowRow};
-use crate::tokenizer::{Tokenizer, TokenizerFit, DEFAULT_FIT_CAP};
+use crate::tokenize::{Tokenizer, TokenizerFit, DEFAULT_FIT_CAP};
 
 
 pub fn preprocess_params(cfg: &ProjectConfig, run: &RunEntry) -> Value {

@@ -96,7 +96,7 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::tokenizer::Tokenizer;
+use crate::tokenize::Tokenizer;
 
 /// Value of `brainformer.format`.
 pub const FORMAT_VERSION: &str = "1";
@@ -797,7 +797,7 @@ pub fn value_scale(meta: &ShardMeta, files: &[PathBuf], max_windows: usize) -> R
     Ok(per_channel
         .into_iter()
         .map(|mut v| {
-            let q = crate::tokenizer::percentile_linear(&mut v, 99.0) as f32;
+            let q = crate::tokenize::percentile_linear(&mut v, 99.0) as f32;
             if q > 0.0 && q.is_finite() {
                 q
             } else {
