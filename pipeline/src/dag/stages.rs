@@ -90,6 +90,9 @@ impl RawReader for WithInfo<'_> {
     fn read_into_f32(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f32]) -> Result<()> {
         self.inner.read_into_f32(picks, start, stop, out)
     }
+    fn rereads_are_cheap(&self) -> bool {
+        self.inner.rereads_are_cheap()
+    }
 }
 
 fn reason_text(r: &BadReason) -> String {
