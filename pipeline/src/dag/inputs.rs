@@ -2,17 +2,12 @@
 //! `ingest`, else every run in the BIDS tree) and a content hash of each run's inputs.
 //!
 //! Hashing 870 MB per run on every invocation would make `plan` slow, so data-file hashes
-//! are cached in `derivatives/brainformer/stamps/input-hashes.json` by (path, size, mtime):
-//! a file whose size or mtime moved is hashed again, and only a change of content changes
-//! the key (a `touch` costs a re-hash, not a rebuild). Sidecars (channels.tsv, events.tsv,
-//! the JSON sidecar) are small and hashed every time.
+//! come from [`crate::fsutil::hash_cache`] (which ingest fills). Sidecars (channels.tsv,
+//! events.tsv, the JSON sidecar) are small and hashed every time.
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::UNIX_EPOCH;
 
 use polars::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use super::RunEntry;
 use crate::bids::Dataset;
@@ -20,53 +15,9 @@ use crate::error::{Error, Result};
 use crate::config::ProjectConfig;
 use crate::clean::maxwell::site::maxwell_for_run;
 use crate::bids::{data_files, derivatives_dir, manifest_path, proc_sss_path, MegSource};
-use crate::fsutil::hash_files;
+use crate::fsutil::hash_cache::HashCache;
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-struct CachedHash {
-    size: u64,
-    mtime_ns: u128,
-    blake3: String,
-}
-
-/// A data file's hash as the DAG keys it (`hash_files(&[path])`), with the size and mtime
-/// the file had before it was read. Ingest computes these while it hashes the runs anyway.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FileHash {
-    pub path: std::path::PathBuf,
-    pub size: u64,
-    pub mtime_ns: u128,
-    pub blake3: String,
-}
-
-fn cache_path(derivatives: &Path) -> std::path::PathBuf {
-    derivatives.join("stamps").join("input-hashes.json")
-}
-
-fn read_cache(path: &Path) -> BTreeMap<String, CachedHash> {
-    std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
-}
-
-/// The size and modification time (ns since the epoch; 0 where unknown) that key the cache.
-pub fn size_and_mtime(file: &Path) -> Result<(u64, u128)> {
-    let meta = std::fs::metadata(file).map_err(|e| Error::io(file, e))?;
-    Ok((meta.len(), meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos())))
-}
-
-/// Adds hashes computed elsewhere (ingest) to the cache in `derivatives/stamps/`. Callers
-/// hold the folder's exclusive lock, as `tokenize` does when it writes the cache.
-pub fn remember_hashes(derivatives: &Path, hashes: impl IntoIterator<Item = FileHash>) -> Result<()> {
-    let path = cache_path(derivatives);
-    let mut cache = read_cache(&path);
-    let before = cache.clone();
-    for h in hashes {
-        cache.insert(h.path.to_string_lossy().into_owned(), CachedHash { size: h.size, mtime_ns: h.mtime_ns, blake3: h.blake3 });
-    }
-    if cache != before {
-        crate::fsutil::write_atomic(&path, serde_json::to_string_pretty(&cache).expect("JSON").as_bytes())?;
-    }
-    Ok(())
-}
+pub use crate::fsutil::hash_cache::{remember_hashes, size_and_mtime, FileHash};
 
 /// Lists the runs to process, with their input hashes: those of the manifest, else every
 /// run but empty-room recordings and runs whose content is not on disk.
@@ -76,9 +27,7 @@ pub fn discover_runs(config: &ProjectConfig) -> Result<Vec<RunEntry>> {
     let meg_source = MegSource::from_config(config)?;
     let ds = Dataset::open(root)?;
     let wanted = manifest_run_ids(root)?;
-    let cache_file = cache_path(&derivatives_dir(root));
-    let mut cache = read_cache(&cache_file);
-    let before = cache.clone();
+    let mut cache = HashCache::open(&derivatives_dir(root));
     let mut runs = Vec::new();
     for run in ds.runs()? {
         if wanted.as_ref().is_some_and(|w| !w.contains(&run.id())) || run.is_empty_room() || !run.missing_content().is_empty() {
@@ -104,7 +53,7 @@ pub fn discover_runs(config: &ProjectConfig) -> Result<Vec<RunEntry>> {
         };
         let mut h = blake3::Hasher::new();
         for f in data_files(&file) {
-            h.update(cached_hash(&f, &mut cache)?.as_bytes());
+            h.update(cache.hash(&f)?.as_bytes());
         }
         for suffix in ["channels", "events"] {
             if let Some(tsv) = ds.sidecar_tsv(&anchor, suffix)? {
@@ -129,24 +78,8 @@ pub fn discover_runs(config: &ProjectConfig) -> Result<Vec<RunEntry>> {
     if runs.is_empty() {
         return Err(Error::request(root, "no runs to process (is this the dataset root? did `bf-pipeline ingest` list any?)"));
     }
-    if cache != before {
-        let text = serde_json::to_string_pretty(&cache).expect("JSON");
-        crate::fsutil::write_atomic(&cache_file, text.as_bytes())?;
-    }
+    cache.save()?;
     Ok(runs)
-}
-
-fn cached_hash(file: &Path, cache: &mut BTreeMap<String, CachedHash>) -> Result<String> {
-    let (size, mtime_ns) = size_and_mtime(file)?;
-    let key = file.to_string_lossy().into_owned();
-    if let Some(c) = cache.get(&key) {
-        if c.size == size && c.mtime_ns == mtime_ns {
-            return Ok(c.blake3.clone());
-        }
-    }
-    let blake3 = hash_files(&[file.to_path_buf()])?;
-    cache.insert(key, CachedHash { size, mtime_ns, blake3: blake3.clone() });
-    Ok(blake3)
 }
 
 /// The run ids of `ingest`'s manifest, when there is one.
@@ -162,3 +95,29 @@ fn manifest_run_ids(root: &Path) -> Result<Option<Vec<String>>> {
     Ok(Some(ids))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bids::manifest_path;
+    use crate::ingest::tests::{dataset, outcomes};
+    use crate::ingest::{write_manifest, IngestOptions};
+
+    /// The DAG keys a run by the hashes ingest left in the cache (same path, size and mtime):
+    /// the key equals a fresh hash's, and a lie planted in the cache shows it was used.
+    #[test]
+    fn the_dag_takes_ingests_hashes_from_the_cache() {
+        let d = tempfile::tempdir().unwrap();
+        dataset(d.path());
+        let report = outcomes(d.path(), &IngestOptions::default());
+        write_manifest(&manifest_path(d.path()), &report.records).unwrap();
+        let cfg = ProjectConfig::with_defaults(d.path().to_path_buf(), "local".into());
+        let runs = discover_runs(&cfg).unwrap();
+        std::fs::remove_file(derivatives_dir(d.path()).join("stamps/input-hashes.json")).unwrap();
+        let fresh = discover_runs(&cfg).unwrap();
+        assert_eq!(runs[0].input_hash, fresh[0].input_hash);
+        let mut lie = report.records[0].file_hashes[0].clone();
+        lie.blake3 = "0".repeat(64);
+        remember_hashes(&derivatives_dir(d.path()), [lie]).unwrap();
+        assert_ne!(discover_runs(&cfg).unwrap()[0].input_hash, fresh[0].input_hash);
+    }
+}

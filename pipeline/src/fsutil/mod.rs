@@ -1,11 +1,14 @@
 //! File utilities. Atomic file output (every crate's): write a temporary sibling, sync, rename; an
 //! interrupted run leaves either the old file or the new one, never half of one. Content
-//! hashes: BLAKE3 of files (ingest's manifest and the DAG's input keys).
+//! hashes: BLAKE3 of files (ingest's manifest and the DAG's input keys), and their cache
+//! ([`hash_cache`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+
+pub mod hash_cache;
 
 /// The temporary name used while `path` is being written (hidden, per process).
 pub fn temp_path(path: &Path) -> PathBuf {

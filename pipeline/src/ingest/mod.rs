@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use polars::prelude::*;
 use rayon::prelude::*;
 
 use crate::bids::{data_files, open_with_bids_at, proc_sss_path, read_events, BidsName, Dataset, MegSource, Run};
@@ -15,6 +14,10 @@ use crate::bids::{derivatives_dir, manifest_path};
 use crate::fsutil::hash_files;
 use crate::error::{Error, Result};
 use crate::recording::{ChannelKind, RecordingInfo};
+
+mod manifest;
+
+pub use manifest::{manifest_frame, write_manifest};
 
 /// How ingest (and later the DAG) chooses and opens the runs.
 #[derive(Clone, Debug)]
@@ -76,7 +79,7 @@ pub struct RunRecord {
     /// Each data file's hash as the DAG keys it, with the size and mtime it had when read:
     /// [`write_manifest`] hands them to the DAG's input-hash cache, so `tokenize` does not
     /// read the files again (not a manifest column).
-    pub file_hashes: Vec<crate::dag::inputs::FileHash>,
+    pub file_hashes: Vec<crate::fsutil::hash_cache::FileHash>,
 }
 
 /// Why a run found in the dataset is not ingested.
@@ -279,10 +282,10 @@ fn inspect_files(ds: &Dataset, run: &Run, meg_file: Option<&Path>, opts: &Ingest
     let mut outer = blake3::Hasher::new();
     let mut file_hashes = Vec::with_capacity(data_file_list.len());
     for f in &data_file_list {
-        let (size, mtime_ns) = crate::dag::inputs::size_and_mtime(f)?;
+        let (size, mtime_ns) = crate::fsutil::hash_cache::size_and_mtime(f)?;
         let inner = hash_file(f)?;
         outer.update(inner.as_bytes());
-        file_hashes.push(crate::dag::inputs::FileHash { path: f.clone(), size, mtime_ns, blake3: blake3::hash(inner.as_bytes()).to_hex().to_string() });
+        file_hashes.push(crate::fsutil::hash_cache::FileHash { path: f.clone(), size, mtime_ns, blake3: blake3::hash(inner.as_bytes()).to_hex().to_string() });
     }
     let content_hash = outer.finalize().to_hex().to_string();
     Ok(RunOutcome::Taken(RunRecord {
@@ -348,64 +351,8 @@ pub fn inspect_dataset(ds: &Dataset, runs: &[Run], opts: &IngestOptions, on_done
     report
 }
 
-fn str_list(name: &str, rows: &[RunRecord], f: impl Fn(&RunRecord) -> &Vec<String>) -> Column {
-    let lists: ListChunked = rows.iter().map(|r| Some(Series::new("".into(), f(r).as_slice()))).collect();
-    lists.into_series().with_name(name.into()).into_column()
-}
-
-/// The manifest as a DataFrame (one row per run, in run order).
-pub fn manifest_frame(rows: &[RunRecord]) -> Result<DataFrame> {
-    macro_rules! col {
-        ($name:expr, $f:expr) => {
-            Column::new($name.into(), rows.iter().map($f).collect::<Vec<_>>())
-        };
-    }
-    let cols = vec![
-        col!("run_id", |r: &RunRecord| r.id.clone()),
-        col!("subject", |r: &RunRecord| r.subject.clone()),
-        col!("session", |r: &RunRecord| r.session.clone()),
-        col!("task", |r: &RunRecord| r.task.clone()),
-        col!("run", |r: &RunRecord| r.run.clone()),
-        col!("acquisition", |r: &RunRecord| r.acquisition.clone()),
-        col!("meg_path", |r: &RunRecord| r.meg_path.clone()),
-        col!("eeg_path", |r: &RunRecord| r.eeg_path.clone()),
-        col!("meg_source", |r: &RunRecord| r.meg_source.clone()),
-        col!("format", |r: &RunRecord| r.format.clone()),
-        col!("sfreq", |r: &RunRecord| r.sfreq),
-        col!("n_samples", |r: &RunRecord| r.n_samples),
-        col!("duration", |r: &RunRecord| r.duration),
-        col!("n_eeg", |r: &RunRecord| r.n_eeg),
-        col!("n_meg", |r: &RunRecord| r.n_meg),
-        str_list("eeg_channels", rows, |r| &r.eeg_channels),
-        str_list("meg_channels", rows, |r| &r.meg_channels),
-        str_list("bads", rows, |r| &r.bads),
-        col!("channel_types", |r: &RunRecord| r.channel_types.clone()),
-        col!("n_events", |r: &RunRecord| r.n_events),
-        col!("n_events_dropped", |r: &RunRecord| r.n_events_dropped),
-        col!("empty_room", |r: &RunRecord| r.empty_room.clone()),
-        col!("empty_room_present", |r: &RunRecord| r.empty_room_present),
-        col!("content_hash", |r: &RunRecord| r.content_hash.clone()),
-    ];
-    DataFrame::new(rows.len(), cols).map_err(|e| Error::request(Path::new("manifest"), e.to_string()))
-}
-
-/// Writes the manifest atomically (zstd Parquet), and the data files' hashes into the DAG's
-/// input-hash cache beside it (`stamps/input-hashes.json`).
-pub fn write_manifest(path: &Path, rows: &[RunRecord]) -> Result<()> {
-    let mut df = manifest_frame(rows)?;
-    crate::fsutil::write_atomic_with(path, |f| {
-        ParquetWriter::new(f)
-            .with_compression(ParquetCompression::Zstd(None))
-            .finish(&mut df)
-            .map(|_| ())
-            .map_err(|e| Error::request(path, format!("cannot write Parquet: {e}")))
-    })?;
-    let der = path.parent().unwrap_or(Path::new("."));
-    crate::dag::inputs::remember_hashes(der, rows.iter().flat_map(|r| r.file_hashes.iter().cloned()))
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::formats::fif::write::{write_raw, WriteOptions};
     use crate::recording::{ChannelInfo, InMemory, RawReader, Unit};
@@ -453,7 +400,7 @@ mod tests {
 
     /// ds000117's shape in miniature: session-level sidecars, an empty-room subject, a
     /// dangling link (a datalad clone without `get`), a MaxFilter derivative.
-    fn dataset(root: &Path) {
+    pub(crate) fn dataset(root: &Path) {
         touch(&root.join("dataset_description.json"), r#"{"Name":"x","BIDSVersion":"1.0.2","DatasetDOI":"doi:10.18112/openneuro.ds000117.v1.1.0"}"#);
         for sub in ["01", "02"] {
             let ses = root.join(format!("sub-{sub}/ses-meg"));
@@ -470,7 +417,7 @@ mod tests {
         write_fif(&root.join("derivatives/meg_derivatives/sub-01/ses-meg/meg/sub-01_ses-meg_task-face_run-01_proc-sss_meg.fif"));
     }
 
-    fn outcomes(root: &Path, opts: &IngestOptions) -> DatasetReport {
+    pub(crate) fn outcomes(root: &Path, opts: &IngestOptions) -> DatasetReport {
         let ds = Dataset::open(root).unwrap();
         let runs = ds.runs().unwrap();
         inspect_dataset(&ds, &runs, opts, &|_| {})
@@ -503,8 +450,9 @@ mod tests {
     }
 
     /// Ingest reads each data file once: its manifest hash and the DAG's key come from the
-    /// same read, and the DAG's input-hash cache holds the key, so `tokenize` reads nothing
-    /// again. The cached value is what the DAG computes itself (`hash_files(&[file])`).
+    /// same read, and the input-hash cache holds the key (that the DAG uses it:
+    /// `dag::inputs::tests`). The cached value is what the DAG computes itself
+    /// (`hash_files(&[file])`).
     #[test]
     fn ingest_hands_its_hashes_to_the_dag() {
         let d = tempfile::tempdir().unwrap();
@@ -518,17 +466,6 @@ mod tests {
         write_manifest(&manifest_path(d.path()), &report.records).unwrap();
         let cache: serde_json::Value = serde_json::from_str(&fs::read_to_string(derivatives_dir(d.path()).join("stamps/input-hashes.json")).unwrap()).unwrap();
         assert_eq!(cache[file.to_string_lossy().as_ref()]["blake3"], serde_json::json!(r.file_hashes[0].blake3));
-        // The DAG finds it (same path, size and mtime): its run key is the one a fresh hash gives.
-        let cfg = crate::config::ProjectConfig::with_defaults(d.path().to_path_buf(), "local".into());
-        let runs = crate::dag::inputs::discover_runs(&cfg).unwrap();
-        fs::remove_file(derivatives_dir(d.path()).join("stamps/input-hashes.json")).unwrap();
-        let fresh = crate::dag::inputs::discover_runs(&cfg).unwrap();
-        assert_eq!(runs[0].input_hash, fresh[0].input_hash);
-        // A file whose cached hash is a lie shows that the cache was used.
-        let mut lie = r.file_hashes[0].clone();
-        lie.blake3 = "0".repeat(64);
-        crate::dag::inputs::remember_hashes(&derivatives_dir(d.path()), [lie]).unwrap();
-        assert_ne!(crate::dag::inputs::discover_runs(&cfg).unwrap()[0].input_hash, fresh[0].input_hash);
     }
 
     #[test]
