@@ -18,7 +18,7 @@ use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Once;
 
 /// Plot file names, linked from `report.md` by these relative paths.
@@ -207,46 +207,22 @@ pub fn write_report(out_dir: &Path, report: &Report) -> Result<()> {
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, synced, and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_path(path);
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
-    if let Err(e) = std::fs::write(&tmp, bytes) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
-    }
-    persist(&tmp, path)
+    bf_atomic::write(path, bytes).map_err(|source| Error::Io { path: path.to_path_buf(), source })
 }
 
-/// Syncs the complete file `tmp` and renames it to `path` (the temporary file is removed on
-/// failure). The same steps as `bf_pipeline::fsutil::persist`, which this crate does not
-/// depend on (it builds without the pipeline).
-fn persist(tmp: &Path, path: &Path) -> Result<()> {
-    let synced = std::fs::File::open(tmp).and_then(|f| f.sync_all());
-    synced.and_then(|()| std::fs::rename(tmp, path)).map_err(|source| {
-        let _ = std::fs::remove_file(tmp);
-        Error::Io { path: path.to_path_buf(), source }
-    })
-}
-
-/// `.<name>.tmp-<pid>.<ext>` beside `path`: hidden, unique per process, and keeping the
-/// extension (plotters picks the image format from it).
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let ext = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}{ext}", std::process::id()))
-}
-
-/// Draws a PNG with `draw` into a temporary file, then renames it into place.
+/// Draws a PNG with `draw` into a temporary file (keeping the `.png` extension: plotters
+/// picks the image format from it), then renames it into place.
 fn plot_atomic<F>(path: &Path, draw: F) -> Result<()>
 where
     F: FnOnce(&Path) -> std::result::Result<(), Box<dyn std::error::Error>>,
 {
-    let tmp = temp_path(path);
-    let result = draw(&tmp).map_err(|e| Error::Plot { path: path.to_path_buf(), message: e.to_string() });
-    if let Err(e) = result {
+    let tmp = bf_atomic::temp_path_keeping_extension(path);
+    let drawn = draw(&tmp).map_err(|e| Error::Plot { path: path.to_path_buf(), message: e.to_string() });
+    if drawn.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+        return drawn;
     }
-    persist(&tmp, path)
+    bf_atomic::persist(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
 }
 
 /// Registers the bundled DejaVu Sans as plotters' "sans-serif" once per process.

@@ -57,7 +57,8 @@ pub fn save_training_checkpoint(dir: &Path, vs: &VarStore, cfg: &ModelConfig, op
     let parent = dir.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "checkpoint".into());
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    // The atomic writers' temporary name (`.NAME.tmp-PID`), which the sweep below recognises.
+    let tmp = crate::checkpoint::temp_path(&parent.join(&name));
     let old = parent.join(format!("{name}.old"));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;

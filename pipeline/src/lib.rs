@@ -30,7 +30,6 @@ pub mod clean;
 pub mod segment;
 pub mod tokenize;
 pub mod shards;
-pub mod noise_free;
 pub mod dag;
 
 pub mod config;
@@ -38,7 +37,8 @@ pub mod error;
 pub mod fsutil;
 
 pub use clean::{bads, maxwell, proj};
-pub use shards::npy;
+pub use formats::npy;
+pub use shards::noise_free;
 pub use tokenize as tokenizer;
 
 pub use error::{Error, Result};

@@ -7,6 +7,7 @@
 
 pub mod entities;
 pub mod layout;
+pub mod maxwell_site;
 pub mod open;
 pub mod tables;
 

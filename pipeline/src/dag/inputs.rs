@@ -13,7 +13,7 @@ use super::RunEntry;
 use crate::bids::Dataset;
 use crate::error::{Error, Result};
 use crate::config::ProjectConfig;
-use crate::clean::maxwell::site::maxwell_for_run;
+use crate::bids::maxwell_site::maxwell_for_run;
 use crate::bids::{data_files, derivatives_dir, manifest_path, proc_sss_path, MegSource};
 use crate::fsutil::hash_cache::HashCache;
 

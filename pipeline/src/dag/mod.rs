@@ -150,7 +150,7 @@ pub struct Stamp {
     pub outputs: Vec<(String, u64)>,
 }
 
-pub use crate::clean::maxwell::site::RunMaxwell;
+pub use crate::bids::maxwell_site::RunMaxwell;
 
 /// One run as the pipeline sees it.
 #[derive(Clone, Debug)]

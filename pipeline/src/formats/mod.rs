@@ -3,10 +3,13 @@
 //!
 //! Why our own readers instead of the `fiff` and `edf-reader` crates: see the module docs of
 //! [`fif`] and [`edf`] (both crates were evaluated against MNE on ../shared/data).
+//! [`npy`] writes NumPy arrays (`bf-pipeline convert`, the fixtures' gain matrices, the
+//! Maxwell tests' dumps).
 
 pub mod brainvision;
 pub mod edf;
 pub mod fif;
+pub mod npy;
 pub(crate) mod io;
 
 use std::path::Path;

@@ -10,11 +10,7 @@ use crate::error::{Error, Result};
 
 pub mod hash_cache;
 
-/// The temporary name used while `path` is being written (hidden, per process).
-pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
+pub use bf_atomic::temp_path;
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -23,9 +19,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Creates `path` atomically from what `body` writes into the temporary file.
 pub fn write_atomic_with(path: &Path, body: impl FnOnce(&mut std::fs::File) -> Result<()>) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
     write_atomic_path(path, |tmp| {
         let mut f = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
         body(&mut f)
@@ -33,25 +26,29 @@ pub fn write_atomic_with(path: &Path, body: impl FnOnce(&mut std::fs::File) -> R
 }
 
 /// Creates `path` atomically from the file `body` writes at the temporary path it is given
-/// (for writers that take a path, like safetensors' `serialize_to_file`): the temporary file
-/// is removed if `body` fails, else synced and renamed into place ([`persist`]).
+/// (for writers that take a path, like safetensors' `serialize_to_file`):
+/// [`bf_atomic::write_via`] (the temporary file is removed if `body` fails, else synced and
+/// renamed into place), with errors that name the file.
 pub fn write_atomic_path<E: From<Error>>(path: &Path, body: impl FnOnce(&Path) -> std::result::Result<(), E>) -> std::result::Result<(), E> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    /// `body`'s own error, or an io error of the folder, the sync or the rename.
+    enum Step<E> {
+        Body(E),
+        Io(std::io::Error),
     }
-    let tmp = temp_path(path);
-    let result = body(&tmp).and_then(|()| persist(&tmp, path).map_err(E::from));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    impl<E> From<std::io::Error> for Step<E> {
+        fn from(e: std::io::Error) -> Self {
+            Step::Io(e)
+        }
     }
-    result
+    bf_atomic::write_via(path, &temp_path(path), |tmp| body(tmp).map_err(Step::Body)).map_err(|step| match step {
+        Step::Body(e) => e,
+        Step::Io(e) => E::from(Error::io(path, e)),
+    })
 }
 
-/// Moves the complete file `tmp` to `path`: its bytes are synced to disk first, so after a
-/// crash `path` is either absent, the old file, or the whole new one.
+/// Moves the complete file `tmp` to `path` ([`bf_atomic::persist`]: synced, then renamed).
 pub fn persist(tmp: &Path, path: &Path) -> Result<()> {
-    std::fs::File::open(tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(tmp, e))?;
-    std::fs::rename(tmp, path).map_err(|e| Error::io(path, e))
+    bf_atomic::persist(tmp, path).map_err(|e| Error::io(path, e))
 }
 
 /// BLAKE3 over the files' bytes in order: the hash of the files' hashes.

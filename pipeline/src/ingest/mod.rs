@@ -231,7 +231,7 @@ fn inspect_files(ds: &Dataset, run: &Run, meg_file: Option<&Path>, opts: &Ingest
     for (reader, info) in meg.iter().chain(eeg.iter()) {
         let filtered = || {
             let anchor = run.meg.as_deref().unwrap_or(&info.path);
-            crate::clean::maxwell::site::maxwell_for_run(ds, &opts.maxwell, opts.meg_source, &info.path, anchor, "meg").is_ok_and(|m| m.is_some())
+            crate::bids::maxwell_site::maxwell_for_run(ds, &opts.maxwell, opts.meg_source, &info.path, anchor, "meg").is_ok_and(|m| m.is_some())
         };
         if reader.maxshield() && !opts.allow_maxshield && !filtered() {
             return skip(&info.path, SkipReason::MaxShield(info.path.clone()));

@@ -86,7 +86,8 @@
 //!   Shards of the split from an earlier run with another `n` are removed after the new ones
 //!   are in place.
 
-pub mod npy;
+/// The noise ceiling's reference, cut at the shards' windows (bf-eval).
+pub mod noise_free;
 
 use std::fmt::Write as _;
 use std::fs::File;

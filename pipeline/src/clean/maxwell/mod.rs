@@ -67,7 +67,8 @@ pub mod finecal;
 /// The FIF head geometry (`formats::fif::geometry`), at its old path.
 pub use crate::formats::fif::geometry;
 mod gemm;
-pub mod site;
+/// Where the dataset keeps the site files (a BIDS question, so it lives in `bids`).
+pub use crate::bids::maxwell_site as site;
 pub mod sss;
 pub mod tsss;
 

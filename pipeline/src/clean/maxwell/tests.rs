@@ -22,7 +22,7 @@ fn erm() -> Option<PathBuf> {
 fn dump(name: &str, rows: usize, cols: usize, at: impl Fn(usize, usize) -> f64) {
     let Ok(dir) = std::env::var("BF_MAXWELL_DUMP") else { return };
     let mut f = std::fs::File::create(Path::new(&dir).join(name)).unwrap();
-    crate::shards::npy::write_header_f64(&mut f, (rows, cols)).unwrap();
+    crate::formats::npy::write_header_f64(&mut f, (rows, cols)).unwrap();
     let mut b = Vec::with_capacity(rows * cols * 8);
     for i in 0..rows {
         for j in 0..cols {

@@ -1,0 +1,98 @@
+//! Atomic file output, the one helper every Brainformer crate writes through: the bytes go
+//! to a hidden temporary sibling (`.NAME.tmp-PID`), are synced to disk, and the file is
+//! renamed into place. After an interruption or a crash, `path` is absent, the old file or
+//! the whole new one, never half of one; the temporary name says which process left it, so
+//! sweepers (`dag::sweep_temporaries`, `bf_model::train`) can remove those of dead
+//! processes.
+//!
+//! A crate of its own because the evaluation crate builds without the pipeline (and the
+//! pipeline without the model): a shared helper must sit below both. Errors are
+//! `std::io::Error`; callers add the path to their own error type.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The temporary name used while `path` is being written: `.NAME.tmp-PID` beside it.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// [`temp_path`] with `path`'s extension appended again (`.NAME.tmp-PID.EXT`), for writers
+/// that choose the format from the extension (plotters' PNG backend).
+pub fn temp_path_keeping_extension(path: &Path) -> PathBuf {
+    let tmp = temp_path(path);
+    match path.extension() {
+        Some(ext) => tmp.with_file_name(format!("{}.{}", tmp.file_name().unwrap_or_default().to_string_lossy(), ext.to_string_lossy())),
+        None => tmp,
+    }
+}
+
+/// Moves the complete file `tmp` to `path`: its bytes are synced to disk first, so after a
+/// crash `path` is either absent, the old file, or the whole new one. `tmp` is removed if
+/// either step fails.
+pub fn persist(tmp: &Path, path: &Path) -> io::Result<()> {
+    let result = std::fs::File::open(tmp).and_then(|f| f.sync_all()).and_then(|()| std::fs::rename(tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    result
+}
+
+/// Creates `path` atomically from the file `body` writes at the temporary path `tmp` it is
+/// given (use [`temp_path`] or [`temp_path_keeping_extension`]). The parent folder is
+/// created; the temporary file is removed if `body` fails, else synced and renamed into place.
+pub fn write_via<E: From<io::Error>>(path: &Path, tmp: &Path, body: impl FnOnce(&Path) -> Result<(), E>) -> Result<(), E> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let result = body(tmp).and_then(|()| persist(tmp, path).map_err(E::from));
+    if result.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    result
+}
+
+/// Writes `bytes` to `path` atomically.
+pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_via(path, &temp_path(path), |tmp| std::fs::write(tmp, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_replaces_the_file_and_leaves_no_temporary() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("sub").join("a.json");
+        write(&p, b"one").unwrap();
+        write(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("a.json")]);
+    }
+
+    #[test]
+    fn a_failing_body_keeps_the_old_file_and_removes_the_temporary() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.txt");
+        write(&p, b"old").unwrap();
+        let tmp = temp_path(&p);
+        let r: io::Result<()> = write_via(&p, &tmp, |t| {
+            std::fs::write(t, b"half")?;
+            Err(io::Error::other("interrupted"))
+        });
+        assert!(r.is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn temporary_names_are_hidden_and_carry_the_pid() {
+        let pid = std::process::id();
+        assert_eq!(temp_path(Path::new("d/x.png")), PathBuf::from(format!("d/.x.png.tmp-{pid}")));
+        assert_eq!(temp_path_keeping_extension(Path::new("d/x.png")), PathBuf::from(format!("d/.x.png.tmp-{pid}.png")));
+        assert_eq!(temp_path_keeping_extension(Path::new("d/x")), PathBuf::from(format!("d/.x.tmp-{pid}")));
+    }
+}
