@@ -484,12 +484,14 @@ fn tokenize(project: &Project, r: usize) -> Result<(Vec<PathBuf>, Vec<String>)> 
     }
     let meta = shard_meta(project, window, eeg_names, meg_names, Some(tokenizer));
     let picks: Vec<usize> = eeg.iter().chain(&meg).copied().collect();
+    // The formula's levels from per-channel thresholds (tokenize/table.rs), built once per run.
+    let encoder = meta.tokenizer.as_ref().map(Tokenizer::table_encoder);
     // Windows in parallel (the reader takes &self), collected in window order: the same rows
     // whatever the thread count.
     use rayon::prelude::*;
     let rows = windows.kept.par_iter().map(|&(index, start, onset)| -> Result<WindowRow> {
         let w = read_window(reader.as_ref(), &picks, start, &windows)?;
-        let (eeg_part, meg_part) = match (&meta.kind, &meta.tokenizer) {
+        let (eeg_part, meg_part) = match (&meta.kind, &encoder) {
             (ShardKind::Tokens, Some(t)) => {
                 let mut q = vec![0u8; picks.len() * window];
                 for (c, (row, out)) in w.rows().into_iter().zip(q.chunks_mut(window)).enumerate() {

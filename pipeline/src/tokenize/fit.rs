@@ -146,19 +146,20 @@ impl TokenizerFit {
         if !(0.0 <= p_lo && p_lo <= p_hi && p_hi <= 100.0) {
             return Err(Error::request(what, format!("clamp_percentiles {:?} must satisfy 0 ≤ lo ≤ hi ≤ 100", self.clamp_percentiles)));
         }
-        let mut lo = Vec::with_capacity(self.channels.len());
-        let mut hi = Vec::with_capacity(self.channels.len());
-        for (name, mut s) in self.channels.iter().zip(self.samples) {
-            if s.is_empty() {
-                return Err(Error::request(what, format!("channel {name}: no finite samples to fit the clamps on")));
-            }
-            let (l, h) = widen_if_flat(
-                percentile_linear(&mut s, p_lo) as f32,
-                percentile_linear(&mut s, p_hi) as f32,
-            );
-            lo.push(l);
-            hi.push(h);
-        }
+        // Channels in parallel: each one's clamps depend on its own values only.
+        use rayon::prelude::*;
+        let clamps: Vec<(f32, f32)> = self
+            .channels
+            .par_iter()
+            .zip(self.samples.into_par_iter())
+            .map(|(name, mut s)| {
+                if s.is_empty() {
+                    return Err(Error::request(what, format!("channel {name}: no finite samples to fit the clamps on")));
+                }
+                Ok(widen_if_flat(percentile_linear(&mut s, p_lo) as f32, percentile_linear(&mut s, p_hi) as f32))
+            })
+            .collect::<Result<_>>()?;
+        let (lo, hi): (Vec<f32>, Vec<f32>) = clamps.into_iter().unzip();
         let t = Tokenizer {
             channels: self.channels,
             lo,

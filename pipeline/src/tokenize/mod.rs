@@ -78,13 +78,17 @@
 //! ## Files
 //!
 //! - `mulaw.rs`: [`Tokenizer`] (encode, decode, the round-trip bound, JSON);
+//! - `table.rs`: [`TableEncoder`], the same levels from per-channel thresholds (why they are
+//!   the same: its module doc);
 //! - `fit.rs`: [`TokenizerFit`] and numpy's [`percentile_linear`].
 
 mod fit;
 mod mulaw;
+mod table;
 
 pub use fit::{percentile_linear, TokenizerFit, DEFAULT_FIT_CAP};
 pub use mulaw::Tokenizer;
+pub use table::TableEncoder;
 
 #[cfg(test)]
 use crate::config::TokenizeConfig;

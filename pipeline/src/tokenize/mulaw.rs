@@ -33,6 +33,41 @@ pub struct Tokenizer {
     pub clamp_percentiles: [f64; 2],
 }
 
+/// One channel's encoding formula (module docs of [`super`]), the one definition of a level.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct LevelFn {
+    pub lo: f64,
+    pub hi: f64,
+    mu: f64,
+    l1: f64,
+    ln1p_mu: f64,
+}
+
+impl LevelFn {
+    #[inline]
+    pub fn level(&self, v: f32) -> u8 {
+        let (lo, hi, mu, l1) = (self.lo, self.hi, self.mu, self.l1);
+        let v = v as f64;
+        let xp = if v.is_nan() { 0.0 } else { (2.0 * (v.clamp(lo, hi) - lo) / (hi - lo) - 1.0).clamp(-1.0, 1.0) };
+        let y = xp.signum() * (mu * xp.abs()).ln_1p() / self.ln1p_mu;
+        // y + 1 ≥ 0, so `round` (half away from zero) is round half up.
+        ((y + 1.0) * 0.5 * l1).round().clamp(0.0, l1) as u8
+    }
+
+    /// The `x'` at which level `k` begins (the midpoint `k − ½` of the quantizer, mapped back
+    /// through the µ-law), as a sample value: a guess that [`super::table`] refines with
+    /// [`LevelFn::level`] itself.
+    pub fn boundary_guess(&self, k: u8) -> f64 {
+        let y = (2.0 * k as f64 - 1.0) / self.l1 - 1.0;
+        let xp = y.signum() * (y.abs() * self.ln1p_mu).exp_m1() / self.mu;
+        self.lo + (xp + 1.0) * (self.hi - self.lo) / 2.0
+    }
+
+    pub fn top(&self) -> u8 {
+        self.l1 as u8
+    }
+}
+
 impl Tokenizer {
     pub fn n_channels(&self) -> usize {
         self.channels.len()
@@ -94,18 +129,18 @@ impl Tokenizer {
     ///
     /// # Panics
     /// If `ch` is out of range or the lengths differ.
+    /// The formula, value by value; [`Tokenizer::table_encoder`] gives the same levels faster.
     pub fn encode(&self, ch: usize, x: &[f32], out: &mut [u8]) {
         assert_eq!(x.len(), out.len(), "encode: input and output lengths differ");
-        let (lo, hi, mu) = (self.lo[ch] as f64, self.hi[ch] as f64, self.mu);
-        let l1 = (self.levels - 1) as f64;
-        let ln1p_mu = self.log1p_mu();
+        let f = self.level_fn(ch);
         for (o, &v) in out.iter_mut().zip(x) {
-            let v = v as f64;
-            let xp = if v.is_nan() { 0.0 } else { (2.0 * (v.clamp(lo, hi) - lo) / (hi - lo) - 1.0).clamp(-1.0, 1.0) };
-            let y = xp.signum() * (mu * xp.abs()).ln_1p() / ln1p_mu;
-            // y + 1 ≥ 0, so `round` (half away from zero) is round half up.
-            *o = ((y + 1.0) * 0.5 * l1).round().clamp(0.0, l1) as u8;
+            *o = f.level(v);
         }
+    }
+
+    /// Channel `ch`'s encoding formula with its constants.
+    pub(super) fn level_fn(&self, ch: usize) -> LevelFn {
+        LevelFn { lo: self.lo[ch] as f64, hi: self.hi[ch] as f64, mu: self.mu, l1: (self.levels - 1) as f64, ln1p_mu: self.log1p_mu() }
     }
 
     /// The centre of level `k` in scaled units `x' ∈ [-1, 1]`.
