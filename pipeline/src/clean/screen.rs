@@ -59,8 +59,7 @@ pub fn flat_or_clipped_stretches(x: &[f64], sfreq: f64, params: &FlatClipParams)
     if n == 0 {
         return Vec::new();
     }
-    let mx = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let mn = x.iter().copied().fold(f64::INFINITY, f64::min);
+    let (mx, mn) = max_min(x);
     let constant = mx == mn;
     let flat_min = min_samples(params.flat_min_duration, sfreq);
     let clip_min = min_samples(params.clip_min_duration, sfreq);
@@ -81,6 +80,26 @@ pub fn flat_or_clipped_stretches(x: &[f64], sfreq: f64, params: &FlatClipParams)
         i = j;
     }
     out
+}
+
+/// The largest and smallest non-NaN values (−∞ / +∞ when there are none), as folds of
+/// `f64::max` / `f64::min` from −∞ / +∞ give them, up to the sign of a zero, which `==`
+/// does not see. Eight independent lanes (the compiler vectorizes them) instead of one
+/// dependency chain: the screen's two serial folds cost more than its run scan.
+fn max_min(x: &[f64]) -> (f64, f64) {
+    let mut hi = [f64::NEG_INFINITY; 8];
+    let mut lo = [f64::INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            // A NaN compares false both ways, so it is skipped, as f64::max/min skip it.
+            hi[k] = if c[k] > hi[k] { c[k] } else { hi[k] };
+            lo[k] = if c[k] < lo[k] { c[k] } else { lo[k] };
+        }
+    }
+    let fold = |init: f64, f: fn(f64, f64) -> f64, lanes: &[f64]| lanes.iter().chain(rest).copied().fold(init, f);
+    (fold(f64::NEG_INFINITY, f64::max, &hi), fold(f64::INFINITY, f64::min, &lo))
 }
 
 /// A flat or clipped stretch of one channel.
@@ -170,6 +189,21 @@ pub fn stretch_annotations(stretches: &[Stretch], sfreq: f64) -> Vec<Annotation>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lanes give the folds' extremes (NaN skipped, all-NaN and empty giving ∓∞).
+    #[test]
+    fn max_min_equals_the_folds() {
+        let fold = |x: &[f64]| (x.iter().copied().fold(f64::NEG_INFINITY, f64::max), x.iter().copied().fold(f64::INFINITY, f64::min));
+        let mut x: Vec<f64> = (0..1000).map(|t| ((t * 7919) % 1013) as f64 - 500.0).collect();
+        for len in [0, 1, 7, 8, 9, 17, 1000] {
+            assert_eq!(max_min(&x[..len]), fold(&x[..len]), "len {len}");
+        }
+        x[3] = f64::NAN;
+        x[998] = f64::NAN;
+        assert_eq!(max_min(&x), fold(&x));
+        assert_eq!(max_min(&[f64::NAN; 11]), (f64::NEG_INFINITY, f64::INFINITY));
+        assert_eq!(max_min(&[3.0, f64::INFINITY, -2.0, f64::NEG_INFINITY]), (f64::INFINITY, f64::NEG_INFINITY));
+    }
 
     fn ann(onset: f64, duration: f64, d: &str) -> Annotation {
         Annotation { onset, duration, description: d.into() }

@@ -5,7 +5,9 @@
 //! outputs, held against what `statvfs` says is free where they go (or
 //! `BF_FREE_SPACE_BYTES`, the download's testing aid: [`crate::source::available_space`]).
 //!
-//! Estimates, per preprocess target to run: the scratch copy (exact, from the run's header;
+//! Estimates, per preprocess target to run: the scratch copy (none for a run read as it is
+//! stored, FIF/EDF/BrainVision without Maxwell filtering: cleaning reads it again per block
+//! of channels instead; otherwise exact, from the run's header;
 //! removed when the run is done, so only the largest `concurrent` of them are on disk at once)
 //! and its cleaned FIF (channels × samples at the new rate × 4 bytes), plus what the later
 //! stages write from it (token files and shards: half as much again; f32 continuous shards:
@@ -53,7 +55,10 @@ pub fn space_need(project: &Project, plan: &Plan, concurrent: usize) -> SpaceNee
                 let info = r.info();
                 let n_new = if sfreq_new > 0.0 { (info.n_samples as f64 * sfreq_new / info.sfreq).ceil() as u64 } else { info.n_samples as u64 };
                 let nch = info.channels.len() as u64;
-                (nch * info.n_samples as u64 * 8, nch * n_new * 4)
+                // A file read as it is stored is read again per block of channels, with no
+                // scratch copy (clean::Transpose); a Maxwell-filtered run is transposed.
+                let transposed = run.maxwell.is_some() || !r.rereads_are_cheap();
+                (if transposed { nch * info.n_samples as u64 * 8 } else { 0 }, nch * n_new * 4)
             }
             // Unopened (compressed, or unreadable: the stage will say why): guess from the
             // file's size, float32 samples (compressed ones: at least 2:1).

@@ -199,21 +199,30 @@ thread_local! {
 }
 
 /// Writes the picked channels of `ns` frames (`frame` bytes each, a `W`-byte big-endian
-/// sample per channel) as `value(bytes) × cal`. Frame by frame, as the bytes lie: one pass
-/// over the buffer whatever the number of picks, where a pass per channel would walk the
-/// whole buffer (larger than the cache) once per pick.
+/// sample per channel) as `value(bytes) × cal`, in tiles of [`DECODE_TILE`] frames: within a
+/// tile, channel by channel. A pass per channel over the whole buffer re-reads a buffer larger
+/// than the cache once per pick; frame by frame, every sample goes to another output row, and
+/// rows a power of two apart in memory evict each other from the cache. A tile (~100 kB of
+/// input for 400 channels) stays in the cache while each channel's piece is written in order.
 fn decode_frames<T: Sample, const W: usize>(bytes: &[u8], frame: usize, ns: usize, picks: &[usize], cals: &[f64], dest: &DestColumns<T>, value: impl Fn([u8; W]) -> f64) {
-    // SAFETY: each buffer owns the columns col0..col0+ncols of every row; no other task
-    // writes them, and `picks.len()` rows exist in `out`. Rows are distinct, so the slices
-    // do not overlap.
-    let mut rows: Vec<&mut [T]> = (0..picks.len()).map(|r| unsafe { dest.row(r) }).collect();
-    for (s, f) in bytes.chunks_exact(frame).take(ns).enumerate() {
-        for (row, &ch) in rows.iter_mut().zip(picks) {
-            let c: [u8; W] = f[ch * W..(ch + 1) * W].try_into().expect("W bytes");
-            row[s] = T::from_f64(value(c) * cals[ch]);
+    for t0 in (0..ns).step_by(DECODE_TILE) {
+        let t1 = (t0 + DECODE_TILE).min(ns);
+        let tile = &bytes[t0 * frame..t1 * frame];
+        for (row, &ch) in picks.iter().enumerate() {
+            let cal = cals[ch];
+            // SAFETY: each buffer owns the columns col0..col0+ncols of every row; no other
+            // task writes them, and `row < picks.len()` rows exist in `out`.
+            let dst = &mut unsafe { dest.row(row) }[t0..t1];
+            for (d, f) in dst.iter_mut().zip(tile.chunks_exact(frame)) {
+                let c: [u8; W] = f[ch * W..(ch + 1) * W].try_into().expect("W bytes");
+                *d = T::from_f64(value(c) * cal);
+            }
         }
     }
 }
+
+/// Frames decoded at a time by [`decode_frames`].
+const DECODE_TILE: usize = 64;
 
 /// Bytes per sample of the buffer types MNE reads (complex types are not EEG/MEG data).
 fn sample_width(typ: i32) -> Option<usize> {

@@ -305,13 +305,19 @@ impl FilePiece<'_> {
         let starts: Vec<usize> = (self.s0..self.s1).step_by(self.buffer).collect();
         let batch = 2 * rayon::current_num_threads().max(1);
         let typ = if self.format == FifSampleFormat::Int16 { k::T_SHORT } else { k::T_FLOAT };
+        // Each group is encoded while the previous one is written (the same bytes in the
+        // same order): the copy into the page cache is one thread's work, the encoding the
+        // other cores'.
+        let mut pending: Vec<Vec<u8>> = Vec::new();
         for group in starts.chunks(batch) {
-            let encoded: Vec<Vec<u8>> = group.par_iter().map(|&s| self.encode_buffer(s, (s + self.buffer).min(self.s1))).collect::<Result<_>>()?;
-            for bytes in encoded {
-                t.tag(k::DATA_BUFFER, typ, &bytes)?;
-            }
+            let (encoded, written) = rayon::join(
+                || group.par_iter().map(|&s| self.encode_buffer(s, (s + self.buffer).min(self.s1))).collect::<Result<Vec<_>>>(),
+                || pending.iter().try_for_each(|bytes| t.tag(k::DATA_BUFFER, typ, bytes)),
+            );
+            written?;
+            pending = encoded?;
         }
-        Ok(())
+        pending.iter().try_for_each(|bytes| t.tag(k::DATA_BUFFER, typ, bytes))
     }
 
     /// Samples `s..e` of the picks, time-major, big-endian in the file's sample format.
