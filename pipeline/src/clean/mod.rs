@@ -66,8 +66,28 @@ const TRANSPOSE_CHUNK: usize = 8192;
 
 /// Raw samples held in memory at once when a recording is read per block of channels (see
 /// [`Transpose::Blocks`]): beside a ds000117 run's 400 MB f64 output this keeps the stage
-/// well under 1 GB, in four reads of the raw file.
+/// well under 1 GB, in four reads of the raw file. Shared by the cleanings in flight in the
+/// process (`--jobs 2` cleans two runs at once), so their blocks together stay within it.
 const BLOCK_BYTES: usize = 224 << 20;
+
+/// Cleanings in progress in this process (see [`BLOCK_BYTES`]).
+static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts one cleaning in [`IN_FLIGHT`] while it lives.
+struct InFlight;
+
+impl InFlight {
+    /// Registers a cleaning; returns it with the number in flight, this one included.
+    fn enter() -> (InFlight, usize) {
+        (InFlight, IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 /// How the chain gets each channel's whole row out of a sample-major recording.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -84,7 +104,9 @@ enum Transpose {
 /// Runs the chain on `reader`, using `scratch_dir` for the transposed copy (removed after)
 /// when the reader computes its samples. `progress` is called once per finished channel.
 pub fn clean(reader: &dyn RawReader, params: &CleanParams, scratch_dir: &Path, progress: &(dyn Fn() + Sync)) -> Result<InMemory> {
-    let how = if reader.rereads_are_cheap() { Transpose::Blocks(BLOCK_BYTES) } else { Transpose::Scratch };
+    // The blocks' size does not change a value (tested), only the number of reads.
+    let (_counted, in_flight) = InFlight::enter();
+    let how = if reader.rereads_are_cheap() { Transpose::Blocks(BLOCK_BYTES / in_flight) } else { Transpose::Scratch };
     clean_with(reader, params, scratch_dir, progress, how)
 }
 
