@@ -250,6 +250,30 @@ pub struct RecordingInfo {
 }
 
 impl RecordingInfo {
+    /// A recording of `channels` at `sfreq` with `n_samples` samples from sample 0, and
+    /// nothing else (no bads, annotations, projectors, filter settings or date); set the
+    /// other fields with struct update syntax (`RecordingInfo { bads, ..RecordingInfo::new(…) }`).
+    /// For in-memory recordings ([`InMemory`]) and tests; the readers fill every field.
+    pub fn new(path: impl Into<PathBuf>, format: &'static str, sfreq: f64, n_samples: usize, channels: Vec<ChannelInfo>) -> RecordingInfo {
+        RecordingInfo {
+            path: path.into(),
+            format,
+            sfreq,
+            n_samples,
+            first_samp: 0,
+            meas_date: None,
+            channels,
+            bads: vec![],
+            annotations: vec![],
+            projs: vec![],
+            comp_grade: 0,
+            highpass: None,
+            lowpass: None,
+            line_freq: None,
+            discontinuous: false,
+        }
+    }
+
     pub fn n_channels(&self) -> usize {
         self.channels.len()
     }
@@ -488,23 +512,7 @@ mod tests {
     use super::*;
 
     fn info(kinds: &[ChannelKind]) -> RecordingInfo {
-        RecordingInfo {
-            path: PathBuf::from("test.fif"),
-            format: "test",
-            sfreq: 100.0,
-            n_samples: 1000,
-            first_samp: 0,
-            meas_date: None,
-            channels: kinds.iter().enumerate().map(|(i, &k)| ChannelInfo::new(format!("CH{i}"), k, 0, Unit::V)).collect(),
-            bads: vec![],
-            annotations: vec![],
-            projs: vec![],
-            comp_grade: 0,
-            highpass: None,
-            lowpass: None,
-            line_freq: None,
-            discontinuous: false,
-        }
+        RecordingInfo::new("test.fif", "test", 100.0, 1000, kinds.iter().enumerate().map(|(i, &k)| ChannelInfo::new(format!("CH{i}"), k, 0, Unit::V)).collect())
     }
 
     #[test]

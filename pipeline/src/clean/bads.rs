@@ -492,26 +492,9 @@ pub fn find_bad_channels(info: &RecordingInfo, data: &Array2<f64>, params: &Bads
 mod tests {
     use super::*;
     use crate::recording::{ChannelInfo, Unit};
-    use std::path::PathBuf;
 
     fn info_with(channels: Vec<ChannelInfo>, sfreq: f64, n: usize) -> RecordingInfo {
-        RecordingInfo {
-            path: PathBuf::from("test.fif"),
-            format: "test",
-            sfreq,
-            n_samples: n,
-            first_samp: 0,
-            meas_date: None,
-            channels,
-            bads: vec![],
-            annotations: vec![],
-            projs: vec![],
-            comp_grade: 0,
-            highpass: None,
-            lowpass: None,
-            line_freq: None,
-            discontinuous: false,
-        }
+        RecordingInfo::new("test.fif", "test", sfreq, n, channels)
     }
 
     /// Tiny deterministic generator (SplitMix64 → uniform → Box–Muller).

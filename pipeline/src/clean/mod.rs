@@ -527,11 +527,7 @@ mod tests {
                 ((t * (c + 3)) as f64 * 0.013).sin() * 1e-5 + ((t % 97) as f64 - 48.0) * 1e-7
             }
         });
-        let info = RecordingInfo {
-            path: "mem".into(), format: "memory", sfreq: 1100.0, n_samples: n, first_samp: 0, meas_date: None,
-            channels: chs, bads: vec![], annotations: vec![], projs: vec![], comp_grade: 0,
-            highpass: None, lowpass: None, line_freq: None, discontinuous: false,
-        };
+        let info = RecordingInfo::new("mem", "memory", 1100.0, n, chs);
         InMemory::new(info, data).unwrap()
     }
 

@@ -373,23 +373,8 @@ pub(crate) mod tests {
             ChannelInfo::new("STI101", ChannelKind::Stim, 3, Unit::NONE),
         ];
         let n = 200;
-        let info = RecordingInfo {
-            path: path.to_path_buf(),
-            format: "test",
-            sfreq: 100.0,
-            n_samples: n,
-            first_samp: 0,
-            meas_date: None,
-            channels,
-            bads: vec![],
-            annotations: vec![],
-            projs: vec![],
-            comp_grade: 0,
-            highpass: None,
-            lowpass: None,
-            line_freq: None,
-            discontinuous: false,
-        };
+        let info = RecordingInfo::new(path, "test", 100.0, n, channels);
+
         let data = ndarray::Array2::from_shape_fn((5, n), |(c, t)| ((c * 7 + t) as f64 * 0.1).sin() * 1e-12);
         let rec = InMemory::new(info, data).unwrap();
         fs::create_dir_all(path.parent().unwrap()).unwrap();

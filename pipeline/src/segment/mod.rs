@@ -236,26 +236,10 @@ mod tests {
     use crate::bids::EventRow;
     use crate::clean::screen::FlatClipParams;
     use crate::recording::{Annotation, ChannelInfo, ChannelKind, RecordingInfo, Unit};
-    use std::path::PathBuf;
 
     fn info(sfreq: f64, n: usize, first_samp: i64, kinds: &[ChannelKind]) -> RecordingInfo {
-        RecordingInfo {
-            path: PathBuf::from("test.fif"),
-            format: "test",
-            sfreq,
-            n_samples: n,
-            first_samp,
-            meas_date: None,
-            channels: kinds.iter().enumerate().map(|(i, &k)| ChannelInfo::new(format!("CH{i}"), k, 0, Unit::V)).collect(),
-            bads: vec![],
-            annotations: vec![],
-            projs: vec![],
-            comp_grade: 0,
-            highpass: None,
-            lowpass: None,
-            line_freq: None,
-            discontinuous: false,
-        }
+        let channels = kinds.iter().enumerate().map(|(i, &k)| ChannelInfo::new(format!("CH{i}"), k, 0, Unit::V)).collect();
+        RecordingInfo { first_samp, ..RecordingInfo::new("test.fif", "test", sfreq, n, channels) }
     }
 
     fn ann(onset: f64, duration: f64, d: &str) -> Annotation {
