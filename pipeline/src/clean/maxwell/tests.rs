@@ -19,6 +19,20 @@ fn erm() -> Option<PathBuf> {
     }
 }
 
+/// The empty-room file opened, with its head geometry (None when the file is absent).
+fn open_erm() -> Option<(PathBuf, Box<dyn RawReader>, HeadGeometry)> {
+    let path = erm()?;
+    let raw = formats::open(&path).unwrap();
+    let geom = read_head_geometry(&path).unwrap();
+    Some((path, raw, geom))
+}
+
+/// SSS in the device frame about the origin MNE's tests use for this file, no
+/// regularisation; `site` adds the calibration file, the cross-talk file or tSSS.
+fn device_frame(site: MaxwellParams) -> MaxwellParams {
+    MaxwellParams { origin: Origin::Point([0.0, 0.013, -0.006]), coord_frame: CoordFrame::Meg, regularize: Regularize::None, ..site }
+}
+
 fn dump(name: &str, rows: usize, cols: usize, at: impl Fn(usize, usize) -> f64) {
     let Ok(dir) = std::env::var("BF_MAXWELL_DUMP") else { return };
     let mut f = std::fs::File::create(Path::new(&dir).join(name)).unwrap();
@@ -34,10 +48,8 @@ fn dump(name: &str, rows: usize, cols: usize, at: impl Fn(usize, usize) -> f64) 
 
 #[test]
 fn erm_device_frame_sss() {
-    let Some(path) = erm() else { return };
-    let raw = formats::open(&path).unwrap();
+    let Some((path, raw, geom)) = open_erm() else { return };
     assert!(raw.maxshield());
-    let geom = read_head_geometry(&path).unwrap();
     assert!(geom.dev_head_t.is_none());
     assert_eq!(geom.dig.len(), 193);
     let info = raw.info();
@@ -74,16 +86,8 @@ fn erm_device_frame_sss() {
 
 #[test]
 fn erm_fine_calibration_operator() {
-    let Some(path) = erm() else { return };
-    let raw = formats::open(&path).unwrap();
-    let geom = read_head_geometry(&path).unwrap();
-    let params = MaxwellParams {
-        origin: Origin::Point([0.0, 0.013, -0.006]),
-        coord_frame: CoordFrame::Meg,
-        regularize: Regularize::None,
-        calibration: Some(path.with_file_name("sss_cal_3053.dat")),
-        ..MaxwellParams::default()
-    };
+    let Some((path, raw, geom)) = open_erm() else { return };
+    let params = device_frame(MaxwellParams { calibration: Some(path.with_file_name("sss_cal_3053.dat")), ..Default::default() });
     let op = sss_operator(&path, raw.info(), &geom, &params).unwrap();
     assert_eq!(op.op.shape(), (306, 306));
     dump("op_cal.npy", 306, 306, |i, j| op.op[(i, j)]);
@@ -101,34 +105,18 @@ fn erm_fine_calibration_operator() {
 
 #[test]
 fn erm_cross_talk_operator() {
-    let Some(path) = erm() else { return };
-    let raw = formats::open(&path).unwrap();
-    let geom = read_head_geometry(&path).unwrap();
+    let Some((path, raw, geom)) = open_erm() else { return };
     let ct = ctc::read_cross_talk(&path.with_file_name("ct_sparse.fif")).unwrap();
     assert_eq!(ct.decoupler.shape(), (ct.ch_names.len(), ct.ch_names.len()));
-    let params = MaxwellParams {
-        origin: Origin::Point([0.0, 0.013, -0.006]),
-        coord_frame: CoordFrame::Meg,
-        regularize: Regularize::None,
-        cross_talk: Some(path.with_file_name("ct_sparse.fif")),
-        ..MaxwellParams::default()
-    };
+    let params = device_frame(MaxwellParams { cross_talk: Some(path.with_file_name("ct_sparse.fif")), ..Default::default() });
     let op = sss_operator(&path, raw.info(), &geom, &params).unwrap();
     dump("op_ctc.npy", 306, 306, |i, j| op.op[(i, j)]);
 }
 
 #[test]
 fn erm_tsss() {
-    let Some(path) = erm() else { return };
-    let raw = formats::open(&path).unwrap();
-    let geom = read_head_geometry(&path).unwrap();
-    let params = MaxwellParams {
-        origin: Origin::Point([0.0, 0.013, -0.006]),
-        coord_frame: CoordFrame::Meg,
-        regularize: Regularize::None,
-        st_duration: Some(1.0),
-        ..MaxwellParams::default()
-    };
+    let Some((_, raw, geom)) = open_erm() else { return };
+    let params = device_frame(MaxwellParams { st_duration: Some(1.0), ..Default::default() });
     let mx = Maxwell::with_geometry(raw.as_ref(), &geom, &params).unwrap();
     let n = mx.info().n_samples;
     let nc = mx.info().n_channels();
