@@ -221,11 +221,12 @@ fn clean_with(reader: &dyn RawReader, params: &CleanParams, scratch_dir: &Path, 
                 let width = if as_f32 { 4 } else { 8 };
                 let per_block = (budget / (n * width)).max(1);
                 let len = (nch - c0).div_ceil((nch - c0).div_ceil(per_block));
+                let t0 = std::time::Instant::now();
                 if !block.read(reader, c0, len, as_f32.then_some(scales.as_slice()))? {
                     as_f32 = false; // not every value is an f32 times its scale: f64 from here on
                     continue;
                 }
-                tracing::debug!(c0, len, f32 = as_f32, "block read");
+                tracing::debug!(c0, len, f32 = as_f32, read_s = t0.elapsed().as_secs_f64(), "block read");
                 let block = &block;
                 rows[c0 * n_out..(c0 + len) * n_out].par_chunks_mut(n_out).enumerate().for_each_init(take_buffers, |p, (i, dst)| {
                     let w = p.work();
