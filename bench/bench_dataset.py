@@ -37,6 +37,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_read import BIN, ROOT, run_child  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tests" / "oracle"))
+from local_slurm import slurm_unavailable  # noqa: E402
+
 SHARED = Path(os.environ.get("SHARED", ROOT.parent / "shared"))
 LISTING = SHARED / "data" / "ds000117" / "listing.tsv"
 LOCAL_SLURM = SHARED / "slurm" / "local-slurm"
@@ -110,20 +113,10 @@ def local(base, jobs):
             "rss": max(rss_i, rss_s, rss_t)}
 
 
-def slurm_unavailable():
-    if not LOCAL_SLURM.exists():
-        return f"{LOCAL_SLURM} is absent"
-    if not all(shutil.which(b) for b in ("sbatch", "slurmctld", "slurmd", "munged")):
-        return "slurm-wlm and munge are not installed"
-    if os.geteuid() != 0:
-        return "local-slurm needs root"
-    return None
-
-
 def slurm(base, tasks):
     """The 2-task array + final job on the one-node SLURM: wall from submit to the last end,
     and each job's own elapsed time (sacct is not configured there: the logs' timestamps)."""
-    why = slurm_unavailable()
+    why = slurm_unavailable(LOCAL_SLURM)
     if why:
         return None, why
     clean(base)

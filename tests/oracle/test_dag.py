@@ -21,6 +21,7 @@ import pytest
 
 from conftest import SHARED_DATA, bin_path, run_project
 from shards_check import check_shards
+from local_slurm import slurm_unavailable
 
 mne.set_log_level("ERROR")
 TEMPLATE = SHARED_DATA / "mne-python/tests/data/test-ave.fif.gz"
@@ -337,17 +338,6 @@ def test_slurm_script_array_tasks_give_the_same_bytes(project, built, tmp_path):
 LOCAL_SLURM = SHARED_DATA.parent / "slurm" / "local-slurm"
 
 
-def slurm_unavailable():
-    """Why the real one-node SLURM cannot run here, or None."""
-    if not LOCAL_SLURM.exists():
-        return f"{LOCAL_SLURM} is absent"
-    if not all(shutil.which(b) for b in ("sbatch", "slurmctld", "slurmd", "munged")):
-        return "slurm-wlm and munge are not installed (apt-get install -y slurm-wlm munge)"
-    if os.geteuid() != 0:
-        return "local-slurm needs root (munged and slurmd are started as their users)"
-    return None
-
-
 def wait_for_jobs(env, ids, timeout=600):
     t0 = time.time()
     while True:
@@ -362,7 +352,7 @@ def wait_for_jobs(env, ids, timeout=600):
 @pytest.fixture(scope="module")
 def slurm_env(tmp_path_factory):
     """The environment of a one-node SLURM started for this module (~2 s), stopped after."""
-    why = slurm_unavailable()
+    why = slurm_unavailable(LOCAL_SLURM)
     if why:
         pytest.skip(f"needs the real one-node SLURM: {why}")
     state = tmp_path_factory.mktemp("slurm")  # slurm.conf cannot hold a path with spaces
