@@ -81,10 +81,12 @@ pub struct DagArgs {
     /// naming it instead of waiting for it to finish.
     #[arg(long)]
     pub no_wait: bool,
-    /// Folder for preprocess's scratch copies (each run transposed channel-major: as f32 where
-    /// its samples are float32 or int16, ~1x the FIF, else as f64, up to ~2x; removed when the
-    /// run is done). Default: beside the outputs. A free-space check covers
-    /// it and the outputs before anything starts.
+    /// Folder for preprocess's scratch copies, made only for runs whose samples are computed
+    /// (Maxwell filtering); FIF/EDF/BrainVision runs are read again per block of channels
+    /// instead. Each copy is the run transposed channel-major: as f32 where its samples are
+    /// float32 or int16, ~1x the FIF, else as f64, up to ~2x; removed when the run is done.
+    /// Default: beside the outputs. A free-space check covers it and the outputs before
+    /// anything starts.
     #[arg(long, value_name = "DIR")]
     pub scratch: Option<PathBuf>,
     /// Go on (with a warning) when the train/validation/test split leaves a split with a

@@ -2,11 +2,13 @@
 //! step MNE's (`raw.filter`, `raw.notch_filter`, `raw.resample`).
 //!
 //! MNE's FFT resampling transforms each channel's whole signal at once, so agreement needs
-//! every channel in full. Instead of holding the recording in memory, we transpose it once
-//! into a channel-major scratch file (time chunks in, one row per channel out; f32 values
-//! and the channel's calibration where that gives every value back exactly, else f64), then
-//! process channels in parallel, each reading only its own row. Peak memory is the resampled
-//! output plus a few rows per thread, whatever the recording's length.
+//! every channel in full. Instead of holding the recording in memory, a file of stored samples
+//! is read once per block of channels ([`Transpose::Blocks`], at most [`BLOCK_BYTES`] held),
+//! and a recording whose samples are computed (Maxwell filtering) is transposed once into a
+//! channel-major scratch file ([`Transpose::Scratch`]); either way as f32 values and the
+//! channel's calibration where that gives every value back exactly, else f64. Channels are
+//! processed in parallel. Peak memory is the resampled output plus the block (or a few rows
+//! per thread), whatever the recording's length.
 //!
 //! Per channel there are two paths. By default, when the chain ends in FFT resampling and
 //! the recording is long enough, band-pass × notch × resample run as one FFT
