@@ -3,9 +3,9 @@
 //!
 //! MNE's FFT resampling transforms each channel's whole signal at once, so agreement needs
 //! every channel in full. Instead of holding the recording in memory, a file of stored samples
-//! is read once per block of channels ([`Transpose::Blocks`], at most [`BLOCK_BYTES`] held),
+//! is read once per block of channels (`Transpose::Blocks`, at most `BLOCK_BYTES` held),
 //! and a recording whose samples are computed (Maxwell filtering) is transposed once into a
-//! channel-major scratch file ([`Transpose::Scratch`]); either way as f32 values and the
+//! channel-major scratch file (`Transpose::Scratch`); either way as f32 values and the
 //! channel's calibration where that gives every value back exactly, else f64. Channels are
 //! processed in parallel. Peak memory is the resampled output plus the block (or a few rows
 //! per thread), whatever the recording's length.
