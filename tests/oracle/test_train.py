@@ -571,8 +571,9 @@ def test_slurm_script_trains_with_two_tasks_on_a_real_slurm(shards, one_process,
     import os
     import re
     import time
-    from test_dag import LOCAL_SLURM, slurm_unavailable, wait_for_jobs
-    why = slurm_unavailable()
+    from local_slurm import slurm_unavailable
+    from test_dag import LOCAL_SLURM, wait_for_jobs
+    why = slurm_unavailable(LOCAL_SLURM)
     if why:
         pytest.skip(f"needs the real one-node SLURM: {why}")
     state = tmp_path / "slurm"
