@@ -1,5 +1,5 @@
 """Whether ../shared/slurm/local-slurm (a real one-node SLURM) can start here: shared by
-test_dag.py's and test_train.py's SLURM tests and bench/bench_dataset.py's SLURM part, which both skip with the
+test_dag.py's and test_train.py's SLURM tests and bench/bench_dataset.py's SLURM part, which skip with the
 reason when it cannot.
 
     from local_slurm import slurm_unavailable
