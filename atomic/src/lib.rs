@@ -42,11 +42,13 @@ pub fn persist(tmp: &Path, path: &Path) -> io::Result<()> {
 /// Creates `path` atomically from the file `body` writes at the temporary path `tmp` it is
 /// given (use [`temp_path`] or [`temp_path_keeping_extension`]). The parent folder is
 /// created; the temporary file is removed if `body` fails, else synced and renamed into place.
-pub fn write_via<E: From<io::Error>>(path: &Path, tmp: &Path, body: impl FnOnce(&Path) -> Result<(), E>) -> Result<(), E> {
+/// `io_error` turns an error of those steps (folder, sync, rename) into the caller's error
+/// type, which is where callers name the file.
+pub fn write_via<E>(path: &Path, tmp: &Path, body: impl FnOnce(&Path) -> Result<(), E>, io_error: impl Fn(io::Error) -> E) -> Result<(), E> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(&io_error)?;
     }
-    let result = body(tmp).and_then(|()| persist(tmp, path).map_err(E::from));
+    let result = body(tmp).and_then(|()| persist(tmp, path).map_err(&io_error));
     if result.is_err() {
         let _ = std::fs::remove_file(tmp);
     }
@@ -55,7 +57,7 @@ pub fn write_via<E: From<io::Error>>(path: &Path, tmp: &Path, body: impl FnOnce(
 
 /// Writes `bytes` to `path` atomically.
 pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_via(path, &temp_path(path), |tmp| std::fs::write(tmp, bytes))
+    write_via(path, &temp_path(path), |tmp| std::fs::write(tmp, bytes), |e| e)
 }
 
 #[cfg(test)]
@@ -79,10 +81,15 @@ mod tests {
         let p = d.path().join("a.txt");
         write(&p, b"old").unwrap();
         let tmp = temp_path(&p);
-        let r: io::Result<()> = write_via(&p, &tmp, |t| {
-            std::fs::write(t, b"half")?;
-            Err(io::Error::other("interrupted"))
-        });
+        let r: io::Result<()> = write_via(
+            &p,
+            &tmp,
+            |t| {
+                std::fs::write(t, b"half")?;
+                Err(io::Error::other("interrupted"))
+            },
+            |e| e,
+        );
         assert!(r.is_err());
         assert_eq!(std::fs::read(&p).unwrap(), b"old");
         assert!(!tmp.exists());

@@ -217,12 +217,8 @@ where
     F: FnOnce(&Path) -> std::result::Result<(), Box<dyn std::error::Error>>,
 {
     let tmp = bf_atomic::temp_path_keeping_extension(path);
-    let drawn = draw(&tmp).map_err(|e| Error::Plot { path: path.to_path_buf(), message: e.to_string() });
-    if drawn.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-        return drawn;
-    }
-    bf_atomic::persist(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    let plot_error = |e: Box<dyn std::error::Error>| Error::Plot { path: path.to_path_buf(), message: e.to_string() };
+    bf_atomic::write_via(path, &tmp, |t| draw(t).map_err(plot_error), |source| Error::Io { path: path.to_path_buf(), source })
 }
 
 /// Registers the bundled DejaVu Sans as plotters' "sans-serif" once per process.

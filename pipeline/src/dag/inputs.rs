@@ -17,8 +17,6 @@ use crate::bids::maxwell_site::maxwell_for_run;
 use crate::bids::{data_files, derivatives_dir, manifest_path, proc_sss_path, MegSource};
 use crate::fsutil::hash_cache::HashCache;
 
-pub use crate::fsutil::hash_cache::{remember_hashes, size_and_mtime, FileHash};
-
 /// Lists the runs to process, with their input hashes: those of the manifest, else every
 /// run but empty-room recordings and runs whose content is not on disk.
 pub fn discover_runs(config: &ProjectConfig) -> Result<Vec<RunEntry>> {
@@ -99,6 +97,7 @@ fn manifest_run_ids(root: &Path) -> Result<Option<Vec<String>>> {
 mod tests {
     use super::*;
     use crate::bids::manifest_path;
+    use crate::fsutil::hash_cache::remember_hashes;
     use crate::ingest::tests::{dataset, outcomes};
     use crate::ingest::{write_manifest, IngestOptions};
 

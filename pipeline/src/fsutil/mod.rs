@@ -30,20 +30,7 @@ pub fn write_atomic_with(path: &Path, body: impl FnOnce(&mut std::fs::File) -> R
 /// [`bf_atomic::write_via`] (the temporary file is removed if `body` fails, else synced and
 /// renamed into place), with errors that name the file.
 pub fn write_atomic_path<E: From<Error>>(path: &Path, body: impl FnOnce(&Path) -> std::result::Result<(), E>) -> std::result::Result<(), E> {
-    /// `body`'s own error, or an io error of the folder, the sync or the rename.
-    enum Step<E> {
-        Body(E),
-        Io(std::io::Error),
-    }
-    impl<E> From<std::io::Error> for Step<E> {
-        fn from(e: std::io::Error) -> Self {
-            Step::Io(e)
-        }
-    }
-    bf_atomic::write_via(path, &temp_path(path), |tmp| body(tmp).map_err(Step::Body)).map_err(|step| match step {
-        Step::Body(e) => e,
-        Step::Io(e) => E::from(Error::io(path, e)),
-    })
+    bf_atomic::write_via(path, &temp_path(path), body, |e| E::from(Error::io(path, e)))
 }
 
 /// Moves the complete file `tmp` to `path` ([`bf_atomic::persist`]: synced, then renamed).
