@@ -42,13 +42,13 @@ pub fn persist(tmp: &Path, path: &Path) -> io::Result<()> {
 /// Creates `path` atomically from the file `body` writes at the temporary path `tmp` it is
 /// given (use [`temp_path`] or [`temp_path_keeping_extension`]). The parent folder is
 /// created; the temporary file is removed if `body` fails, else synced and renamed into place.
-/// `io_error` turns an error of those steps (folder, sync, rename) into the caller's error
-/// type, which is where callers name the file.
-pub fn write_via<E>(path: &Path, tmp: &Path, body: impl FnOnce(&Path) -> Result<(), E>, io_error: impl Fn(io::Error) -> E) -> Result<(), E> {
+/// `io_error` turns an error of those steps into the caller's error type, given the path at
+/// fault: the folder when it cannot be created, else `path` (sync, rename).
+pub fn write_via<E>(path: &Path, tmp: &Path, body: impl FnOnce(&Path) -> Result<(), E>, io_error: impl Fn(&Path, io::Error) -> E) -> Result<(), E> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(&io_error)?;
+        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
     }
-    let result = body(tmp).and_then(|()| persist(tmp, path).map_err(&io_error));
+    let result = body(tmp).and_then(|()| persist(tmp, path).map_err(|e| io_error(path, e)));
     if result.is_err() {
         let _ = std::fs::remove_file(tmp);
     }
@@ -57,7 +57,7 @@ pub fn write_via<E>(path: &Path, tmp: &Path, body: impl FnOnce(&Path) -> Result<
 
 /// Writes `bytes` to `path` atomically.
 pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_via(path, &temp_path(path), |tmp| std::fs::write(tmp, bytes), |e| e)
+    write_via(path, &temp_path(path), |tmp| std::fs::write(tmp, bytes), |_, e| e)
 }
 
 #[cfg(test)]
@@ -88,11 +88,25 @@ mod tests {
                 std::fs::write(t, b"half")?;
                 Err(io::Error::other("interrupted"))
             },
-            |e| e,
+            |_, e| e,
         );
         assert!(r.is_err());
         assert_eq!(std::fs::read(&p).unwrap(), b"old");
         assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn io_errors_name_the_path_at_fault() {
+        let d = tempfile::tempdir().unwrap();
+        let not_a_folder = d.path().join("stamps");
+        std::fs::write(&not_a_folder, b"").unwrap();
+        let p = not_a_folder.join("a.json");
+        let at = write_via(&p, &temp_path(&p), |t| std::fs::write(t, b"x").map_err(|_| PathBuf::new()), |at, _| at.to_path_buf()).unwrap_err();
+        assert_eq!(at, not_a_folder);
+        let missing_tmp = d.path().join("never-written");
+        let q = d.path().join("b.json");
+        let at = write_via(&q, &missing_tmp, |_| Ok::<(), PathBuf>(()), |at, _| at.to_path_buf()).unwrap_err();
+        assert_eq!(at, q);
     }
 
     #[test]

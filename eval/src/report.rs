@@ -218,7 +218,7 @@ where
 {
     let tmp = bf_atomic::temp_path_keeping_extension(path);
     let plot_error = |e: Box<dyn std::error::Error>| Error::Plot { path: path.to_path_buf(), message: e.to_string() };
-    bf_atomic::write_via(path, &tmp, |t| draw(t).map_err(plot_error), |source| Error::Io { path: path.to_path_buf(), source })
+    bf_atomic::write_via(path, &tmp, |t| draw(t).map_err(plot_error), |at, source| Error::Io { path: at.to_path_buf(), source })
 }
 
 /// Registers the bundled DejaVu Sans as plotters' "sans-serif" once per process.

@@ -30,7 +30,7 @@ pub fn write_atomic_with(path: &Path, body: impl FnOnce(&mut std::fs::File) -> R
 /// [`bf_atomic::write_via`] (the temporary file is removed if `body` fails, else synced and
 /// renamed into place), with errors that name the file.
 pub fn write_atomic_path<E: From<Error>>(path: &Path, body: impl FnOnce(&Path) -> std::result::Result<(), E>) -> std::result::Result<(), E> {
-    bf_atomic::write_via(path, &temp_path(path), body, |e| E::from(Error::io(path, e)))
+    bf_atomic::write_via(path, &temp_path(path), body, |at, e| E::from(Error::io(at, e)))
 }
 
 /// Moves the complete file `tmp` to `path` ([`bf_atomic::persist`]: synced, then renamed).
