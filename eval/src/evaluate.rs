@@ -38,6 +38,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::report::NamedMetrics;
 use crate::{
+    band_pearson_r, band_rows as band_rows_of, default_bands, Band, BandRow,
     channel_means, channel_metrics, default_alphas, fit_ridge_lagged, predict_channel_mean, read_training_log, sensor_type,
     symmetric_lags, write_metrics_json, write_report, ExampleTrace, MetricsJson, MetricsRow, Report, RidgeFit,
 };
@@ -481,6 +482,9 @@ pub struct Scores {
     control: (MetricsRow, NamedMetrics),
     ridge: (MetricsRow, NamedMetrics),
     ceiling: Option<(MetricsRow, NamedMetrics)>,
+    /// Per-band r (model, control, ridge, ceiling), by sensor type.
+    bands: Vec<Band>,
+    band_rows: Vec<BandRow>,
 }
 
 /// Scores every predictor against the test MEG: model and shuffled-EEG control (teacher-forced
@@ -520,7 +524,24 @@ pub fn score(ev: &Evaluation, p: &Predicted, b: &Baselines) -> Result<Scores> {
     };
     scored.extend(ceiling.clone());
     let (rows, per_channel) = scored.into_iter().unzip();
-    Ok(Scores { rows, per_channel, model, control, ridge, ceiling })
+    let bands = default_bands(ev.meta.sfreq);
+    let mut band_rows = Vec::new();
+    let mut by_band = |name: &str, truth: ndarray::ArrayView3<f32>, pred: &Array3<f32>| -> Result<()> {
+        let r = band_pearson_r(truth, pred.view(), ev.meta.sfreq, &bands)?;
+        band_rows.extend(band_rows_of(name, &r, names));
+        Ok(())
+    };
+    let truth = ev.truth.meg.view();
+    by_band(&model.0.name, truth, &p.teacher)?;
+    by_band(&control.0.name, truth, &p.teacher_shuffled)?;
+    if token && p.n_free > 0 {
+        by_band("model, free-running", ev.truth.meg.slice(s![..p.n_free, .., ..]), &p.free)?;
+    }
+    by_band(&ridge.0.name, truth, &b.ridge_pred)?;
+    if let Some((pred, _)) = &b.ceiling {
+        by_band("noise ceiling (noise-free MEG)", truth, pred)?;
+    }
+    Ok(Scores { rows, per_channel, model, control, ridge, ceiling, bands, band_rows })
 }
 
 impl Scores {
@@ -535,6 +556,8 @@ impl Scores {
             channel_names: ev.meta.meg_channels.clone(),
             per_channel: self.per_channel.clone(),
             rows: self.rows.clone(),
+            bands: self.bands.clone(),
+            by_band: self.band_rows.clone(),
         }
     }
 }
@@ -597,6 +620,8 @@ pub fn report(ev: &Evaluation, p: &Predicted, b: &Baselines, scores: &Scores, op
         shuffled_r: scores.control.1.metrics.pearson_r.clone(),
         ridge_r: scores.ridge.1.metrics.pearson_r.clone(),
         ceiling_r: scores.ceiling.as_ref().map(|(_, m)| m.metrics.pearson_r.clone()).unwrap_or_default(),
+        bands: scores.bands.clone(),
+        band_rows: scores.band_rows.clone(),
         notes,
     })
 }

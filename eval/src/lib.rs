@@ -4,11 +4,13 @@
 //! checked independently of the model:
 //! - [`metrics`]: per-channel MSE, Pearson r and R² (and summaries by sensor type);
 //! - [`ridge`]: the lagged ridge-regression baseline EEG → MEG;
+//! - [`bands`]: Pearson r per frequency band (delta … gamma);
 //! - [`baselines`]: the channel-mean predictor;
 //! - [`report`]: `report.md` with PNG plots and `metrics.json`, written atomically;
 //! - `evaluate` (feature `model`, libtorch through `bf_model`): the driver that runs a
 //!   checkpoint on held-out shards and feeds the modules above (`bf-eval`).
 
+pub mod bands;
 pub mod baselines;
 #[cfg(feature = "model")]
 pub mod evaluate;
@@ -16,6 +18,7 @@ pub mod metrics;
 pub mod report;
 pub mod ridge;
 
+pub use bands::{band_pearson_r, band_rows, default_bands, Band, BandRow};
 pub use baselines::{channel_means, predict_channel_mean};
 pub use metrics::{channel_metrics, sensor_type, ChannelMetrics, GroupSummary, MetricsSummary};
 pub use report::{

@@ -12,6 +12,7 @@
 //! DejaVu Sans font bundled by the `dejavu` crate (free licence), so text renders the same on
 //! every machine without fontconfig or system fonts.
 
+use crate::bands::{Band, BandRow};
 use crate::metrics::{nan_as_null, nan_skipping_mean, sensor_type, ChannelMetrics, MetricsSummary};
 use crate::{Error, Result};
 use plotters::prelude::*;
@@ -53,6 +54,12 @@ pub struct Report {
     /// recording); empty when there is none, and the column is then left out.
     #[serde(with = "nan_as_null", default)]
     pub ceiling_r: Vec<f64>,
+    /// Frequency bands of `band_rows` (empty: no band table).
+    #[serde(default)]
+    pub bands: Vec<Band>,
+    /// Mean r per band, per predictor and sensor type ([`crate::bands`]).
+    #[serde(default)]
+    pub band_rows: Vec<BandRow>,
     /// Free text appended under "Notes" (e.g. ridge α, caveats).
     pub notes: Vec<String>,
 }
@@ -126,6 +133,13 @@ pub struct MetricsJson {
     pub per_channel: Vec<NamedMetrics>,
     /// The metrics table rows.
     pub rows: Vec<MetricsRow>,
+    /// Frequency bands of `by_band`.
+    #[serde(default)]
+    pub bands: Vec<Band>,
+    /// Mean Pearson r per band, per predictor and sensor type (band-passed truth vs
+    /// band-passed prediction, [`crate::bands`]).
+    #[serde(default)]
+    pub by_band: Vec<BandRow>,
 }
 
 /// Per-channel metrics of one named predictor.
@@ -424,6 +438,15 @@ fn markdown(r: &Report, plots: &[&str]) -> String {
     if !by_type.is_empty() {
         let _ = writeln!(md, "### Mean Pearson r by sensor type\n\n{by_type}");
     }
+    let by_band = band_table(r);
+    if !by_band.is_empty() {
+        let _ = writeln!(
+            md,
+            "### Mean Pearson r by frequency band\n\nEach window band-passed (FFT bins of the band kept), r pooled per channel over \
+             windows and samples, then averaged over the channels of a sensor type; \"–\" = no bin of the band in a window or no \
+             power.\n\n{by_band}"
+        );
+    }
     let _ = writeln!(md, "## Plots\n");
     for (file, caption) in [
         (TRAINING_CURVES_PNG, "Training curves"),
@@ -510,6 +533,36 @@ fn per_type_table(r: &Report) -> String {
     s
 }
 
+/// Markdown table of mean r per band: a row per (sensor type, predictor).
+fn band_table(r: &Report) -> String {
+    if r.bands.is_empty() || r.band_rows.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("| sensor type | predictor |");
+    for b in &r.bands {
+        let _ = write!(s, " {} ({:.0}–{:.0} Hz) |", b.name, b.l_freq, b.h_freq);
+    }
+    s.push_str("\n|---|---|");
+    s.push_str(&"---|".repeat(r.bands.len()));
+    s.push('\n');
+    let mut types: Vec<&str> = Vec::new();
+    for row in &r.band_rows {
+        if !types.contains(&row.sensor_type.as_str()) {
+            types.push(&row.sensor_type);
+        }
+    }
+    for t in types {
+        for row in r.band_rows.iter().filter(|row| row.sensor_type == t) {
+            let _ = write!(s, "| {} | {} |", row.sensor_type, row.predictor);
+            for v in &row.pearson_r {
+                let _ = write!(s, " {} |", fmt_opt(*v));
+            }
+            s.push('\n');
+        }
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,9 +591,24 @@ mod tests {
             shuffled_r: (0..12).map(|i| if i == 5 { f64::NAN } else { 0.01 * (i as f64 - 6.0) }).collect(),
             ridge_r: (0..12).map(|i| 0.2 + 0.01 * i as f64).collect(),
             ceiling_r: vec![],
+            bands: crate::default_bands(128.0),
+            band_rows: crate::band_rows("model", &vec![(0..12).map(|i| 0.1 * (i % 3) as f64).collect::<Vec<f64>>(); 5], &names),
             channel_names: names,
             notes: vec!["ridge α = 10 (relative)".into()],
         }
+    }
+
+    #[test]
+    fn band_table_has_a_column_per_band_and_a_row_per_type_and_predictor() {
+        let r = sample_report();
+        let t = band_table(&r);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "| sensor type | predictor | delta (1–4 Hz) | theta (4–8 Hz) | alpha (8–13 Hz) | beta (13–30 Hz) | gamma (30–64 Hz) |");
+        // all, mag, grad for the one predictor
+        assert_eq!(lines.len(), 2 + 3, "{t}");
+        assert!(lines[3].starts_with("| mag | model | 0.000 |"), "{t}");
+        assert!(markdown(&r, &[]).contains("### Mean Pearson r by frequency band"));
+        assert!(!markdown(&Report::default(), &[]).contains("by frequency band"));
     }
 
     #[test]

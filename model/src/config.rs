@@ -45,6 +45,10 @@ pub enum DecoderEeg {
     /// `decoder_eeg_mix.{layer}.weight`) adds, for each MEG channel, a signed mix of the EEG
     /// channels' encodings at the step being predicted, as MEG and EEG are linear mixtures
     /// of the same sources at the same instant (the regression model has such a map too).
+    /// In the regression model, `mixed` adds the projected EEG encoding (`proj(memory)`, a
+    /// map Ce → Cm the seed's regression decoder already has) to each decoder layer's state
+    /// around its cross-attention, so each output patch sees the EEG of its own time patch;
+    /// no weights are added there.
     Mixed,
 }
 
@@ -101,8 +105,8 @@ pub struct ModelConfig {
     /// Time steps per training sequence (windows are cut into chunks of this length).
     pub sequence_length: i64,
     pub channel_attention: ChannelAttention,
-    /// Token model: how the decoder reads the EEG (`seed` unless set; configs written
-    /// before this key existed read as `seed`).
+    /// How the decoder reads the EEG, token and regression models (`seed` unless set; configs
+    /// written before this key existed read as `seed`).
     pub decoder_eeg: DecoderEeg,
     pub objective: Objective,
     /// Regression only: time steps merged into one patch.

@@ -253,3 +253,49 @@ def test_regression_model_matches_the_seed(tmp_path):
     grads = {k[5:]: v for k, v in ours.items() if k.startswith("grad.")}
     assert set(grads) == set(params), set(grads) ^ set(params)
     check_gradients(grads, params)
+
+
+def test_regression_decoder_eeg_mixed_is_the_seed_plus_the_memory_residual(tmp_path):
+    """`--decoder_eeg mixed` in the regression model = the seed's forward with
+    `x = proj(memory) + cross_attn(s, proj(memory))` in each decoder layer (the prototype of
+    bench/physics_regression_check.py), same weights and names. Tolerances as the seed test
+    above (float32 through the same ops in a different order: 1e-5)."""
+    _import_seed("continuous")
+    from models.crossformer import CrossFormer
+
+    class MemoryResidual(CrossFormer):
+        def forward(self, src):
+            mem = self.encoder(self.pos_embed_encoder(self.src_patcher(src)))
+            x = self.pos_embed_decoder(self.tgt_patcher(self.initial_tgt.expand(src.shape[0], -1, -1)))
+            d = self.decoder
+            for i in range(len(d.self_attn_layers)):
+                s = d.self_attn_layers[i](x)
+                m = d.encoder_proj_layers[i](mem)
+                x = m + d.cross_attn_layers[i](s, m, m)[0]
+            return torch.tanh(self.depatcher(x))
+
+    torch.manual_seed(0)
+    model = MemoryResidual(src_num_channels=6, tgt_num_channels=10, max_sequence_length=16, patch_size=4,
+                           num_heads=2, num_enc_layers=2, num_dec_layers=2).eval()
+    config = dict(source_sequence_dimension=6, target_sequence_dimension=10, sequence_length=16, patch_size=4,
+                  n_heads=2, n_layers=2, objective="regression", channel_attention="full", decoder_eeg="mixed")
+    write_checkpoint(tmp_path / "ckpt", model, config)
+    g = torch.Generator().manual_seed(2)
+    eeg = torch.rand((3, 16, 6), generator=g) * 2 - 1
+    meg = torch.rand((3, 16, 10), generator=g) * 2 - 1
+    save_file({"eeg": eeg, "meg": meg}, str(tmp_path / "inputs.safetensors"))
+    ours = run_forward(tmp_path / "ckpt", tmp_path / "inputs.safetensors", tmp_path)
+
+    pred = model(eeg)
+    loss = nn.MSELoss()(pred, meg)
+    loss.backward()
+    assert_close(ours["pred"], pred.detach(), 1e-5, "prediction")
+    assert_close(ours["loss"], loss.detach().reshape(1), 1e-5, "loss")
+    # the residual changes the output: the seed's forward on the same weights differs
+    with torch.no_grad():
+        seed_pred = CrossFormer.forward(model, eeg)
+    assert (seed_pred - pred.detach()).abs().max() > 1e-3
+    params = dict(model.named_parameters())
+    grads = {k[5:]: v for k, v in ours.items() if k.startswith("grad.")}
+    assert set(grads) == set(params), set(grads) ^ set(params)
+    check_gradients(grads, params)

@@ -124,12 +124,16 @@ struct Args {
     /// (attention across all channels, what the seed's code runs).
     #[arg(long = "channel_attention", alias = "channel-attention", default_value = "router", value_parser = ["router", "full"])]
     channel_attention: String,
-    /// Token model: how the decoder reads the EEG. `seed`: the seed's cross-attention, whose
+    /// How the decoder reads the EEG. Token model: `seed`: the seed's cross-attention, whose
     /// output replaces the decoder state (PyTorch users can load these weights into the
     /// seed's module). `mixed` (ours): a residual around that cross-attention plus a learned
     /// linear map from EEG to MEG channels at the predicted step; its checkpoints carry
     /// `decoder_eeg_mix.*` weights the seed's module lacks. With `--history_dropout 0.5`,
     /// `mixed` is what made the token model read the EEG on the fixtures (docs/STATUS.md).
+    /// Regression model: `mixed` adds the projected EEG encoding of each time patch to the
+    /// decoder state around its cross-attention (no extra weights; the seed's decoder state
+    /// starts from one learned target for every example and sees the EEG only through that
+    /// cross-attention).
     #[arg(long = "decoder_eeg", alias = "decoder-eeg", default_value = "seed", value_parser = ["seed", "mixed"])]
     decoder_eeg: String,
     /// `token` (µ-law tokens, cross-entropy) or `regression` (continuous shards, MSE).
