@@ -247,6 +247,44 @@ pub struct RecordingInfo {
     pub line_freq: Option<f64>,
     /// EDF+D: the records are not contiguous in time (gaps are flagged, samples still abut).
     pub discontinuous: bool,
+    /// Continuous head-position indicator coils (FIF `hpi_meas` + `hpi_subsystem`), where the
+    /// file has their frequencies: what MNE's `get_chpi_info` reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chpi: Option<ChpiInfo>,
+}
+
+/// The cHPI set-up of a FIF recording, as stored: the coils of the last `FIFFB_HPI_MEAS`
+/// block sorted by coil number (MNE's `info['hpi_meas'][-1]['hpi_coils']`) and, where the
+/// file has a `FIFFB_HPI_SUBSYSTEM`, each subsystem coil's first event bit (a coil whose
+/// bit is 0 is not driven) and the event channel.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChpiInfo {
+    /// (coil number, excitation frequency in Hz), ascending coil number.
+    pub coils: Vec<(i32, f64)>,
+    /// `event_bits[0]` of each coil of the HPI subsystem, in file order; `None` entries are
+    /// coils without event bits. `None`: no subsystem block.
+    pub event_bits: Option<Vec<Option<i32>>>,
+    pub event_channel: Option<String>,
+}
+
+impl ChpiInfo {
+    /// The frequencies of the coils that may be active, as MNE's `get_chpi_info`: with a
+    /// subsystem, each measured coil's event bit (by coil number) must be non-zero.
+    pub fn active_freqs(&self) -> std::result::Result<Vec<f64>, String> {
+        let Some(bits) = &self.event_bits else {
+            return Ok(self.coils.iter().map(|&(_, f)| f).collect());
+        };
+        let mut out = Vec::new();
+        for &(number, f) in &self.coils {
+            let bit = usize::try_from(number - 1).ok().and_then(|i| bits.get(i).copied());
+            match bit {
+                Some(Some(0)) => {}
+                Some(Some(_)) => out.push(f),
+                _ => return Err(format!("cHPI coil {number} has no event bits in the HPI subsystem block ({} coils)", bits.len())),
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl RecordingInfo {
@@ -271,6 +309,7 @@ impl RecordingInfo {
             lowpass: None,
             line_freq: None,
             discontinuous: false,
+            chpi: None,
         }
     }
 

@@ -38,6 +38,7 @@ fn recording(nchan: usize, n: usize) -> InMemory {
         lowpass: Some(100.0),
         line_freq: Some(50.0),
         discontinuous: false,
+        chpi: None,
     };
     InMemory::new(info, data).unwrap()
 }

@@ -27,6 +27,7 @@ enum Command {
     Info(commands::info::InfoArgs),
     Maxwell(commands::maxwell::MaxwellArgs),
     FindBadsMaxwell(commands::find_bads_maxwell::FindBadsMaxwellArgs),
+    FilterChpi(commands::filter_chpi::FilterChpiArgs),
     Convert(commands::convert::ConvertArgs),
     /// Build everything from the raw runs to tokenized Parquet shards (a make-like DAG).
     ///
@@ -85,6 +86,7 @@ fn run(command: Command, quiet: bool) -> Result<()> {
         Command::Info(a) => info::run(&a),
         Command::Maxwell(a) => maxwell::run(&a),
         Command::FindBadsMaxwell(a) => find_bads_maxwell::run(&a),
+        Command::FilterChpi(a) => filter_chpi::run(&a),
         Command::Convert(a) => convert::run(&a),
         Command::Tokenize(a) => dag::run(&a, Stage::Shards, quiet),
         Command::Preprocess(a) => dag::run(&a, Stage::Preprocess, quiet),

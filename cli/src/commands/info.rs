@@ -68,6 +68,12 @@ pub fn info_json(info: &RecordingInfo) -> serde_json::Value {
         "line_freq": info.line_freq,
         "comp_grade": info.comp_grade,
         "discontinuous": info.discontinuous,
+        // cHPI coils (FIF hpi_meas/hpi_subsystem) and the active coils' frequencies, as
+        // MNE's get_chpi_info gives them; null without cHPI information.
+        "chpi": info.chpi.as_ref().map(|c| json!({
+            "coils": c.coils, "event_bits": c.event_bits, "event_channel": c.event_channel,
+            "active_freqs": c.active_freqs().ok(),
+        })),
         "projs": info.projs.iter().map(|p| json!({
             "desc": p.desc, "kind": p.kind, "active": p.active,
             "n_vectors": p.vectors.len(), "ch_names": p.ch_names,

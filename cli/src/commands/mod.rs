@@ -10,6 +10,7 @@ pub mod dag;
 pub mod download;
 pub mod epochs;
 pub mod filter;
+pub mod filter_chpi;
 pub mod filter_design;
 pub mod find_bads_maxwell;
 pub mod ingest;

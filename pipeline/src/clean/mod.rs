@@ -22,6 +22,7 @@
 //! EEG interpolation), [`proj`] (SSP projectors, applied on request).
 
 pub mod bads;
+pub mod chpi;
 pub mod maxwell;
 pub mod proj;
 pub mod screen;

@@ -168,6 +168,7 @@ impl BrainVisionReader {
             lowpass: Some(lowpass),
             line_freq: None,
             discontinuous: false,
+            chpi: None,
         };
         if let Some(mrk) = marker_path {
             let (meas, annotations) = read_markers(&mrk, sfreq, n_samples)?;

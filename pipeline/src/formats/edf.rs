@@ -544,6 +544,7 @@ fn build_reader(path: PathBuf, file: File, flavor: Flavor, len: u64, main: MainH
             lowpass: Some(lowpass),
             line_freq: None,
             discontinuous,
+            chpi: None,
         },
         upsampled: (0..channels.len()).map(|_| OnceLock::new()).collect(),
         signals,

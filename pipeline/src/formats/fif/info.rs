@@ -3,7 +3,7 @@
 //! Field by field this follows MNE's `read_meas_info`, so `info` equals what MNE reports.
 
 use crate::error::Result;
-use crate::recording::{Annotation, ChannelInfo, ChannelKind, MeasDate, Projector, Unit};
+use crate::recording::{Annotation, ChannelInfo, ChannelKind, ChpiInfo, MeasDate, Projector, Unit};
 
 use super::tag::{be_i32, be_u32, k, FifFile, Node};
 
@@ -103,6 +103,7 @@ pub struct MeasInfo {
     pub highpass: Option<f64>,
     pub lowpass: Option<f64>,
     pub line_freq: Option<f64>,
+    pub chpi: Option<ChpiInfo>,
 }
 
 pub fn read_meas_info(f: &FifFile) -> Result<MeasInfo> {
@@ -148,7 +149,8 @@ pub fn read_meas_info(f: &FifFile) -> Result<MeasInfo> {
     let bads = read_bads(f, node, &channels, &renames)?;
     let projs = read_projs(f, node, &renames)?;
     let comp_grade = current_comp_grade(f, &channels)?;
-    Ok(MeasInfo { sfreq, channels, meas_date, bads, projs, comp_grade, highpass, lowpass, line_freq })
+    let chpi = read_chpi(f, node)?;
+    Ok(MeasInfo { sfreq, channels, meas_date, bads, projs, comp_grade, highpass, lowpass, line_freq, chpi })
 }
 
 /// One `FIFFT_CH_INFO_STRUCT` (96 bytes): scanno, logno, kind, range, cal, coil_type, loc[12],
@@ -182,6 +184,64 @@ fn read_ch_info(f: &FifFile, e: &super::tag::DirEntry) -> Result<ChannelInfo> {
         logno: be_i32(&d[4..8]),
         scanno: be_i32(&d[0..4]),
     })
+}
+
+/// FIFF blocks and tags of the cHPI set-up.
+pub mod hpi {
+    pub const B_HPI_MEAS: i32 = 108;
+    pub const B_HPI_COIL: i32 = 110;
+    pub const B_HPI_SUBSYSTEM: i32 = 121;
+    pub const HPI_NCOIL: i32 = 216;
+    pub const HPI_COIL_FREQ: i32 = 236;
+    pub const HPI_COIL_NO: i32 = 245;
+    pub const EVENT_CHANNEL: i32 = 602;
+    pub const EVENT_BITS: i32 = 603;
+}
+
+/// The cHPI coils and their frequencies, as MNE's `read_meas_info` reads `hpi_meas` and
+/// `hpi_subsystem` and `get_chpi_info` uses them: `None` when there is no `FIFFB_HPI_MEAS`
+/// or its first coil has no frequency (MNE: "No appropriate cHPI information found"); the
+/// coils of the last block otherwise, sorted by coil number.
+fn read_chpi(f: &FifFile, node: &Node) -> Result<Option<ChpiInfo>> {
+    let meas = node.find(hpi::B_HPI_MEAS);
+    let coils_of = |m: &Node| -> Result<Vec<(Option<i32>, Option<f64>)>> {
+        m.find(hpi::B_HPI_COIL)
+            .into_iter()
+            .map(|c| {
+                let number = c.entry(hpi::HPI_COIL_NO).map(|e| f.read_i32_tag(e)).transpose()?;
+                let freq = c.entry(hpi::HPI_COIL_FREQ).map(|e| f.read_f64_tag(e)).transpose()?;
+                Ok((number, freq))
+            })
+            .collect()
+    };
+    let Some(&first) = meas.first() else { return Ok(None) };
+    if !matches!(coils_of(first)?.first(), Some((_, Some(_)))) {
+        return Ok(None);
+    }
+    let last = *meas.last().expect("not empty");
+    let mut coils = Vec::new();
+    for (i, c) in coils_of(last)?.into_iter().enumerate() {
+        match c {
+            (Some(n), Some(fr)) => coils.push((n, fr)),
+            _ => return Err(f.format_error(format!("cHPI coil {} of the last HPI measurement block has no number or no frequency", i + 1))),
+        }
+    }
+    coils.sort_by_key(|&(n, _)| n);
+    let (mut event_bits, mut event_channel) = (None, None);
+    let subs = node.find(hpi::B_HPI_SUBSYSTEM);
+    if subs.len() == 1 {
+        let s = subs[0];
+        if let Some(e) = s.entry(hpi::EVENT_CHANNEL) {
+            event_channel = Some(f.read_string(e)?);
+        }
+        let bits = s
+            .find(hpi::B_HPI_COIL)
+            .into_iter()
+            .map(|c| c.entry(hpi::EVENT_BITS).map(|e| f.read_i32_tag(e)).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        event_bits = Some(bits);
+    }
+    Ok(Some(ChpiInfo { coils, event_bits, event_channel }))
 }
 
 /// Long channel names live in `FIFFB_CH_INFO` blocks (one per channel, in order) as

@@ -121,6 +121,7 @@ impl FifReader {
             lowpass: meas.lowpass,
             line_freq: meas.line_freq,
             discontinuous: !skips.is_empty(),
+            chpi: meas.chpi,
         };
         Ok(FifReader { info, parts, buffers, cals, maxshield })
     }

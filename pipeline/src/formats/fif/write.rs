@@ -215,6 +215,7 @@ impl FilePiece<'_> {
             }
         }
         self.write_head(t)?;
+        self.write_chpi(t)?;
         self.write_projs(t, &names)?;
         t.end_block(k::B_MEAS_INFO)
     }
@@ -238,6 +239,43 @@ impl FilePiece<'_> {
                 t.tag(FIFF_DIG_POINT, FIFFT_DIG_POINT_STRUCT, &b)?;
             }
             t.end_block(FIFFB_ISOTRAK)?;
+        }
+        Ok(())
+    }
+
+    /// The cHPI coils (`info.chpi`) as an Elekta acquisition stores them and MNE writes them
+    /// back: one `FIFFB_HPI_MEAS` with a `FIFFB_HPI_COIL` (number, frequency) per coil, and
+    /// a `FIFFB_HPI_SUBSYSTEM` with the coils' event bits. Nothing without cHPI info.
+    fn write_chpi(&self, t: &mut TagWriter) -> Result<()> {
+        use super::info::hpi;
+        let Some(c) = &self.info.chpi else { return Ok(()) };
+        t.start_block(hpi::B_HPI_MEAS)?;
+        t.tag(k::SFREQ, k::T_FLOAT, &(self.info.sfreq as f32).to_be_bytes())?;
+        t.tag(hpi::HPI_NCOIL, k::T_INT, &(c.coils.len() as i32).to_be_bytes())?;
+        for &(number, freq) in &c.coils {
+            t.start_block(hpi::B_HPI_COIL)?;
+            t.tag(hpi::HPI_COIL_NO, k::T_INT, &number.to_be_bytes())?;
+            t.tag(hpi::HPI_COIL_FREQ, k::T_FLOAT, &(freq as f32).to_be_bytes())?;
+            t.end_block(hpi::B_HPI_COIL)?;
+        }
+        t.end_block(hpi::B_HPI_MEAS)?;
+        if let Some(bits) = &c.event_bits {
+            t.start_block(hpi::B_HPI_SUBSYSTEM)?;
+            t.tag(hpi::HPI_NCOIL, k::T_INT, &(bits.len() as i32).to_be_bytes())?;
+            if let Some(ch) = &c.event_channel {
+                t.string(hpi::EVENT_CHANNEL, ch)?;
+            }
+            for b in bits {
+                t.start_block(hpi::B_HPI_COIL)?;
+                if let Some(b) = b {
+                    // Elekta stores four words per coil (e.g. [256, 0, 256, 256]); the first
+                    // says whether the coil is driven, the only one MNE uses.
+                    let words: Vec<u8> = [*b, 0, *b, *b].iter().flat_map(|w| w.to_be_bytes()).collect();
+                    t.tag(hpi::EVENT_BITS, k::T_INT, &words)?;
+                }
+                t.end_block(hpi::B_HPI_COIL)?;
+            }
+            t.end_block(hpi::B_HPI_SUBSYSTEM)?;
         }
         Ok(())
     }
