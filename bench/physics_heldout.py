@@ -39,6 +39,9 @@ CONFIGS = {
     "regression mixed, L64, 3000 steps": ("continuous", REGRESSION + ["--sequence_length", "64", "--max_steps", "3000", "--decoder_eeg", "mixed"]),
     "regression mixed, L256, 600 steps": ("continuous", REGRESSION + ["--sequence_length", "256", "--max_steps", "600", "--decoder_eeg", "mixed"]),
     "regression mixed, L64, 2 layers, 1500 steps": ("continuous", REGRESSION + ["--sequence_length", "64", "--max_steps", "1500", "--decoder_eeg", "mixed", "--n_layers", "2"]),
+    "regression mixed + eeg_skip 11, L64, 600 steps": ("continuous", REGRESSION + ["--sequence_length", "64", "--max_steps", "600", "--decoder_eeg", "mixed", "--eeg_skip", "11"]),
+    "regression mixed + eeg_skip 11, L64, 3000 steps": ("continuous", REGRESSION + ["--sequence_length", "64", "--max_steps", "3000", "--decoder_eeg", "mixed", "--eeg_skip", "11"]),
+    "regression mixed + eeg_skip 11, L256, 1500 steps": ("continuous", REGRESSION + ["--sequence_length", "256", "--max_steps", "1500", "--decoder_eeg", "mixed", "--eeg_skip", "11"]),
     "token mixed + history dropout, L64, 600 steps": ("token", TOKEN + ["--sequence_length", "64", "--max_steps", "600"]),
 }
 

@@ -111,6 +111,12 @@ pub struct ModelConfig {
     pub objective: Objective,
     /// Regression only: time steps merged into one patch.
     pub patch_size: i64,
+    /// Regression only, ours (0 = none, the seed's model): a direct lagged-linear path from
+    /// the EEG to the MEG, `Conv1d(Ce → Cm, kernel eeg_skip, padding eeg_skip / 2)` over time
+    /// (names `eeg_skip.weight` [Cm, Ce, K], `eeg_skip.bias` [Cm]), zero at initialisation and
+    /// added before the final tanh, so the Crossformer learns what a lagged linear map of the
+    /// EEG leaves (a lagged ridge's map, by gradient descent). Odd.
+    pub eeg_skip: i64,
     /// Shard token level `l` is model id `l + token_offset` (0 pad, 1 bos, 2 eos).
     pub token_offset: i64,
     /// The tokenizer of the shards the model was trained on (JSON), to undo it.
@@ -147,6 +153,7 @@ impl Default for ModelConfig {
             decoder_eeg: DecoderEeg::Seed,
             objective: Objective::Token,
             patch_size: 4,
+            eeg_skip: 0,
             token_offset: 3,
             tokenizer: None,
             eeg_channels: Vec::new(),
@@ -183,6 +190,9 @@ impl ModelConfig {
         }
         match self.objective {
             Objective::Token => {
+                if self.eeg_skip != 0 {
+                    return bad(format!("eeg_skip is a regression-model option (got {} with the token objective)", self.eeg_skip));
+                }
                 if self.d_model % 2 != 0 {
                     return bad(format!("d_model must be even (sinusoidal positions), got {}", self.d_model));
                 }
@@ -194,6 +204,9 @@ impl ModelConfig {
                 }
             }
             Objective::Regression => {
+                if self.eeg_skip < 0 || (self.eeg_skip > 0 && self.eeg_skip % 2 == 0) {
+                    return bad(format!("eeg_skip must be 0 (none) or an odd kernel length, got {}", self.eeg_skip));
+                }
                 if self.patch_size <= 0 || self.sequence_length % self.patch_size != 0 {
                     return bad(format!(
                         "sequence_length {} must be a multiple of patch_size {}",

@@ -16,6 +16,11 @@
 //! where a per-step linear map reaches 0.29 (BENCHMARKS.md, "Session 14, later"). The residual
 //! gives each output patch the EEG of its own time patch. No weights are added: the seed's
 //! module loads these checkpoints, but computes the seed's forward.
+//!
+//! `eeg_skip = K > 0` (ours) adds a lagged-linear path, `Conv1d(Ce → Cm, K)` over time, to the
+//! depatcher's output before tanh, zero at initialisation: the model starts as the seed's and
+//! can learn the lagged ridge's kind of map directly, the Crossformer then fitting what that
+//! map leaves. Checkpoints carry `eeg_skip.{weight,bias}`, which the seed's module lacks.
 
 use tch::nn::{Init, Path};
 use tch::{Kind, Reduction, Tensor};
@@ -128,6 +133,8 @@ pub struct RegressionCrossFormer {
     pos_encoder: Tensor,
     pos_decoder: Tensor,
     depatcher: ReluMlp,
+    /// `eeg_skip > 0`: the lagged-linear path's weight [Cm, Ce, K] and bias [Cm].
+    eeg_skip: Option<(Tensor, Tensor)>,
 }
 
 impl RegressionCrossFormer {
@@ -153,6 +160,10 @@ impl RegressionCrossFormer {
             pos_encoder: (p / "pos_embed_encoder").var("pos_embed", &[1, lc, ce], small),
             pos_decoder: (p / "pos_embed_decoder").var("pos_embed", &[1, lc, cm], small),
             depatcher: ReluMlp::new(&(p / "depatcher"), lc, l, l),
+            eeg_skip: (cfg.eeg_skip > 0).then(|| {
+                let q = p / "eeg_skip";
+                (q.var("weight", &[cm, ce, cfg.eeg_skip], Init::Const(0.0)), q.var("bias", &[cm], Init::Const(0.0)))
+            }),
         }
     }
 
@@ -181,7 +192,15 @@ impl RegressionCrossFormer {
                 DecoderEeg::Mixed => m + attended,
             };
         }
-        patch(&self.depatcher, &x).tanh()
+        let out = patch(&self.depatcher, &x);
+        match &self.eeg_skip {
+            None => out.tanh(),
+            Some((w, bias)) => {
+                let k = self.cfg.eeg_skip;
+                let lagged = src.transpose(1, 2).conv1d(w, Some(bias), [1], [k / 2], [1], 1).transpose(1, 2);
+                (out + lagged).tanh()
+            }
+        }
     }
 
     /// Mean squared error (the seed's `nn.MSELoss()`), in float32 also under bf16 autocast.

@@ -299,3 +299,58 @@ def test_regression_decoder_eeg_mixed_is_the_seed_plus_the_memory_residual(tmp_p
     grads = {k[5:]: v for k, v in ours.items() if k.startswith("grad.")}
     assert set(grads) == set(params), set(grads) ^ set(params)
     check_gradients(grads, params)
+
+
+def test_regression_eeg_skip_is_a_lagged_linear_path_before_tanh(tmp_path):
+    """`--eeg_skip K` (ours): the regression model's output is tanh(depatcher(x) +
+    Conv1d(Ce → Cm, K, padding K/2)(EEG)), with `--decoder_eeg mixed` here too; the oracle is
+    the seed's module with those two documented changes, written in PyTorch (nn.Conv1d). The
+    skip is zero at initialisation in ours; here it is random so that it matters. 1e-5 as above."""
+    _import_seed("continuous")
+    from models.crossformer import CrossFormer
+
+    class WithSkip(CrossFormer):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.eeg_skip = nn.Conv1d(kw["src_num_channels"], kw["tgt_num_channels"], 5, padding=2)
+
+        def forward(self, src):
+            mem = self.encoder(self.pos_embed_encoder(self.src_patcher(src)))
+            x = self.pos_embed_decoder(self.tgt_patcher(self.initial_tgt.expand(src.shape[0], -1, -1)))
+            d = self.decoder
+            for i in range(len(d.self_attn_layers)):
+                s = d.self_attn_layers[i](x)
+                m = d.encoder_proj_layers[i](mem)
+                x = m + d.cross_attn_layers[i](s, m, m)[0]
+            return torch.tanh(self.depatcher(x) + self.eeg_skip(src.transpose(1, 2)).transpose(1, 2))
+
+    torch.manual_seed(0)
+    model = WithSkip(src_num_channels=6, tgt_num_channels=10, max_sequence_length=16, patch_size=4,
+                     num_heads=2, num_enc_layers=1, num_dec_layers=1).eval()
+    config = dict(source_sequence_dimension=6, target_sequence_dimension=10, sequence_length=16, patch_size=4,
+                  n_heads=2, n_layers=1, objective="regression", channel_attention="full", decoder_eeg="mixed",
+                  eeg_skip=5)
+    write_checkpoint(tmp_path / "ckpt", model, config)
+    g = torch.Generator().manual_seed(3)
+    eeg = torch.rand((3, 16, 6), generator=g) * 2 - 1
+    meg = torch.rand((3, 16, 10), generator=g) * 2 - 1
+    save_file({"eeg": eeg, "meg": meg}, str(tmp_path / "inputs.safetensors"))
+    ours = run_forward(tmp_path / "ckpt", tmp_path / "inputs.safetensors", tmp_path)
+
+    pred = model(eeg)
+    loss = nn.MSELoss()(pred, meg)
+    loss.backward()
+    assert_close(ours["pred"], pred.detach(), 1e-5, "prediction")
+    assert_close(ours["loss"], loss.detach().reshape(1), 1e-5, "loss")
+    params = dict(model.named_parameters())
+    grads = {k[5:]: v for k, v in ours.items() if k.startswith("grad.")}
+    assert set(grads) == set(params), set(grads) ^ set(params)
+    check_gradients(grads, params)
+
+    # an even kernel is refused with a message naming the setting
+    config["eeg_skip"] = 4
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config))
+    proc = subprocess.run([str(bin_path("bf-eval")), "--checkpoint", str(tmp_path / "ckpt"), "--forward",
+                           str(tmp_path / "inputs.safetensors"), "--out", str(tmp_path / "o2.safetensors"), "--device", "cpu"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "eeg_skip" in proc.stderr, proc.stderr

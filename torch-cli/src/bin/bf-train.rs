@@ -142,6 +142,12 @@ struct Args {
     /// Regression: time steps per patch.
     #[arg(long = "patch_size", alias = "patch-size", default_value_t = 4)]
     patch_size: i64,
+    /// Regression, ours: a direct lagged-linear EEG → MEG path of this many time steps (odd;
+    /// `Conv1d(Ce → Cm)` over time, zero at the start, added before the output tanh), so the
+    /// model can learn what a lagged ridge learns and the Crossformer what it leaves. 0: none
+    /// (the seed's model). Checkpoints then carry `eeg_skip.*` weights the seed's module lacks.
+    #[arg(long = "eeg_skip", alias = "eeg-skip", default_value_t = 0)]
+    eeg_skip: i64,
     #[arg(long = "batch_size", alias = "batch-size", default_value_t = 8)]
     batch_size: usize,
     /// Optimizer steps.
@@ -320,9 +326,9 @@ const TENSORBOARD_TAGS: [(&str, &str); 6] = [
 
 /// The settings that change the weights a run computes, by their flag names: `--resume`
 /// refuses a checkpoint written with other values.
-const IDENTITY_SETTINGS: [&str; 20] = [
+const IDENTITY_SETTINGS: [&str; 21] = [
     "objective", "d_model", "n_heads", "n_layers", "d_ff", "dropout", "sequence_length", "router_dim", "channel_attention", "decoder_eeg",
-    "patch_size", "history_dropout", "batch_size", "grad_accum", "lr", "warmup_steps", "weight_decay", "clip", "seed", "precision",
+    "patch_size", "eeg_skip", "history_dropout", "batch_size", "grad_accum", "lr", "warmup_steps", "weight_decay", "clip", "seed", "precision",
 ];
 
 fn settings(args: &Args) -> std::collections::BTreeMap<String, serde_json::Value> {
@@ -410,7 +416,16 @@ fn run(args: Args) -> Result<Ended> {
             RunIdentity::from_legacy_args(&t.args, &IDENTITY_SETTINGS)
         })),
         _ => None,
-    };
+    }
+    .map(|mut id| {
+        // Settings added after a run was written had their default then.
+        for (key, default) in [("eeg_skip", serde_json::json!(0))] {
+            if id.settings.get(key).is_none_or(|v| v.is_null()) {
+                id.settings.insert(key.to_string(), default);
+            }
+        }
+        id
+    });
     let mut identity =
         RunIdentity { shards: canonical_shards_dir(&shards)?, shards_content: None, settings: settings(&args), max_steps: args.max_steps };
     if let (Some(dir), Some(then_id)) = (&last_dir, &then_id) {
@@ -864,6 +879,7 @@ fn model_config(args: &Args, set: &ShardSet, saved: Option<&ModelConfig>) -> Res
         decoder_eeg: DecoderEeg::parse(&args.decoder_eeg).expect("clap checked it"),
         objective: Objective::parse(&args.objective).expect("clap checked it"),
         patch_size: args.patch_size,
+        eeg_skip: args.eeg_skip,
         tokenizer: meta.tokenizer.as_ref().map(|t| serde_json::from_str(&t.to_json()).expect("tokenizer JSON parses")),
         eeg_channels: meta.eeg_channels.clone(),
         meg_channels: meta.meg_channels.clone(),
