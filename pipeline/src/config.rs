@@ -120,13 +120,63 @@ pub struct PreprocessConfig {
     pub notch: Vec<f64>,
     /// Target sampling rate in Hz after resampling.
     pub sfreq: f64,
+    /// MNE's `filter_chpi` (cHPI sinusoids and line harmonics fitted and subtracted from the
+    /// raw MEG, before Maxwell filtering; MNE's defaults t_step 0.01 s, t_window "auto",
+    /// include_line): `"auto"` (default: on for raw Neuromag FIF runs that carry cHPI
+    /// frequencies and that Maxwell filtering applies to), `true` (every MEG run; a run without
+    /// cHPI information is an error, as in MNE), `false`. Left out of the serialized
+    /// parameters while "auto", so configurations written before it keep their keys.
+    #[serde(default, skip_serializing_if = "FilterChpi::is_auto")]
+    pub filter_chpi: FilterChpi,
+}
+
+/// `[preprocess] filter_chpi`: `"auto"`, `true` or `false` in TOML.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FilterChpi {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl FilterChpi {
+    pub fn is_auto(&self) -> bool {
+        *self == FilterChpi::Auto
+    }
+}
+
+impl Serialize for FilterChpi {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            FilterChpi::Auto => s.serialize_str("auto"),
+            FilterChpi::On => s.serialize_bool(true),
+            FilterChpi::Off => s.serialize_bool(false),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FilterChpi {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            B(bool),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::B(true) => Ok(FilterChpi::On),
+            Raw::B(false) => Ok(FilterChpi::Off),
+            Raw::S(s) if s == "auto" => Ok(FilterChpi::Auto),
+            Raw::S(s) => Err(serde::de::Error::custom(format!("filter_chpi is \"auto\", true or false, got {s:?}"))),
+        }
+    }
 }
 
 /// design.md's cleaning: 0.1–100 Hz, notch 50/100/150 Hz, 250 Hz (also the defaults of
 /// `bf-pipeline preprocess-file`).
 impl Default for PreprocessConfig {
     fn default() -> Self {
-        PreprocessConfig { l_freq: 0.1, h_freq: 100.0, notch: vec![50.0, 100.0, 150.0], sfreq: 250.0 }
+        PreprocessConfig { l_freq: 0.1, h_freq: 100.0, notch: vec![50.0, 100.0, 150.0], sfreq: 250.0, filter_chpi: FilterChpi::Auto }
     }
 }
 

@@ -159,3 +159,63 @@ def test_filter_chpi_equals_mne_on_a_physics_fixture_run(tmp_path):
     assert summary["line_freqs"] == [50.0, 100.0, 150.0, 200.0, 250.0, 300.0, 350.0]
     assert summary["n_window"] == round(1 / 7 * 1100)
     assert_equal_to_mne(data, before, raw.get_data(), raw)
+
+
+def test_the_preprocess_stage_runs_filter_chpi_before_maxwell_as_mne(tmp_path):
+    """`[preprocess] filter_chpi = "auto"`: on a raw Neuromag run with cHPI frequencies that
+    Maxwell filtering applies to, the DAG equals MNE's filter_chpi → find_bad_channels_maxwell
+    → maxwell_filter → filter → notch → resample (test_maxwell_dag.py's recording and bound,
+    2e-5 of the RMS: MNE's filter passes on a short recording and the float32 cleaned FIF),
+    with ds000117's five cHPI lines added; `false` turns it off (another key, no record)."""
+    import shutil
+    import subprocess
+    mne_bids = pytest.importorskip("mne_bids")
+    from test_maxwell_dag import CAL, CTC, FLAT, make_raw
+    raw = make_raw(seconds=20.0)
+    freqs = [293.0, 307.0, 314.0, 321.0, 328.0]
+    with raw.info._unlock():
+        raw.info["hpi_meas"] = [{"hpi_coils": [{"number": i + 1, "coil_freq": f} for i, f in enumerate(freqs)]}]
+    meg = mne.pick_types(raw.info, meg=True)
+    rng = np.random.default_rng(3)
+    for f in freqs:
+        raw._data[meg] += 2e-11 * rng.standard_normal((len(meg), 1)) * np.sin(2 * np.pi * f * raw.times + rng.uniform(0, 6))
+    raw._data[raw.ch_names.index(FLAT)] = 0.0
+    root = tmp_path / "ds"
+    bp = mne_bids.BIDSPath(subject="01", task="rest", root=root, datatype="meg")
+    mne_bids.write_raw_bids(raw, bp, allow_preload=True, format="FIF", verbose=False)
+    site = root / "derivatives" / "meg_derivatives"
+    site.mkdir(parents=True)
+    shutil.copy(CAL, site / "sss_cal.dat")
+    shutil.copy(CTC, site / "ct_sparse.fif")
+    subprocess.run([bin_path("bf-pipeline"), "--quiet", "ingest", root], cwd=tmp_path, check=True, capture_output=True)
+    from conftest import run_project
+    run_project(tmp_path, "preprocess")
+    run_dir = root / "derivatives" / "brainformer" / "sub-01" / "meg"
+    side_path = next(run_dir.glob("*_desc-clean_meg.json"))
+    sidecar = json.loads(side_path.read_text())
+    rec = sidecar["FilterChpi"]
+    assert rec["hpi_freqs"] == freqs and rec["line_freqs"] == [50.0, 100.0, 150.0, 200.0, 250.0, 300.0, 350.0]
+    assert sidecar["Parameters"]["filter_chpi"]["mode"] == "auto"
+
+    exp = mne.io.read_raw_fif(bp.fpath, preload=True, verbose="error")
+    mne.chpi.filter_chpi(exp, verbose="error")
+    noisy, flat = mne.preprocessing.find_bad_channels_maxwell(exp, calibration=CAL, cross_talk=CTC, verbose="error")
+    assert sidecar["MaxwellFilter"]["bads_found"] == {"noisy": noisy, "flat": flat}
+    exp.info["bads"] = noisy + flat
+    exp = mne.preprocessing.maxwell_filter(exp, calibration=CAL, cross_talk=CTC, verbose="error")
+    exp.filter(0.1, 100, verbose="error").notch_filter([50, 100, 150], verbose="error").resample(250, verbose="error")
+    ours = mne.io.read_raw_fif(next(run_dir.glob("*_desc-clean_meg.fif")), preload=True, verbose="error")
+    pk = mne.pick_types(exp.info, meg=True, exclude=[])
+    a = ours.get_data(picks=[exp.ch_names[i] for i in pk])
+    b = exp.get_data(picks=pk)
+    rel = np.abs(a - b).max(axis=1) / np.sqrt(np.mean(b ** 2, axis=1))
+    print(f"DAG vs MNE: worst MEG channel {rel.max():.2e} of its RMS")
+    assert rel.max() < 2e-5, f"worst MEG channel {rel.max():.2e} of its RMS"
+
+    toml = tmp_path / "brainformer.toml"
+    text = toml.read_text()
+    assert "filter_chpi" not in text  # "auto" is the default and is not written
+    toml.write_text(text.replace("[preprocess]\n", "[preprocess]\nfilter_chpi = false\n"))
+    run_project(tmp_path, "preprocess")
+    off = json.loads(side_path.read_text())
+    assert off["FilterChpi"] is None and "filter_chpi" not in off["Parameters"]

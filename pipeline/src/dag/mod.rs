@@ -66,7 +66,7 @@ impl Stage {
     /// Bumped whenever the stage's code changes what it writes: part of every key.
     pub fn code_version(self) -> u32 {
         match self {
-            Stage::Preprocess => 2,
+            Stage::Preprocess => 3,
             Stage::Segment => 1,
             Stage::Split => 1,
             Stage::FitTokenizer => 1,

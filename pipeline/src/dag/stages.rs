@@ -11,7 +11,8 @@ use crate::clean::maxwell::{find_bad_channels_maxwell, read_head_geometry, Coord
 use crate::clean::bads::{find_bad_channels, interpolate_bads_eeg, BadReason, BadsParams};
 use crate::bids::{open_with_bids_at, Dataset};
 use crate::clean::{clean, CleanParams};
-use crate::config::ProjectConfig;
+use crate::clean::chpi::{ChpiFilter, ChpiParams};
+use crate::config::{FilterChpi, ProjectConfig};
 use crate::error::{Error, Result};
 use crate::formats::fif::write::{write_raw, WriteOptions};
 use crate::recording::{ChannelKind, RawReader, RecordingInfo};
@@ -34,7 +35,23 @@ pub fn preprocess_params(cfg: &ProjectConfig, run: &RunEntry) -> Value {
     if let Some(m) = &run.maxwell {
         v["maxwell"] = json!({"config": cfg.maxwell, "files": m.files_hash});
     }
+    // filter_chpi where it may apply (whether the file carries cHPI is its content, keyed above).
+    if chpi_may_apply(cfg, run) {
+        let p = ChpiParams::default();
+        v["filter_chpi"] = json!({"mode": cfg.preprocess.filter_chpi, "t_step": p.t_step, "t_window": "auto", "include_line": p.include_line,
+                                  "line_freq": "FIF line_freq, else the sidecar's PowerLineFrequency"});
+    }
     v
+}
+
+/// `[preprocess] filter_chpi` may apply to this run: `true`, or `"auto"` where Maxwell
+/// filtering applies (raw Neuromag FIF with site files).
+fn chpi_may_apply(cfg: &ProjectConfig, run: &RunEntry) -> bool {
+    match cfg.preprocess.filter_chpi {
+        FilterChpi::Off => false,
+        FilterChpi::On => true,
+        FilterChpi::Auto => run.maxwell.is_some(),
+    }
 }
 
 /// Neuromag/Elekta/MEGIN sensors (VectorView and TRIUX gradiometers and magnetometers):
@@ -133,12 +150,47 @@ fn preprocess(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<St
         tracing::debug!("{w}");
     }
     let bids_bads = info.bads.clone();
+    // MNE's filter_chpi on the raw MEG, before find_bad_channels_maxwell and maxwell_filter
+    // (fitting after Maxwell filtering "may not work", MNE warns).
+    let has_chpi = info.chpi.as_ref().and_then(|c| c.active_freqs().ok()).is_some_and(|f| !f.is_empty());
+    let apply_chpi = match project.config.preprocess.filter_chpi {
+        FilterChpi::Off => false,
+        FilterChpi::On => info.channels.iter().any(|c| c.kind.is_meg()),
+        FilterChpi::Auto => maxwell.is_some() && has_chpi,
+    };
+    let mut chpi_record = Value::Null;
+    let chpi_probe;
+    let chpi_reader;
+    let raw: &dyn RawReader = if apply_chpi {
+        if info.line_freq.is_none() {
+            let side = ds.sidecar_json(&run.anchor, &run.datatype).ok();
+            info.line_freq = side.and_then(|s| s.get("PowerLineFrequency").and_then(|v| v.as_f64())).filter(|f| *f > 0.0);
+        }
+        if info.line_freq.is_none() && project.config.preprocess.filter_chpi == FilterChpi::Auto {
+            messages.push(format!("{}: no line frequency (FIF line_freq or the sidecar's PowerLineFrequency), filter_chpi skipped", run.id));
+            reader.as_ref()
+        } else {
+            chpi_probe = WithInfo { inner: reader.as_ref(), info: info.clone() };
+            chpi_reader = ChpiFilter::new(&chpi_probe, &ChpiParams::default())?;
+            let setup = &chpi_reader.setup;
+            chpi_record = json!({
+                "method": "MNE filter_chpi (t_step 0.01 s, t_window auto, include_line, interp hann), on the raw MEG before Maxwell filtering",
+                "hpi_freqs": setup.hpi_freqs,
+                "line_freqs": setup.line_freqs,
+                "t_window": setup.t_window,
+                "n_meg_channels": setup.n_meg,
+            });
+            &chpi_reader
+        }
+    } else {
+        reader.as_ref()
+    };
     let mut maxwell_record = Value::Null;
     let with_info;
     let filtered;
     let reader: &dyn RawReader = match maxwell {
         None => {
-            with_info = WithInfo { inner: reader.as_ref(), info };
+            with_info = WithInfo { inner: raw, info };
             &with_info
         }
         Some(m) => {
@@ -147,7 +199,7 @@ fn preprocess(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<St
                 .map_err(|e| Error::request(&run.file, format!("[maxwell] in brainformer.toml: {e}")))?;
             let mut found = json!(null);
             if project.config.maxwell.find_bads {
-                let probe = WithInfo { inner: reader.as_ref(), info: info.clone() };
+                let probe = WithInfo { inner: raw, info: info.clone() };
                 let fb = FindBadsParams { maxwell: MaxwellParams { st_duration: None, ..params.clone() }, ..FindBadsParams::default() };
                 let b = find_bad_channels_maxwell(&probe, &geom, &fb)?;
                 for name in b.noisy.iter().chain(&b.flat) {
@@ -158,7 +210,7 @@ fn preprocess(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<St
                 found = json!({"noisy": b.noisy, "flat": b.flat});
             }
             let reconstructed: Vec<String> = info.bads.iter().filter(|b| info.channels.iter().any(|c| &c.name == *b && c.kind.is_meg())).cloned().collect();
-            with_info = WithInfo { inner: reader.as_ref(), info };
+            with_info = WithInfo { inner: raw, info };
             filtered = Maxwell::with_geometry(&with_info, &geom, &params)?;
             let op = &filtered.operator;
             let rel = |p: &Option<PathBuf>| p.as_ref().map(|p| p.strip_prefix(&project.root).unwrap_or(p).display().to_string());
@@ -229,6 +281,7 @@ fn preprocess(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<St
         "LowpassFilter": cfg.h_freq,
         "NotchFrequencies": cfg.notch,
         "Parameters": preprocess_params(&project.config, run),
+        "FilterChpi": chpi_record,
         "MaxwellFilter": maxwell_record,
         "BadChannels": {
             "from_channels_tsv": bids_bads,

@@ -160,7 +160,7 @@ mod tests {
     #[test]
     fn a_missing_noise_free_run_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let pre = PreprocessConfig { l_freq: 0.1, h_freq: 100.0, notch: vec![], sfreq: 250.0 };
+        let pre = PreprocessConfig { l_freq: 0.1, h_freq: 100.0, notch: vec![], sfreq: 250.0, ..Default::default() };
         let err = noise_free_windows(dir.path(), &pre, &["MEG0111".into()], 8, &[key("01", Some("01"))], dir.path()).unwrap_err().to_string();
         assert!(err.contains("no noise-free recording") && err.contains("sub-01_ses-meg_task-facerecognition_run-01"), "{err}");
     }
