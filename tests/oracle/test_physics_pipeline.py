@@ -227,3 +227,29 @@ def test_bf_eval_reports_the_noise_ceiling_as_mne_computes_it(tmp_path):
     # long recordings (docs/STATUS.md, issue 4), which moves r by far less than that.
     assert abs(m["noise_ceiling_pearson_r"] - float(np.nanmean(r))) < 1e-6
     assert 0.05 < m["noise_ceiling_pearson_r"] < 0.95
+
+    # Per-band r (bf_eval::bands): each window band-passed by keeping the band's FFT bins
+    # (numpy's rfft/irfft here), r pooled per channel, mean over channels. Ours works from
+    # the same windows in float32 (shard values and the f32 noise-free windows), so agree to
+    # 1e-4 (float32 rounding of the inputs moves r by ~1e-7 relative; 1e-4 leaves room for
+    # the MNE-vs-ours cleaning difference already bounded above).
+    sfreq = params["sfreq"]
+    n = truth[0].shape[1]
+    freqs = np.fft.rfftfreq(n, 1 / sfreq)
+    ceiling_all = next(row for row in m["by_band"] if row["predictor"].startswith("noise ceiling") and row["sensor_type"] == "all")
+    checked = 0
+    for band, ours in zip(m["bands"], ceiling_all["pearson_r"]):
+        keep = (freqs >= band["l_freq"]) & (freqs < band["h_freq"])
+        if not keep.any():
+            assert ours is None
+            continue
+        bp = lambda x: np.fft.irfft(np.fft.rfft(x, axis=1) * keep, n=n, axis=1)
+        tb = np.concatenate([bp(w) for w in truth], axis=1)
+        pb = np.concatenate([bp(w) for w in ref], axis=1)
+        tb, pb = tb - tb.mean(1, keepdims=True), pb - pb.mean(1, keepdims=True)
+        rb = (tb * pb).sum(1) / np.sqrt((tb * tb).sum(1) * (pb * pb).sum(1))
+        print(f"band {band['name']}: ours {ours} numpy {float(np.nanmean(rb))}")
+        assert abs(ours - float(np.nanmean(rb))) < 1e-4
+        checked += 1
+    assert checked >= 4
+    assert "### Mean Pearson r by frequency band" in (out / "report.md").read_text()
