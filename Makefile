@@ -58,7 +58,11 @@ DEMO_STEPS ?= 150
 DEMO_TRAIN_FLAGS ?= --d_model 32 --n_heads 4 --d_ff 64 --sequence_length 32 --batch_size 8 --max_steps $(DEMO_STEPS) \
 	--lr 3e-3 --warmup_steps 20 --eval_interval 50 --eval_batches 8 --device auto
 
+# --decoder_eeg mixed --eeg_skip 11: the seed's regression model plus our memory residual and
+# lagged-linear EEG path, the configuration that ties the lagged ridge on held-out subjects of
+# the physics fixture (BENCHMARKS.md, issue 15, session 15); the seed's alone stays near r 0.
 DEMO_REGRESSION_FLAGS ?= --objective regression --n_heads 2 --sequence_length 64 --patch_size 4 --batch_size 16 \
+	--decoder_eeg mixed --eeg_skip 11 \
 	--max_steps 300 --lr 1e-3 --warmup_steps 20 --eval_interval 50 --eval_batches 8 --device auto
 
 demo: setup
@@ -87,7 +91,7 @@ demo: setup
 	@echo "== 8. evaluation beside the baselines"
 	$(BIN)/bf-eval --checkpoint $(DEMO_DIR)/run/best --shards $(DEMO_SHARDS) --out $(DEMO_DIR)/eval --max-windows 32 --ridge-windows 400
 	@echo "report: $(DEMO_DIR)/eval/report.md (metrics: $(DEMO_DIR)/eval/metrics.json)"
-	@echo "== 9. the seed's regression model on continuous shards (it sees no MEG, only the EEG)"
+	@echo "== 9. the regression model on continuous shards (it sees no MEG, only the EEG; the seed's + memory residual + lagged-linear path)"
 	cd $(DEMO_DIR) && $(BIN)/bf-pipeline --quiet tokenize --continuous
 	rm -rf $(DEMO_DIR)/run-regression
 	$(BIN)/bf-train --shards $(DEMO_SHARDS)-continuous --out $(DEMO_DIR)/run-regression $(DEMO_REGRESSION_FLAGS)
