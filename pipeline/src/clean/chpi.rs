@@ -32,7 +32,14 @@
 //! more on each side), fits those points (GEMMs through `matrixmultiply`, in parallel) and
 //! rebuilds the sinusoids (two GEMMs per interval). A channel's fits use only that channel,
 //! so any subset of channels can be read. Other channels pass through.
-//! Measured against MNE 1.13 (tests/oracle/test_filter_chpi.py): see that test's tolerances.
+//! Measured against MNE 1.13 (tests/oracle/test_filter_chpi.py): 5e-14–3e-13 of each MEG
+//! channel's RMS on an MNE-written copy of the real empty-room file with cHPI added and on
+//! physics fixture runs. Speed on this 2-core machine, idle (`bf-pipeline filter-chpi`, the
+//! whole command with reading and writing, vs MNE's `filter_chpi` alone on preloaded data):
+//! a 60 s run at 1100 Hz (306 MEG of 404 channels) 1.5 s vs 10.0 s; the full 540,100-sample
+//! run 11 s vs 128 s (the fits' GEMMs, ~110 GFlop, are most of it; 18.5 s on one thread).
+//! Unlike MNE (whose set-up also builds the external-field projector used by head-position
+//! fitting) this needs no sensor geometry.
 
 use std::collections::BTreeMap;
 
