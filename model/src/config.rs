@@ -117,6 +117,11 @@ pub struct ModelConfig {
     /// added before the final tanh, so the Crossformer learns what a lagged linear map of the
     /// EEG leaves (a lagged ridge's map, by gradient descent). Odd.
     pub eeg_skip: i64,
+    /// Regression only, ours (0 = the seed's plain MSE): weight of a spectral term added to the
+    /// loss, the mean squared difference of the amplitude spectra over time
+    /// (`|rfft(·, dim=time, norm="ortho")|`) of prediction and target, which rewards getting
+    /// each frequency's power right whatever its phase.
+    pub spectral_loss: f64,
     /// Shard token level `l` is model id `l + token_offset` (0 pad, 1 bos, 2 eos).
     pub token_offset: i64,
     /// The tokenizer of the shards the model was trained on (JSON), to undo it.
@@ -154,6 +159,7 @@ impl Default for ModelConfig {
             objective: Objective::Token,
             patch_size: 4,
             eeg_skip: 0,
+            spectral_loss: 0.0,
             token_offset: 3,
             tokenizer: None,
             eeg_channels: Vec::new(),
@@ -190,6 +196,9 @@ impl ModelConfig {
         }
         match self.objective {
             Objective::Token => {
+                if self.spectral_loss != 0.0 {
+                    return bad(format!("spectral_loss is a regression-model option (got {} with the token objective)", self.spectral_loss));
+                }
                 if self.eeg_skip != 0 {
                     return bad(format!("eeg_skip is a regression-model option (got {} with the token objective)", self.eeg_skip));
                 }
@@ -204,6 +213,9 @@ impl ModelConfig {
                 }
             }
             Objective::Regression => {
+                if !(self.spectral_loss >= 0.0 && self.spectral_loss.is_finite()) {
+                    return bad(format!("spectral_loss must be a finite weight ≥ 0, got {}", self.spectral_loss));
+                }
                 if self.eeg_skip < 0 || (self.eeg_skip > 0 && self.eeg_skip % 2 == 0) {
                     return bad(format!("eeg_skip must be 0 (none) or an odd kernel length, got {}", self.eeg_skip));
                 }

@@ -203,8 +203,17 @@ impl RegressionCrossFormer {
         }
     }
 
-    /// Mean squared error (the seed's `nn.MSELoss()`), in float32 also under bf16 autocast.
+    /// Mean squared error (the seed's `nn.MSELoss()`), in float32 also under bf16 autocast;
+    /// with `spectral_loss = w > 0` (ours), plus w × the mean squared difference of the
+    /// amplitude spectra over time, `|rfft(x, dim=1, norm="ortho")|`.
     pub fn loss(&self, pred: &Tensor, target: &Tensor) -> Tensor {
-        pred.to_kind(tch::Kind::Float).mse_loss(target, Reduction::Mean)
+        let pred = pred.to_kind(tch::Kind::Float);
+        let mse = pred.mse_loss(target, Reduction::Mean);
+        if self.cfg.spectral_loss == 0.0 {
+            return mse;
+        }
+        let amplitude = |x: &Tensor| x.fft_rfft(None::<i64>, 1, "ortho").abs();
+        let spectral = amplitude(&pred).mse_loss(&amplitude(target), Reduction::Mean);
+        mse + spectral * self.cfg.spectral_loss
     }
 }

@@ -148,6 +148,11 @@ struct Args {
     /// (the seed's model). Checkpoints then carry `eeg_skip.*` weights the seed's module lacks.
     #[arg(long = "eeg_skip", alias = "eeg-skip", default_value_t = 0)]
     eeg_skip: i64,
+    /// Regression, ours: weight of a spectral term added to the MSE, the mean squared
+    /// difference of prediction and target amplitude spectra over time (|rfft|, orthonormal),
+    /// which rewards each frequency's power whatever its phase. 0: the seed's plain MSE.
+    #[arg(long = "spectral_loss", alias = "spectral-loss", default_value_t = 0.0)]
+    spectral_loss: f64,
     #[arg(long = "batch_size", alias = "batch-size", default_value_t = 8)]
     batch_size: usize,
     /// Optimizer steps.
@@ -326,9 +331,9 @@ const TENSORBOARD_TAGS: [(&str, &str); 6] = [
 
 /// The settings that change the weights a run computes, by their flag names: `--resume`
 /// refuses a checkpoint written with other values.
-const IDENTITY_SETTINGS: [&str; 21] = [
+const IDENTITY_SETTINGS: [&str; 22] = [
     "objective", "d_model", "n_heads", "n_layers", "d_ff", "dropout", "sequence_length", "router_dim", "channel_attention", "decoder_eeg",
-    "patch_size", "eeg_skip", "history_dropout", "batch_size", "grad_accum", "lr", "warmup_steps", "weight_decay", "clip", "seed", "precision",
+    "patch_size", "eeg_skip", "spectral_loss", "history_dropout", "batch_size", "grad_accum", "lr", "warmup_steps", "weight_decay", "clip", "seed", "precision",
 ];
 
 fn settings(args: &Args) -> std::collections::BTreeMap<String, serde_json::Value> {
@@ -419,7 +424,7 @@ fn run(args: Args) -> Result<Ended> {
     }
     .map(|mut id| {
         // Settings added after a run was written had their default then.
-        for (key, default) in [("eeg_skip", serde_json::json!(0))] {
+        for (key, default) in [("eeg_skip", serde_json::json!(0)), ("spectral_loss", serde_json::json!(0.0))] {
             if id.settings.get(key).is_none_or(|v| v.is_null()) {
                 id.settings.insert(key.to_string(), default);
             }
@@ -880,6 +885,7 @@ fn model_config(args: &Args, set: &ShardSet, saved: Option<&ModelConfig>) -> Res
         objective: Objective::parse(&args.objective).expect("clap checked it"),
         patch_size: args.patch_size,
         eeg_skip: args.eeg_skip,
+        spectral_loss: args.spectral_loss,
         tokenizer: meta.tokenizer.as_ref().map(|t| serde_json::from_str(&t.to_json()).expect("tokenizer JSON parses")),
         eeg_channels: meta.eeg_channels.clone(),
         meg_channels: meta.meg_channels.clone(),
