@@ -42,6 +42,7 @@ CONFIGS = {
     "regression seed + eeg_skip 11, L64, 600 steps": ("continuous", REGRESSION + ["--sequence_length", "64", "--max_steps", "600", "--eeg_skip", "11"]),
     "regression mixed + eeg_skip 11, L64, 600 steps": ("continuous", REGRESSION + ["--sequence_length", "64", "--max_steps", "600", "--decoder_eeg", "mixed", "--eeg_skip", "11"]),
     "regression mixed + eeg_skip 11, L64, 3000 steps": ("continuous", REGRESSION + ["--sequence_length", "64", "--max_steps", "3000", "--decoder_eeg", "mixed", "--eeg_skip", "11"]),
+    "regression mixed + eeg_skip 21, L64, 600 steps": ("continuous", REGRESSION + ["--sequence_length", "64", "--max_steps", "600", "--decoder_eeg", "mixed", "--eeg_skip", "21"]),
     "regression mixed + eeg_skip 11 + spectral_loss 1, L64, 600 steps": ("continuous", REGRESSION + ["--sequence_length", "64", "--max_steps", "600", "--decoder_eeg", "mixed", "--eeg_skip", "11", "--spectral_loss", "1"]),
     "regression mixed + eeg_skip 11, L256, 600 steps": ("continuous", REGRESSION + ["--sequence_length", "256", "--max_steps", "600", "--decoder_eeg", "mixed", "--eeg_skip", "11"]),
     "token mixed + history dropout, L64, 600 steps": ("token", TOKEN + ["--sequence_length", "64", "--max_steps", "600"]),
