@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use bf_model::data::{Batch, ExampleSpec, ShardSet, Stream};
 use bf_model::train::batch_tensors;
+use bf_model::regression::RegressionCrossFormer;
 use bf_model::{Model, ModelConfig};
 use bf_pipeline::config::PreprocessConfig;
 use bf_pipeline::noise_free::{noise_free_windows, WindowKey};
@@ -66,6 +67,10 @@ pub struct EvalOptions {
     /// Folder of the runs' noise-free recordings (`derivatives/noise-free` of a simulated
     /// dataset): adds the noise ceiling's row. `None`: no ceiling.
     pub noise_free: Option<PathBuf>,
+    /// Regression: predict chunks starting every `hop` samples (overlapping when below the
+    /// sequence length) and take each sample from the chunk it is most central in. `None`:
+    /// the windows cut into back-to-back chunks, as in training.
+    pub hop: Option<usize>,
 }
 
 /// What can stop an evaluation; the message of a failed step says which step (as
@@ -124,7 +129,7 @@ pub fn evaluate(opts: &EvalOptions, progress: &dyn Progress) -> Result<PathBuf> 
     let base = baselines(&ev, opts)?;
     let scores = score(&ev, &predicted, &base)?;
     std::fs::create_dir_all(&opts.out).step(|| format!("creating {}", opts.out.display()))?;
-    write_metrics_json(&opts.out.join("metrics.json"), &scores.metrics_json(&ev, &base))?;
+    write_metrics_json(&opts.out.join("metrics.json"), &scores.metrics_json(&ev, &base, predicted.hop))?;
     write_report(&opts.out, &report(&ev, &predicted, &base, &scores, opts)?)?;
     Ok(opts.out.join("report.md"))
 }
@@ -240,6 +245,8 @@ pub struct Predicted {
     n_free: usize,
     /// The shuffled-EEG control pairs chunk j's MEG with chunk (j + offset) mod N's EEG.
     offset: usize,
+    /// Overlapped prediction's hop (regression, `--hop`).
+    hop: Option<usize>,
     stats: TokenStats,
 }
 
@@ -255,6 +262,15 @@ struct TokenStats {
 /// Runs the model over the evaluated windows' chunks (teacher-forced, shuffled EEG, and for
 /// the token model free-running) and reassembles the windows.
 pub fn predict(ev: &Evaluation, opts: &EvalOptions, progress: &dyn Progress) -> Result<Predicted> {
+    if let Some(hop) = opts.hop {
+        return match &ev.model {
+            Model::Regression(m) => predict_overlapped(ev, m, hop, opts, progress),
+            Model::Token(_) => Err(Error::Mismatch(format!(
+                "--hop applies to regression checkpoints; {} is a token model (its chunks are decoded from their own start)",
+                opts.checkpoint.display()
+            ))),
+        };
+    }
     let (n_windows, per) = (ev.n_windows, ev.per);
     let stream = Stream::new(ev.test.clone(), ev.spec.clone(), opts.batch_size, 0, false);
     let batches: Vec<Batch> = stream.batches(0, Some((n_windows * per) as u64)).collect::<Result<_, _>>()?;
@@ -274,6 +290,7 @@ pub fn predict(ev: &Evaluation, opts: &EvalOptions, progress: &dyn Progress) -> 
         shuffled: windows(&chunks.shuffled, n_free),
         n_free,
         offset,
+        hop: None,
         stats: chunks.stats,
     })
 }
@@ -426,6 +443,113 @@ fn assemble(chunks: &[Vec<f32>], n_windows: usize, cfg: &ModelConfig, window: us
 }
 
 // ---------------------------------------------------------------------------------------------
+// Overlapped prediction (regression, `--hop`)
+//
+// Why: a chunk's first and last samples are predicted with less context than its middle (the
+// encoder's patches end there, and `--eeg_skip`'s lagged path sees zeros past the chunk), and
+// back-to-back chunks put such an edge every `sequence_length` samples. Chunks started every
+// `hop` samples, each sample taken from the chunk it is most central in, leave edges only at
+// the window's own ends, as the ridge (which filters each whole window) has. The model and its
+// inputs are unchanged: only which chunk predicts which sample.
+
+/// Chunk starts 0, hop, 2·hop, … within a window, ending with the last full chunk
+/// (`window − l`) so that every sample lies in one.
+pub fn overlapped_starts(window: usize, l: usize, hop: usize) -> Vec<usize> {
+    assert!(l <= window && hop > 0, "chunks of {l} every {hop} samples in a window of {window}");
+    let last = window - l;
+    let mut starts: Vec<usize> = (0..=last).step_by(hop).collect();
+    if starts.last() != Some(&last) {
+        starts.push(last);
+    }
+    starts
+}
+
+/// For every sample of the window, the index in `starts` of the chunk (of `l` samples) that
+/// holds it nearest its centre; the earlier chunk on a tie.
+pub fn central_chunk_of_each_sample(starts: &[usize], window: usize, l: usize) -> Vec<usize> {
+    (0..window)
+        .map(|t| {
+            // Twice the distance from t to the centre s + (l − 1)/2, in integers.
+            let off_centre = |s: usize| (2 * t).abs_diff(2 * s + l - 1);
+            let holding = starts.iter().enumerate().filter(|(_, &s)| s <= t && t < s + l);
+            holding.min_by_key(|(j, &s)| (off_centre(s), *j)).map(|(j, _)| j).expect("the chunks cover the window")
+        })
+        .collect()
+}
+
+/// The regression model's input for chunks `(window, start)`: time-major [B, l, Ce], each
+/// channel divided by its scale and clamped to [−1, 1] as the training batches are.
+fn chunk_inputs(eeg: &Array3<f32>, chunks: &[(usize, usize)], l: usize, scale: &[f32], device: Device) -> Tensor {
+    let ce = eeg.shape()[1];
+    let mut x = Vec::with_capacity(chunks.len() * l * ce);
+    for &(w, s) in chunks {
+        for t in s..s + l {
+            for c in 0..ce {
+                x.push((eeg[[w, c, t]] / scale[c]).clamp(-1.0, 1.0));
+            }
+        }
+    }
+    Tensor::from_slice(&x).view([chunks.len() as i64, l as i64, ce as i64]).to_device(device)
+}
+
+/// The regression model on chunks every `hop` samples of each evaluated window (and, for the
+/// shuffled-EEG control, on the EEG of the chunk half the evaluated set away), each sample
+/// taken from its most central chunk, in physical units.
+fn predict_overlapped(ev: &Evaluation, model: &RegressionCrossFormer, hop: usize, opts: &EvalOptions, progress: &dyn Progress) -> Result<Predicted> {
+    let cfg = &ev.cfg;
+    let (l, window, n) = (cfg.sequence_length as usize, ev.window, ev.n_windows);
+    if hop == 0 || hop > l {
+        return Err(Error::Mismatch(format!("--hop {hop}: must be 1..={l} (the checkpoint's sequence_length)")));
+    }
+    if window < l {
+        return Err(Error::Mismatch(format!("--hop: the shards' windows ({window} samples) are shorter than the model's sequence_length ({l})")));
+    }
+    let scale = cfg.value_scale.as_ref().ok_or_else(|| Error::Mismatch(format!("{}: a regression checkpoint without value_scale", opts.checkpoint.display())))?;
+    let (ne, cm) = (cfg.source_sequence_dimension as usize, cfg.target_sequence_dimension as usize);
+    let starts = overlapped_starts(window, l, hop);
+    let central = central_chunk_of_each_sample(&starts, window, l);
+    let per = starts.len();
+    let total = n * per;
+    // Chunk k = (window k / per, start k % per); the control pairs k's MEG with k + offset's EEG.
+    let offset = if n >= 2 { per * (n / 2) } else { (per / 2).max(1) };
+    let chunk = |k: usize| (k / per, starts[k % per]);
+    let mut teacher = Array3::<f32>::zeros((n, cm, window));
+    let mut teacher_shuffled = Array3::<f32>::zeros((n, cm, window));
+    progress.start(total as u64);
+    for first in (0..total).step_by(opts.batch_size.max(1)) {
+        let ks: Vec<usize> = (first..total.min(first + opts.batch_size.max(1))).collect();
+        let own: Vec<(usize, usize)> = ks.iter().map(|&k| chunk(k)).collect();
+        let other: Vec<(usize, usize)> = ks.iter().map(|&k| chunk((k + offset) % total)).collect();
+        let (pred, pred_shuffled) = tch::no_grad(|| {
+            let run = |c: &[(usize, usize)]| rows_of(&model.forward(&chunk_inputs(&ev.truth.eeg, c, l, &scale[..ne], opts.device), false));
+            (run(&own), run(&other))
+        });
+        for (i, &k) in ks.iter().enumerate() {
+            let (w, j) = (k / per, k % per);
+            for (out, rows) in [(&mut teacher, &pred), (&mut teacher_shuffled, &pred_shuffled)] {
+                for t in (starts[j]..starts[j] + l).filter(|&t| central[t] == j) {
+                    for c in 0..cm {
+                        out[[w, c, t]] = rows[i][(t - starts[j]) * cm + c] * scale[ne + c];
+                    }
+                }
+            }
+        }
+        progress.advance(ks.len() as u64);
+    }
+    progress.finish();
+    Ok(Predicted {
+        teacher,
+        teacher_shuffled,
+        free: Array3::zeros((0, cm, window)),
+        shuffled: Array3::zeros((0, cm, window)),
+        n_free: 0,
+        offset,
+        hop: Some(hop),
+        stats: TokenStats::default(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
 // Baselines: the predictors that are not the model, on the same windows
 
 /// The baselines' predictions of the evaluated windows.
@@ -546,7 +670,7 @@ pub fn score(ev: &Evaluation, p: &Predicted, b: &Baselines) -> Result<Scores> {
 
 impl Scores {
     /// `metrics.json`: the headline numbers, every row and every channel's metrics.
-    fn metrics_json(&self, ev: &Evaluation, b: &Baselines) -> MetricsJson {
+    fn metrics_json(&self, ev: &Evaluation, b: &Baselines, hop: Option<usize>) -> MetricsJson {
         MetricsJson {
             pearson_r: self.model.0.pearson_r,
             pearson_r_shuffled_eeg: self.control.0.pearson_r,
@@ -558,6 +682,7 @@ impl Scores {
             rows: self.rows.clone(),
             bands: self.bands.clone(),
             by_band: self.band_rows.clone(),
+            hop,
         }
     }
 }
@@ -592,6 +717,12 @@ pub fn report(ev: &Evaluation, p: &Predicted, b: &Baselines, scores: &Scores, op
         notes.push(format!(
             "Noise ceiling: the simulation's noise-free MEG of each window ({}), band-passed, notched and resampled as the run, scored against the recorded MEG: what a predictor knowing the brain's currents exactly would reach.",
             dir.display()
+        ));
+    }
+    if let Some(hop) = p.hop {
+        notes.push(format!(
+            "Overlapped prediction (--hop {hop}): the model ran on chunks of {} samples started every {hop} samples of each window, and each sample was taken from the chunk it is most central in, so chunk edges fall only at the window's ends.",
+            cfg.sequence_length
         ));
     }
     if p.stats.special_tokens > 0 {
@@ -651,4 +782,38 @@ fn example_channels(names: &[String]) -> Vec<usize> {
 /// The metrics file of an evaluation folder.
 pub fn metrics_path(out: &Path) -> PathBuf {
     out.join("metrics.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapped_starts_cover_the_window_and_end_on_the_last_full_chunk() {
+        assert_eq!(overlapped_starts(256, 64, 32), vec![0, 32, 64, 96, 128, 160, 192]);
+        assert_eq!(overlapped_starts(256, 64, 64), vec![0, 64, 128, 192]);
+        assert_eq!(overlapped_starts(10, 4, 4), vec![0, 4, 6]);
+        assert_eq!(overlapped_starts(4, 4, 2), vec![0]);
+    }
+
+    #[test]
+    fn each_sample_comes_from_the_chunk_it_is_most_central_in() {
+        // Chunks of 4 every 2 in a window of 8: starts 0 2 4; centres 1.5 3.5 5.5.
+        let starts = overlapped_starts(8, 4, 2);
+        assert_eq!(central_chunk_of_each_sample(&starts, 8, 4), vec![0, 0, 0, 1, 1, 2, 2, 2]);
+        // Back to back (hop = l): every sample from its own chunk, as without --hop.
+        let starts = overlapped_starts(12, 4, 4);
+        assert_eq!(central_chunk_of_each_sample(&starts, 12, 4), vec![0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]);
+        // Half-overlapping chunks of 64 in 256: the middle half of each inner chunk is kept,
+        // and no kept sample is within 16 of a chunk edge except at the window's ends.
+        let (w, l) = (256, 64);
+        let starts = overlapped_starts(w, l, 32);
+        let central = central_chunk_of_each_sample(&starts, w, l);
+        for (t, &j) in central.iter().enumerate() {
+            let (s, e) = (starts[j], starts[j] + l);
+            assert!(s <= t && t < e);
+            let to_edge = (t - s).min(e - 1 - t);
+            assert!(to_edge >= 15 || t < 16 || t >= w - 16, "sample {t} taken {to_edge} from chunk {j}'s edge");
+        }
+    }
 }

@@ -140,6 +140,10 @@ pub struct MetricsJson {
     /// band-passed prediction, [`crate::bands`]).
     #[serde(default)]
     pub by_band: Vec<BandRow>,
+    /// Regression evaluated with `--hop`: model chunks started every `hop` samples, each sample
+    /// from the chunk it is most central in (`null`: back-to-back chunks, as in training).
+    #[serde(default)]
+    pub hop: Option<usize>,
 }
 
 /// Per-channel metrics of one named predictor.

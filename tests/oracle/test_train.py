@@ -173,17 +173,25 @@ def test_bf16_mixed_precision_follows_f32(shards, tmp_path):
     assert all(t.dtype == torch.float32 for t in weights.values())
 
 
-def test_regression_model_reads_the_eeg(tmp_path):
-    """The seed's regression model sees no MEG at all (its decoder starts from a learned
-    target), so all it predicts comes from the EEG; pairing test MEG with other windows' EEG
-    must take that away. Measured with these settings: r 0.79 vs 0.01 (shuffled EEG) after
-    300 steps (55 s on 2 cores); on the demo dataset 0.75 vs -0.04."""
-    shards = make_shards(tmp_path / "cont", subjects=4, seconds=40, continuous=True)
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def regression_run(tmp_path_factory):
+    """Continuous shards (4 subjects x 40 s) and a regression model trained 300 steps on them."""
+    base = tmp_path_factory.mktemp("regression")
+    shards = make_shards(base / "cont", subjects=4, seconds=40, continuous=True)
+    run = base / "run"
     bf("bf-train", "--shards", shards, "--out", run, "--objective", "regression", "--n_heads", "2",
        "--sequence_length", "64", "--patch_size", "4", "--batch_size", "16", "--max_steps", "300", "--lr", "1e-3",
        "--warmup_steps", "20", "--eval_interval", "50", "--eval_batches", "4", "--seed", "1", "--device", "cpu",
        "--quiet")
+    return shards, run
+
+
+def test_regression_model_reads_the_eeg(regression_run, tmp_path):
+    """The seed's regression model sees no MEG at all (its decoder starts from a learned
+    target), so all it predicts comes from the EEG; pairing test MEG with other windows' EEG
+    must take that away. Measured with these settings: r 0.79 vs 0.01 (shuffled EEG) after
+    300 steps (55 s on 2 cores); on the demo dataset 0.75 vs -0.04."""
+    shards, run = regression_run
     val = [l["val_loss"] for l in log(run / "metrics.jsonl") if "val_loss" in l]
     assert val[-1] < 0.75 * val[0], val  # measured 0.095 -> 0.048
     bf("bf-eval", "--checkpoint", run / "best", "--shards", shards, "--out", tmp_path / "eval", "--device", "cpu",
@@ -193,6 +201,61 @@ def test_regression_model_reads_the_eeg(tmp_path):
     assert m["pearson_r"] > 0.4, m["pearson_r"]
     assert m["pearson_r"] - m["pearson_r_shuffled_eeg"] > 0.4, m
     assert "lowers r clearly" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_hop_predicts_each_sample_from_its_most_central_chunk(regression_run, tmp_path):
+    """`bf-eval --hop H` (regression): chunks started every H samples, each sample taken from
+    the chunk it is most central in. Oracle: the same chunks cut from the shards with pyarrow
+    and numpy (scaled and clamped as training does), run through `bf-eval --forward`, stitched
+    and scored here. And `--hop L` (back to back) is the plain evaluation."""
+    import pyarrow.parquet as pq
+    shards, run = regression_run
+    ckpt, n_windows = run / "last", 4
+    common = ["--checkpoint", ckpt, "--shards", shards, "--device", "cpu", "--quiet", "--max-windows", n_windows,
+              "--ridge-windows", "50"]
+    metrics = {}
+    for name, extra in (("plain", []), ("hop64", ["--hop", "64"]), ("hop16", ["--hop", "16"])):
+        bf("bf-eval", *common, "--out", tmp_path / name, *extra)
+        metrics[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert metrics["hop16"]["hop"] == 16 and metrics["plain"]["hop"] is None
+    # Back-to-back chunks through --hop: the same predictions as the plain path (libtorch on
+    # other batch compositions: float rounding only).
+    for key in ("pearson_r", "pearson_r_shuffled_eeg", "ridge_pearson_r"):
+        assert abs(metrics["hop64"][key] - metrics["plain"][key]) < 1e-6, (key, metrics["hop64"][key], metrics["plain"][key])
+
+    cfg = json.loads((ckpt / "config.json").read_text())
+    l, ne = cfg["sequence_length"], cfg["source_sequence_dimension"]
+    scale = np.asarray(cfg["value_scale"], dtype=np.float32)
+    rows = []
+    for f in sorted((shards / "data").glob("test-*.parquet")):
+        rows += pq.read_table(f).to_pylist()
+    rows = rows[:n_windows]
+    eeg = np.stack([np.asarray(r["eeg"], dtype=np.float32) for r in rows])  # (window, Ce, W)
+    meg = np.stack([np.asarray(r["meg"], dtype=np.float32) for r in rows])
+    w = eeg.shape[2]
+    starts = list(range(0, w - l + 1, 16))
+    if starts[-1] != w - l:
+        starts.append(w - l)
+    chunks = [(i, s) for i in range(n_windows) for s in starts]
+    x = np.ascontiguousarray(np.stack([np.clip(eeg[i, :, s:s + l].T / scale[:ne], -1, 1) for i, s in chunks]), dtype=np.float32)
+    save_file({"eeg": torch.from_numpy(x), "meg": torch.zeros(len(chunks), l, meg.shape[1])}, str(tmp_path / "in.safetensors"))
+    bf("bf-eval", "--checkpoint", ckpt, "--forward", tmp_path / "in.safetensors", "--out", tmp_path / "o.safetensors",
+       "--device", "cpu")
+    pred = load_file(str(tmp_path / "o.safetensors"))["pred"].numpy() * scale[ne:]  # (chunk, L, Cm)
+    stitched = np.zeros_like(meg)
+    for i in range(n_windows):
+        for t in range(w):
+            holding = [(abs(t - (s + (l - 1) / 2)), j, s) for j, s in enumerate(starts) if s <= t < s + l]
+            _, j, s = min(holding)
+            stitched[i, :, t] = pred[i * len(starts) + j, t - s]
+    t_, p_ = meg.transpose(1, 0, 2).reshape(meg.shape[1], -1).astype(np.float64), stitched.transpose(1, 0, 2).reshape(meg.shape[1], -1).astype(np.float64)
+    t_, p_ = t_ - t_.mean(1, keepdims=True), p_ - p_.mean(1, keepdims=True)
+    r = float(np.nanmean((t_ * p_).sum(1) / np.sqrt((t_ * t_).sum(1) * (p_ * p_).sum(1))))
+    print("hop 16: ours", metrics["hop16"]["pearson_r"], "numpy-stitched", r, "plain", metrics["plain"]["pearson_r"])
+    # f32 predictions scored in f64 on both sides: agreement to float rounding.
+    assert abs(metrics["hop16"]["pearson_r"] - r) < 1e-5
+    proc = bf("bf-eval", *common, "--out", tmp_path / "bad", "--hop", "65", check=False)
+    assert proc.returncode != 0 and "--hop 65" in proc.stderr and "panicked" not in proc.stderr
 
 
 def test_checkpoint_loads_in_pytorch_with_strict_names(shards, tmp_path):

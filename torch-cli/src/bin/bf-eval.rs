@@ -68,6 +68,12 @@ struct Args {
     /// No noise-ceiling row, even when the dataset has noise-free recordings.
     #[arg(long, conflicts_with = "noise_free")]
     no_noise_ceiling: bool,
+    /// Regression checkpoints: run the model on chunks started every HOP samples (e.g. half
+    /// the sequence length) instead of back to back, and take each sample from the chunk it
+    /// is most central in, so chunk edges (where a chunk has the least context) fall only at
+    /// the window's ends. Costs sequence_length / HOP times the model time.
+    #[arg(long, value_name = "HOP")]
+    hop: Option<usize>,
     /// Where to compute: cpu, cuda, or auto (CUDA when a GPU is visible).
     #[arg(long, default_value = "auto")]
     device: String,
@@ -107,6 +113,7 @@ fn run(args: Args) -> Result<()> {
         temperature: args.temperature,
         seed: args.seed,
         noise_free,
+        hop: args.hop,
     };
     let report = evaluate(&opts, &ChunkBar::new(args.quiet)?)?;
     let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(args.out.join("metrics.json"))?)?;
