@@ -179,6 +179,11 @@ pub struct ExampleSpec {
     pub pad_id: i64,
     /// Regression: per-channel divisors (EEG then MEG) applied before clamping to [−1, 1].
     pub scale: Option<Vec<f32>>,
+    /// Chunks start every `hop` samples of a window (overlapping when below the sequence
+    /// length; the last one ends at the window's end) instead of back to back: more, shifted
+    /// examples from the same windows (bf-train's `--chunk_hop`). `None`: back to back, the
+    /// last chunk padded, as the seed cuts them.
+    pub hop: Option<usize>,
 }
 
 /// What a model of this configuration reads: its sequence length, token offset and pad id,
@@ -191,20 +196,37 @@ impl From<&crate::ModelConfig> for ExampleSpec {
             token_offset: cfg.token_offset,
             pad_id: cfg.pad_token_id,
             scale: cfg.value_scale.clone(),
+            hop: None,
         }
     }
 }
 
 impl ExampleSpec {
+    /// Back-to-back chunks, unless a hop applies (a window at least one chunk long).
+    fn hop_in(&self, window: usize) -> Option<usize> {
+        self.hop.filter(|&h| h > 0 && window >= self.sequence_length)
+    }
+
     pub fn chunks_per_window(&self, window: usize) -> usize {
-        window.div_ceil(self.sequence_length)
+        match self.hop_in(window) {
+            None => window.div_ceil(self.sequence_length),
+            Some(h) => (window - self.sequence_length).div_ceil(h) + 1,
+        }
+    }
+
+    /// The first sample of chunk `chunk` of a window.
+    pub fn chunk_start(&self, window: usize, chunk: usize) -> usize {
+        match self.hop_in(window) {
+            None => chunk * self.sequence_length,
+            Some(h) => (chunk * h).min(window - self.sequence_length),
+        }
     }
 }
 
 /// Appends chunk `chunk` of one channel-major window [C × W] to a time-major buffer [L × C].
 fn push_tokens(out: &mut Vec<i64>, w: &[u8], channels: usize, window: usize, spec: &ExampleSpec, chunk: usize) {
-    let l = spec.sequence_length;
-    for t in chunk * l..(chunk + 1) * l {
+    let start = spec.chunk_start(window, chunk);
+    for t in start..start + spec.sequence_length {
         for c in 0..channels {
             out.push(if t < window { w[c * window + t] as i64 + spec.token_offset } else { spec.pad_id });
         }
@@ -212,8 +234,8 @@ fn push_tokens(out: &mut Vec<i64>, w: &[u8], channels: usize, window: usize, spe
 }
 
 fn push_values(out: &mut Vec<f32>, w: &[f32], channels: usize, window: usize, spec: &ExampleSpec, chunk: usize, scale: &[f32]) {
-    let l = spec.sequence_length;
-    for t in chunk * l..(chunk + 1) * l {
+    let start = spec.chunk_start(window, chunk);
+    for t in start..start + spec.sequence_length {
         for c in 0..channels {
             out.push(if t < window { (w[c * window + t] / scale[c]).clamp(-1.0, 1.0) } else { 0.0 });
         }
@@ -504,7 +526,7 @@ mod tests {
 
     /// sequence_length 4: two chunks per window, the second padded.
     fn stream(set: &ShardSet, batch: usize, seed: u64) -> Stream {
-        Stream::new(set.clone(), ExampleSpec { sequence_length: 4, token_offset: 3, pad_id: 0, scale: None }, batch, seed, true)
+        Stream::new(set.clone(), ExampleSpec { sequence_length: 4, token_offset: 3, pad_id: 0, scale: None, hop: None }, batch, seed, true)
     }
 
     /// The (file, example inside the file) of each example of a batch, read from its EEG.
@@ -616,12 +638,31 @@ mod tests {
 
     #[test]
     fn chunks_pad_the_last_one() {
-        let spec = ExampleSpec { sequence_length: 3, token_offset: 3, pad_id: 0, scale: None };
+        let spec = ExampleSpec { sequence_length: 3, token_offset: 3, pad_id: 0, scale: None, hop: None };
         // 2 channels × 4 samples, channel-major.
         let w = [0u8, 1, 2, 3, 10, 11, 12, 13];
         let mut out = Vec::new();
         push_tokens(&mut out, &w, 2, 4, &spec, 1);
         assert_eq!(out, vec![6, 16, 0, 0, 0, 0]);
         assert_eq!(spec.chunks_per_window(4), 2);
+    }
+
+    #[test]
+    fn a_hop_cuts_shifted_chunks_ending_at_the_windows_end() {
+        let spec = ExampleSpec { sequence_length: 3, token_offset: 3, pad_id: 0, scale: None, hop: Some(2) };
+        // 2 channels × 6 samples: chunks start at 0, 2 and 3 (the last full one), no padding.
+        let w = [0u8, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15];
+        assert_eq!(spec.chunks_per_window(6), 3);
+        assert_eq!((0..3).map(|c| spec.chunk_start(6, c)).collect::<Vec<_>>(), vec![0, 2, 3]);
+        let mut out = Vec::new();
+        push_tokens(&mut out, &w, 2, 6, &spec, 1);
+        assert_eq!(out, vec![5, 15, 6, 16, 7, 17]);
+        let mut v = Vec::new();
+        let wf: Vec<f32> = w.iter().map(|&x| x as f32).collect();
+        push_values(&mut v, &wf, 2, 6, &spec, 2, &[10.0, 20.0]);
+        assert_eq!(v, vec![0.3, 0.65, 0.4, 0.7, 0.5, 0.75]);
+        // A window shorter than a chunk: back to back (one padded chunk), as without a hop.
+        assert_eq!(spec.chunks_per_window(2), 1);
+        assert_eq!(ExampleSpec { hop: Some(3), ..spec.clone() }.chunks_per_window(6), 2);
     }
 }

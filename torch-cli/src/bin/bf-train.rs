@@ -100,6 +100,13 @@ struct Args {
     /// (bf-eval's shuffled-EEG control shows it). Validation always sees the history.
     #[arg(long = "history_dropout", alias = "history-dropout", default_value_t = 0.0, value_parser = unit_interval)]
     history_dropout: f64,
+    /// Ours: cut training examples from each window every this many samples (overlapping
+    /// when below --sequence_length; the last one ends at the window's end) instead of back to
+    /// back: sequence_length / HOP times as many distinct examples from the same windows, each
+    /// shifted, like random crops. Validation keeps back-to-back chunks, so its loss compares
+    /// across runs. 0: back to back (the seed).
+    #[arg(long = "chunk_hop", alias = "chunk-hop", default_value_t = 0)]
+    chunk_hop: usize,
     /// Token objective: compute the training loss's output layer and cross-entropy this many
     /// positions (batch × time × MEG channels) at a time, recomputing each chunk's logits in
     /// the backward pass, so the logits of every position (81 MB per example at the seed's
@@ -331,9 +338,10 @@ const TENSORBOARD_TAGS: [(&str, &str); 6] = [
 
 /// The settings that change the weights a run computes, by their flag names: `--resume`
 /// refuses a checkpoint written with other values.
-const IDENTITY_SETTINGS: [&str; 22] = [
+const IDENTITY_SETTINGS: [&str; 23] = [
     "objective", "d_model", "n_heads", "n_layers", "d_ff", "dropout", "sequence_length", "router_dim", "channel_attention", "decoder_eeg",
-    "patch_size", "eeg_skip", "spectral_loss", "history_dropout", "batch_size", "grad_accum", "lr", "warmup_steps", "weight_decay", "clip", "seed", "precision",
+    "patch_size", "eeg_skip", "spectral_loss", "history_dropout", "chunk_hop", "batch_size", "grad_accum", "lr", "warmup_steps", "weight_decay", "clip",
+    "seed", "precision",
 ];
 
 fn settings(args: &Args) -> std::collections::BTreeMap<String, serde_json::Value> {
@@ -424,7 +432,7 @@ fn run(args: Args) -> Result<Ended> {
     }
     .map(|mut id| {
         // Settings added after a run was written had their default then.
-        for (key, default) in [("eeg_skip", serde_json::json!(0)), ("spectral_loss", serde_json::json!(0.0))] {
+        for (key, default) in [("eeg_skip", serde_json::json!(0)), ("spectral_loss", serde_json::json!(0.0)), ("chunk_hop", serde_json::json!(0))] {
             if id.settings.get(key).is_none_or(|v| v.is_null()) {
                 id.settings.insert(key.to_string(), default);
             }
@@ -533,7 +541,8 @@ fn run(args: Args) -> Result<Ended> {
 
     // ---- the loop --------------------------------------------------------------------
     let spec = ExampleSpec::from(&cfg);
-    let stream = Stream::new(train_set, spec.clone(), args.batch_size, args.seed, true).with_rank(slice);
+    let train_spec = ExampleSpec { hop: (args.chunk_hop > 0).then_some(args.chunk_hop), ..spec.clone() };
+    let stream = Stream::new(train_set, train_spec, args.batch_size, args.seed, true).with_rank(slice);
     let (batches, _loader) = stream.spawn(state.position, None, args.prefetch);
     let last_step = args.stop_after.map_or(args.max_steps, |s| s.min(args.max_steps));
     let bar = if main_rank { progress(&args, state.step, last_step) } else { ProgressBar::hidden() };
