@@ -9,7 +9,7 @@ table per sensor type (model, shuffled-EEG control, ridge, noise ceiling) and on
 frequency band, with each row's training budget (steps, wall time, threads).
 
     .venv/bin/python bench/physics_heldout.py --work /tmp/heldout [--subjects 10 --seconds 120]
-        [--only NAME ...] [--threads 2]
+        [--only NAME ...] [--threads 2] [--hop 32]
 
 Every number is produced by our binaries; the ridge and the ceiling are bf-eval's rows on the
 same windows, so the comparison is like for like. Reruns reuse the dataset, the shards and any
@@ -45,6 +45,8 @@ CONFIGS = {
     "regression mixed + eeg_skip 21, L64, 600 steps": ("continuous", REGRESSION + ["--sequence_length", "64", "--max_steps", "600", "--decoder_eeg", "mixed", "--eeg_skip", "21"]),
     "regression mixed + eeg_skip 11 + spectral_loss 1, L64, 600 steps": ("continuous", REGRESSION + ["--sequence_length", "64", "--max_steps", "600", "--decoder_eeg", "mixed", "--eeg_skip", "11", "--spectral_loss", "1"]),
     "regression mixed + eeg_skip 11, L256, 600 steps": ("continuous", REGRESSION + ["--sequence_length", "256", "--max_steps", "600", "--decoder_eeg", "mixed", "--eeg_skip", "11"]),
+    "regression mixed + eeg_skip 21 + chunk_hop 8, L64, 600 steps": ("continuous", REGRESSION + ["--sequence_length", "64", "--max_steps", "600", "--decoder_eeg", "mixed", "--eeg_skip", "21", "--chunk_hop", "8"]),
+    "regression mixed + eeg_skip 21 + chunk_hop 8, L64, 3000 steps": ("continuous", REGRESSION + ["--sequence_length", "64", "--max_steps", "3000", "--decoder_eeg", "mixed", "--eeg_skip", "21", "--chunk_hop", "8"]),
     "token mixed + history dropout, L64, 600 steps": ("token", TOKEN + ["--sequence_length", "64", "--max_steps", "600"]),
 }
 
@@ -74,10 +76,10 @@ def dataset(work, subjects, seconds):
     return shards
 
 
-def evaluate(ckpt, shards, out):
+def evaluate(ckpt, shards, out, extra=()):
     if not (out / "metrics.json").exists():
         run([BIN / "bf-eval", "--checkpoint", ckpt, "--shards", shards, "--split", "test", "--out", out, "--device", "cpu",
-             "--quiet"])
+             "--quiet", *extra])
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -103,6 +105,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=120)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", nargs="*", help="configuration names (default: all)")
+    ap.add_argument("--hop", type=int, help="regression rows: also evaluate with `bf-eval --hop HOP` (chunks every HOP "
+                    "samples, each sample from its most central chunk)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     shards = dataset(args.work, args.subjects, args.seconds)
@@ -119,10 +123,14 @@ def main():
                         "--quiet", "--overwrite", *flags])
             took_file.write_text(f"{took:.0f}")
         took = took_file.read_text() if took_file.exists() else "?"
-        for which in ("best", "last"):
+        evals = [("best", ""), ("last", "")]
+        if args.hop and kind == "continuous":
+            evals += [("best", f"hop{args.hop}"), ("last", f"hop{args.hop}")]
+        for which, variant in evals:
             if not (folder / which).exists():
                 continue
-            m = evaluate(folder / which, shards[kind], folder / f"eval-{which}")
+            extra = ["--hop", args.hop] if variant else []
+            m = evaluate(folder / which, shards[kind], folder / f"eval-{which}{'-' + variant if variant else ''}", extra)
             t = by_type(m)
             rows = list(t)
             model, control = rows[0], rows[1]
@@ -132,8 +140,9 @@ def main():
             ridge = next(r for r in rows if r.startswith("ridge"))
             ceil = next((r for r in rows if r.startswith("noise ceiling")), None)
             f = lambda row: "–" if row is None else f"{t[row].get('grad', float('nan')):.3f} / {t[row].get('mag', float('nan')):.3f}"
-            lines.append(f"| {name} | {which} | {took} | {f(model)} ({model}) | {f(control)} | {f(ridge)} | {f(ceil)} |")
+            lines.append(f"| {name} | {which}{' --hop ' + str(args.hop) if variant else ''} | {took} | {f(model)} ({model}) | {f(control)} | {f(ridge)} | {f(ceil)} |")
             if which == "last":
+                name_b = name + (f" (--hop {args.hop})" if variant else "")
                 bands = [b["name"] for b in m["bands"]]
                 if not band_lines:
                     band_lines = ["| configuration | sensor type | predictor | " + " | ".join(bands) + " |",
@@ -147,7 +156,7 @@ def main():
                         continue
                     seen_shared.add((row["predictor"], row["sensor_type"]))
                     vals = " | ".join("–" if v is None else f"{v:.3f}" for v in row["pearson_r"])
-                    band_lines.append(f"| {'(all)' if shared else name} | {row['sensor_type']} | {row['predictor']} | {vals} |")
+                    band_lines.append(f"| {'(all)' if shared else name_b} | {row['sensor_type']} | {row['predictor']} | {vals} |")
             print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n\nPer band (`last` checkpoints):\n\n" + "\n".join(band_lines) + "\n"
     (args.work / "results.md").write_text(text)
