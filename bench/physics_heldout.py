@@ -9,7 +9,7 @@ table per sensor type (model, shuffled-EEG control, ridge, noise ceiling) and on
 frequency band, with each row's training budget (steps, wall time, threads).
 
     .venv/bin/python bench/physics_heldout.py --work /tmp/heldout [--subjects 10 --seconds 120]
-        [--only NAME ...] [--threads 2] [--hop 32]
+        [--only NAME ...] [--threads 2] [--hop 32] [--seed 2]
 
 Every number is produced by our binaries; the ridge and the ceiling are bf-eval's rows on the
 same windows, so the comparison is like for like. Reruns reuse the dataset, the shards and any
@@ -105,6 +105,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=120)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", nargs="*", help="configuration names (default: all)")
+    ap.add_argument("--seed", type=int, help="bf-train --seed (default: bf-train's); runs go to folders suffixed _seedN")
     ap.add_argument("--hop", type=int, help="regression rows: also evaluate with `bf-eval --hop HOP` (chunks every HOP "
                     "samples, each sample from its most central chunk)")
     args = ap.parse_args()
@@ -116,7 +117,10 @@ def main():
     for name, (kind, flags) in CONFIGS.items():
         if args.only and name not in args.only:
             continue
-        folder = args.work / "runs" / name.replace(" ", "_").replace(",", "").replace("+", "")
+        folder = args.work / "runs" / (name.replace(" ", "_").replace(",", "").replace("+", "") + (f"_seed{args.seed}" if args.seed is not None else ""))
+        if args.seed is not None:
+            flags = flags + ["--seed", str(args.seed)]
+            name = f"{name}, seed {args.seed}"
         took_file = folder / "train_seconds.txt"
         if not (folder / "last").exists():
             took = run([BIN / "bf-train", "--shards", shards[kind], "--out", folder, "--device", "cpu", "--threads", args.threads,
