@@ -26,7 +26,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bf_model::data::{Batch, ExampleSpec, ShardSet, Stream};
+use bf_model::data::{push_values, Batch, ExampleSpec, ShardSet, Stream};
 use bf_model::train::batch_tensors;
 use bf_model::regression::RegressionCrossFormer;
 use bf_model::{Model, ModelConfig};
@@ -275,9 +275,7 @@ pub fn predict(ev: &Evaluation, opts: &EvalOptions, progress: &dyn Progress) -> 
     let stream = Stream::new(ev.test.clone(), ev.spec.clone(), opts.batch_size, 0, false);
     let batches: Vec<Batch> = stream.batches(0, Some((n_windows * per) as u64)).collect::<Result<_, _>>()?;
     progress.start((n_windows * per) as u64);
-    // Pair each chunk with the EEG of the chunk half the evaluated windows away: another
-    // window (one window only: half a window away in time).
-    let offset = if n_windows >= 2 { per * (n_windows / 2) } else { (per / 2).max(1) };
+    let offset = control_offset(n_windows, per);
     // Whole batches of free-running chunks, covering at least `free_windows` windows.
     let n_free = opts.free_windows.min(n_windows);
     let chunks = predict_chunks(&ev.model, &batches, offset, n_free * per, opts, progress)?;
@@ -293,6 +291,16 @@ pub fn predict(ev: &Evaluation, opts: &EvalOptions, progress: &dyn Progress) -> 
         hop: None,
         stats: chunks.stats,
     })
+}
+
+/// The shuffled-EEG control pairs each chunk with the EEG of the chunk half the evaluated
+/// windows away: another window (one window only: half a window away in time).
+fn control_offset(n_windows: usize, per: usize) -> usize {
+    if n_windows >= 2 {
+        per * (n_windows / 2)
+    } else {
+        (per / 2).max(1)
+    }
 }
 
 /// Model outputs for every chunk, in stream order.
@@ -452,18 +460,6 @@ fn assemble(chunks: &[Vec<f32>], n_windows: usize, cfg: &ModelConfig, window: us
 // the window's own ends, as the ridge (which filters each whole window) has. The model and its
 // inputs are unchanged: only which chunk predicts which sample.
 
-/// Chunk starts 0, hop, 2·hop, … within a window, ending with the last full chunk
-/// (`window − l`) so that every sample lies in one.
-pub fn overlapped_starts(window: usize, l: usize, hop: usize) -> Vec<usize> {
-    assert!(l <= window && hop > 0, "chunks of {l} every {hop} samples in a window of {window}");
-    let last = window - l;
-    let mut starts: Vec<usize> = (0..=last).step_by(hop).collect();
-    if starts.last() != Some(&last) {
-        starts.push(last);
-    }
-    starts
-}
-
 /// For every sample of the window, the index in `starts` of the chunk (of `l` samples) that
 /// holds it nearest its centre; the earlier chunk on a tie.
 pub fn central_chunk_of_each_sample(starts: &[usize], window: usize, l: usize) -> Vec<usize> {
@@ -477,17 +473,14 @@ pub fn central_chunk_of_each_sample(starts: &[usize], window: usize, l: usize) -
         .collect()
 }
 
-/// The regression model's input for chunks `(window, start)`: time-major [B, l, Ce], each
-/// channel divided by its scale and clamped to [−1, 1] as the training batches are.
-fn chunk_inputs(eeg: &Array3<f32>, chunks: &[(usize, usize)], l: usize, scale: &[f32], device: Device) -> Tensor {
-    let ce = eeg.shape()[1];
+/// The regression model's input for chunks `(window, chunk)`: time-major [B, l, Ce], cut,
+/// scaled and clamped by `spec` as the training batches are.
+fn chunk_inputs(eeg: &Array3<f32>, chunks: &[(usize, usize)], spec: &ExampleSpec, scale: &[f32], device: Device) -> Tensor {
+    let (ce, window, l) = (eeg.shape()[1], eeg.shape()[2], spec.sequence_length);
     let mut x = Vec::with_capacity(chunks.len() * l * ce);
-    for &(w, s) in chunks {
-        for t in s..s + l {
-            for c in 0..ce {
-                x.push((eeg[[w, c, t]] / scale[c]).clamp(-1.0, 1.0));
-            }
-        }
+    for &(w, c) in chunks {
+        let one = eeg.slice(s![w, .., ..]);
+        push_values(&mut x, one.as_slice().expect("a window of a fresh array is contiguous"), ce, window, spec, c, scale);
     }
     Tensor::from_slice(&x).view([chunks.len() as i64, l as i64, ce as i64]).to_device(device)
 }
@@ -506,13 +499,14 @@ fn predict_overlapped(ev: &Evaluation, model: &RegressionCrossFormer, hop: usize
     }
     let scale = cfg.value_scale.as_ref().ok_or_else(|| Error::Mismatch(format!("{}: a regression checkpoint without value_scale", opts.checkpoint.display())))?;
     let (ne, cm) = (cfg.source_sequence_dimension as usize, cfg.target_sequence_dimension as usize);
-    let starts = overlapped_starts(window, l, hop);
+    let spec = ExampleSpec { hop: Some(hop), ..ev.spec.clone() };
+    let starts = spec.chunk_starts(window);
     let central = central_chunk_of_each_sample(&starts, window, l);
     let per = starts.len();
     let total = n * per;
-    // Chunk k = (window k / per, start k % per); the control pairs k's MEG with k + offset's EEG.
-    let offset = if n >= 2 { per * (n / 2) } else { (per / 2).max(1) };
-    let chunk = |k: usize| (k / per, starts[k % per]);
+    // Chunk k = (window k / per, chunk k % per); the control pairs k's MEG with k + offset's EEG.
+    let offset = control_offset(n, per);
+    let chunk = |k: usize| (k / per, k % per);
     let mut teacher = Array3::<f32>::zeros((n, cm, window));
     let mut teacher_shuffled = Array3::<f32>::zeros((n, cm, window));
     progress.start(total as u64);
@@ -521,7 +515,7 @@ fn predict_overlapped(ev: &Evaluation, model: &RegressionCrossFormer, hop: usize
         let own: Vec<(usize, usize)> = ks.iter().map(|&k| chunk(k)).collect();
         let other: Vec<(usize, usize)> = ks.iter().map(|&k| chunk((k + offset) % total)).collect();
         let (pred, pred_shuffled) = tch::no_grad(|| {
-            let run = |c: &[(usize, usize)]| rows_of(&model.forward(&chunk_inputs(&ev.truth.eeg, c, l, &scale[..ne], opts.device), false));
+            let run = |c: &[(usize, usize)]| rows_of(&model.forward(&chunk_inputs(&ev.truth.eeg, c, &spec, &scale[..ne], opts.device), false));
             (run(&own), run(&other))
         });
         for (i, &k) in ks.iter().enumerate() {
@@ -789,25 +783,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn overlapped_starts_cover_the_window_and_end_on_the_last_full_chunk() {
-        assert_eq!(overlapped_starts(256, 64, 32), vec![0, 32, 64, 96, 128, 160, 192]);
-        assert_eq!(overlapped_starts(256, 64, 64), vec![0, 64, 128, 192]);
-        assert_eq!(overlapped_starts(10, 4, 4), vec![0, 4, 6]);
-        assert_eq!(overlapped_starts(4, 4, 2), vec![0]);
-    }
-
-    #[test]
     fn each_sample_comes_from_the_chunk_it_is_most_central_in() {
-        // Chunks of 4 every 2 in a window of 8: starts 0 2 4; centres 1.5 3.5 5.5.
-        let starts = overlapped_starts(8, 4, 2);
+        // Chunks of 4 every 2 in a window of 8: starts 0 2 4 (`ExampleSpec::chunk_starts`, tested
+        // in bf_model's data.rs); centres 1.5 3.5 5.5.
+        let starts = [0, 2, 4];
         assert_eq!(central_chunk_of_each_sample(&starts, 8, 4), vec![0, 0, 0, 1, 1, 2, 2, 2]);
         // Back to back (hop = l): every sample from its own chunk, as without --hop.
-        let starts = overlapped_starts(12, 4, 4);
+        let starts = [0, 4, 8];
         assert_eq!(central_chunk_of_each_sample(&starts, 12, 4), vec![0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]);
         // Half-overlapping chunks of 64 in 256: the middle half of each inner chunk is kept,
         // and no kept sample is within 16 of a chunk edge except at the window's ends.
         let (w, l) = (256, 64);
-        let starts = overlapped_starts(w, l, 32);
+        let starts: Vec<usize> = (0..=192).step_by(32).collect();
         let central = central_chunk_of_each_sample(&starts, w, l);
         for (t, &j) in central.iter().enumerate() {
             let (s, e) = (starts[j], starts[j] + l);

@@ -221,6 +221,11 @@ impl ExampleSpec {
             Some(h) => (chunk * h).min(window - self.sequence_length),
         }
     }
+
+    /// The first sample of every chunk of a window, in order.
+    pub fn chunk_starts(&self, window: usize) -> Vec<usize> {
+        (0..self.chunks_per_window(window)).map(|c| self.chunk_start(window, c)).collect()
+    }
 }
 
 /// Appends chunk `chunk` of one channel-major window [C × W] to a time-major buffer [L × C].
@@ -233,7 +238,9 @@ fn push_tokens(out: &mut Vec<i64>, w: &[u8], channels: usize, window: usize, spe
     }
 }
 
-fn push_values(out: &mut Vec<f32>, w: &[f32], channels: usize, window: usize, spec: &ExampleSpec, chunk: usize, scale: &[f32]) {
+/// The continuous twin of [`push_tokens`]: each channel divided by its scale and clamped to
+/// [−1, 1] (also how `bf-eval --hop` builds its overlapping chunks).
+pub fn push_values(out: &mut Vec<f32>, w: &[f32], channels: usize, window: usize, spec: &ExampleSpec, chunk: usize, scale: &[f32]) {
     let start = spec.chunk_start(window, chunk);
     for t in start..start + spec.sequence_length {
         for c in 0..channels {
@@ -645,6 +652,16 @@ mod tests {
         push_tokens(&mut out, &w, 2, 4, &spec, 1);
         assert_eq!(out, vec![6, 16, 0, 0, 0, 0]);
         assert_eq!(spec.chunks_per_window(4), 2);
+    }
+
+    #[test]
+    fn overlapped_starts_cover_the_window_and_end_on_the_last_full_chunk() {
+        // bf-eval --hop's chunks (this spec with a hop).
+        let overlapped_starts = |window, l, hop| ExampleSpec { sequence_length: l, token_offset: 0, pad_id: 0, scale: None, hop: Some(hop) }.chunk_starts(window);
+        assert_eq!(overlapped_starts(256, 64, 32), vec![0, 32, 64, 96, 128, 160, 192]);
+        assert_eq!(overlapped_starts(256, 64, 64), vec![0, 64, 128, 192]);
+        assert_eq!(overlapped_starts(10, 4, 4), vec![0, 4, 6]);
+        assert_eq!(overlapped_starts(4, 4, 2), vec![0]);
     }
 
     #[test]
