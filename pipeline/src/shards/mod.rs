@@ -79,8 +79,9 @@
 //!   of at most one row group: about two row groups are in memory at any time.
 //! - **Determinism**: same inputs → byte-identical files. Every option is set explicitly;
 //!   polars writes no timestamps (its `created_by` is the constant `Polars`); the row groups
-//!   are cut at fixed row counts from single-chunk frames; polars' parallel column encoding
-//!   collects in column order, so neither its thread pool nor the caller's changes a byte.
+//!   are cut at fixed row counts from single-chunk frames; a group's pages are polars' own,
+//!   encoded and compressed in parallel and written in column and page order (`encode.rs`),
+//!   so no thread count changes a byte.
 //! - **Atomicity**: every file is written to a hidden temporary sibling and renamed
 //!   (`fsutil::write_atomic_with`); the `data/{split}-*` glob never matches a temporary file.
 //!   Shards of the split from an earlier run with another `n` are removed after the new ones
@@ -88,6 +89,8 @@
 
 /// The noise ceiling's reference, cut at the shards' windows (bf-eval).
 pub mod noise_free;
+/// A row group's pages encoded and compressed in parallel, as polars writes them.
+mod encode;
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -462,6 +465,7 @@ fn check_schema(df: &DataFrame, meta: &ShardMeta, what: &Path) -> Result<()> {
 /// last one shorter), whatever the chunking of the frames pushed.
 struct GroupWriter<'a> {
     writer: polars::io::parquet::write::BatchedWriter<&'a mut File>,
+    encoder: encode::PageEncoder,
     pending: Option<DataFrame>,
     rows_per_group: usize,
     path: &'a Path,
@@ -469,21 +473,17 @@ struct GroupWriter<'a> {
 
 impl<'a> GroupWriter<'a> {
     fn new(file: &'a mut File, path: &'a Path, meta: &ShardMeta) -> Result<Self> {
-        let writer = ParquetWriter::new(file)
-            .with_compression(ParquetCompression::Zstd(None))
-            .with_statistics(StatisticsOptions {
-                min_value: true,
-                max_value: true,
-                distinct_count: false,
-                null_count: true,
-                binary_statistics_truncate_length: None,
-            })
-            .with_data_page_size(Some(1 << 20))
+        let schema = meta.schema();
+        let mut writer = ParquetWriter::new(file)
+            .with_compression(encode::COMPRESSION)
+            .with_statistics(encode::statistics())
+            .with_data_page_size(Some(encode::DATA_PAGE_SIZE))
             .with_row_group_size(Some(meta.rows_per_group()))
             .with_key_value_metadata(Some(KeyValueMetadata::from_static(meta.key_value_pairs())))
-            .batched(&meta.schema())
+            .batched(&schema)
             .map_err(|e| pq_err(path, e))?;
-        Ok(GroupWriter { writer, pending: None, rows_per_group: meta.rows_per_group(), path })
+        let encoder = encode::PageEncoder::new(&schema, writer.parquet_schema().fields().to_vec());
+        Ok(GroupWriter { writer, encoder, pending: None, rows_per_group: meta.rows_per_group(), path })
     }
 
     fn push(&mut self, df: DataFrame) -> Result<()> {
@@ -507,7 +507,8 @@ impl<'a> GroupWriter<'a> {
 
     fn write_group(&mut self, mut group: DataFrame) -> Result<()> {
         group.rechunk_mut();
-        self.writer.write_batch(&group).map_err(|e| pq_err(self.path, e))
+        let pages = self.encoder.row_group(&group).map_err(|e| pq_err(self.path, e))?;
+        self.writer.write_row_group(group.height() as u64, &pages).map_err(|e| pq_err(self.path, e))
     }
 
     fn finish(mut self) -> Result<()> {
@@ -1163,6 +1164,48 @@ mod tests {
     #[test]
     fn continuous_shards_round_trip() {
         roundtrip(ShardKind::Continuous);
+    }
+
+    /// The file polars' own `write_batch` makes of the same frame, cut at the same row counts
+    /// (what `GroupWriter` did before `encode.rs`).
+    fn polars_reference_file(path: &Path, rows: &[WindowRow], m: &ShardMeta) {
+        let df = rows_frame(rows, m, path).unwrap();
+        let mut file = File::create(path).unwrap();
+        let mut w = ParquetWriter::new(&mut file)
+            .with_compression(ParquetCompression::Zstd(None))
+            .with_statistics(StatisticsOptions { min_value: true, max_value: true, distinct_count: false, null_count: true, binary_statistics_truncate_length: None })
+            .with_data_page_size(Some(1 << 20))
+            .with_row_group_size(Some(m.rows_per_group()))
+            .with_key_value_metadata(Some(KeyValueMetadata::from_static(m.key_value_pairs())))
+            .batched(&m.schema())
+            .unwrap();
+        let mut at = 0;
+        while at < df.height() {
+            let n = m.rows_per_group().min(df.height() - at);
+            let mut g = df.slice(at as i64, n);
+            g.rechunk_mut();
+            w.write_batch(&g).unwrap();
+            at += n;
+        }
+        w.finish().unwrap();
+    }
+
+    #[test]
+    fn parallel_pages_equal_polars_writer() {
+        let d = tempfile::tempdir().unwrap();
+        // Tokens: two row groups of many 1 MiB pages; continuous f32: one group, ~16 pages;
+        // and a file of one short group.
+        let tok = meta(ShardKind::Tokens, 70, 306, 2048);
+        let cont = meta(ShardKind::Continuous, 7, 20, 512);
+        for (m, n) in [(&tok, tok.rows_per_group() + 7), (&cont, 300), (&tok, 3)] {
+            let r = rows(m, "01", Some("1"), n, 5);
+            let (ours, theirs) = (d.path().join("ours.parquet"), d.path().join("polars.parquet"));
+            write_run_file(&ours, &r, m).unwrap();
+            polars_reference_file(&theirs, &r, m);
+            let (a, b) = (std::fs::read(&ours).unwrap(), std::fs::read(&theirs).unwrap());
+            assert!(a.len() > 100_000 || n == 3, "{}", a.len());
+            assert!(a == b, "{:?} {n} rows: {} vs {} bytes", m.kind, a.len(), b.len());
+        }
     }
 
     #[test]
