@@ -87,6 +87,7 @@
 //! variances, which is what the thresholds are calibrated against.
 
 use nalgebra::{DMatrix, DVector};
+use rayon::prelude::*;
 use ndarray::{Array2, Axis};
 use serde::Serialize;
 
@@ -446,7 +447,8 @@ pub fn find_bad_channels(info: &RecordingInfo, data: &Array2<f64>, params: &Bads
     }
     for kind in kinds {
         let idx: Vec<usize> = (0..n_rows).filter(|&i| info.channels[i].kind == kind).collect();
-        let stats: Vec<ChannelStats> = idx.iter().map(|&i| channel_stats(data.row(i), half)).collect();
+        // Channels in parallel (~1 CPU-s serial on a ds000117 run); collected in order.
+        let stats: Vec<ChannelStats> = idx.par_iter().map(|&i| channel_stats(data.row(i), half)).collect();
         let mut stds: Vec<f64> = stats.iter().filter(|s| s.finite).map(|s| s.std).collect();
         let med_std = median(&mut stds);
         let limit = params.flat_limit(kind);

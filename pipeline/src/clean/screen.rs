@@ -63,23 +63,44 @@ pub fn flat_or_clipped_stretches(x: &[f64], sfreq: f64, params: &FlatClipParams)
     let constant = mx == mn;
     let flat_min = min_samples(params.flat_min_duration, sfreq);
     let clip_min = min_samples(params.clip_min_duration, sfreq);
+    // Both minimums are at least 2 samples, so only runs that start with two equal
+    // neighbours can count: jump from one such pair to the next (a real signal has few)
+    // instead of walking every run of one sample.
+    debug_assert!(flat_min >= 2 && clip_min >= 2);
     let mut out = Vec::new();
     let mut i = 0;
-    while i < n {
-        let mut j = i + 1;
-        while j < n && x[j] == x[i] {
+    while let Some(k) = next_equal_pair(x, i) {
+        let mut j = k + 2;
+        while j < n && x[j] == x[k] {
             j += 1;
         }
-        let len = j - i;
-        let at_rail = !constant && (x[i] == mx || x[i] == mn);
+        let len = j - k;
+        let at_rail = !constant && (x[k] == mx || x[k] == mn);
         if at_rail && len >= clip_min {
-            out.push((i, j, "clipped"));
+            out.push((k, j, "clipped"));
         } else if len >= flat_min {
-            out.push((i, j, "flat"));
+            out.push((k, j, "flat"));
         }
         i = j;
     }
     out
+}
+
+/// The first `k >= from` with `x[k] == x[k + 1]`. Blocks of 16 neighbour comparisons with no
+/// early exit inside a block (the compiler vectorizes them); the scan cost ~3.7 ns a sample
+/// walking runs one sample at a time, more than the screen's max/min.
+fn next_equal_pair(x: &[f64], from: usize) -> Option<usize> {
+    const B: usize = 16;
+    let n = x.len();
+    let mut k = from;
+    while k + B < n {
+        let (a, b) = (&x[k..k + B], &x[k + 1..k + B + 1]);
+        if a.iter().zip(b).fold(false, |any, (p, q)| any | (p == q)) {
+            return (k..k + B).find(|&m| x[m] == x[m + 1]);
+        }
+        k += B;
+    }
+    (k..n.saturating_sub(1)).find(|&m| x[m] == x[m + 1])
 }
 
 /// The largest and smallest non-NaN values (−∞ / +∞ when there are none), as folds of
@@ -207,6 +228,69 @@ mod tests {
 
     fn ann(onset: f64, duration: f64, d: &str) -> Annotation {
         Annotation { onset, duration, description: d.into() }
+    }
+
+    /// The walk over every run, one after another, that `next_equal_pair` replaced.
+    fn stretches_run_by_run(x: &[f64], sfreq: f64, params: &FlatClipParams) -> Vec<(usize, usize, &'static str)> {
+        let (mx, mn) = x.iter().fold((f64::NEG_INFINITY, f64::INFINITY), |(h, l), &v| (h.max(v), l.min(v)));
+        let constant = mx == mn;
+        let (flat_min, clip_min) = (min_samples(params.flat_min_duration, sfreq), min_samples(params.clip_min_duration, sfreq));
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < x.len() {
+            let mut j = i + 1;
+            while j < x.len() && x[j] == x[i] {
+                j += 1;
+            }
+            let at_rail = !constant && (x[i] == mx || x[i] == mn);
+            if at_rail && j - i >= clip_min {
+                out.push((i, j, "clipped"));
+            } else if j - i >= flat_min {
+                out.push((i, j, "flat"));
+            }
+            i = j;
+        }
+        out
+    }
+
+    /// Runs of every length (1 to 40 samples) at random places, at the rails and inside,
+    /// with NaNs, signed zeros, and runs that touch either end: the same stretches as the
+    /// run-by-run walk, for every length of signal around the 16-sample blocks.
+    #[test]
+    fn jumping_to_equal_pairs_finds_what_walking_every_run_finds() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let params = FlatClipParams { flat_min_duration: 0.004, clip_min_duration: 0.002, ..FlatClipParams::default() };
+        let mut found = 0;
+        for n in (0..70).chain([1000, 4099]) {
+            for _ in 0..20 {
+                let mut x: Vec<f64> = (0..n).map(|_| (next() % 1000) as f64 - 500.0).collect();
+                let mut t = 0;
+                while t < n {
+                    let len = 1 + (next() % 40) as usize;
+                    let v = match next() % 6 {
+                        0 => 600.0,
+                        1 => -600.0,
+                        2 => f64::NAN,
+                        3 => if next() % 2 == 0 { 0.0 } else { -0.0 },
+                        _ => x[t],
+                    };
+                    if next() % 3 == 0 {
+                        x[t..(t + len).min(n)].fill(v);
+                    }
+                    t += len + (next() % 30) as usize;
+                }
+                let got = flat_or_clipped_stretches(&x, 1000.0, &params);
+                assert_eq!(got, stretches_run_by_run(&x, 1000.0, &params), "n {n}");
+                found += got.len();
+            }
+        }
+        assert!(found > 1000, "{found}");
     }
 
     #[test]

@@ -240,7 +240,9 @@ fn preprocess(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<St
     };
     // The scratch copy goes to --scratch, else beside the output; removed when done.
     let scratch = project.scratch.clone().unwrap_or_else(|| project.run_dir(run));
+    let t0 = std::time::Instant::now();
     let mut cleaned = clean(reader, &params, &scratch, &|| {})?;
+    tracing::debug!(run = %run.id, clean_s = t0.elapsed().as_secs_f64(), "cleaned");
 
     // After Maxwell filtering the MEG bads are reconstructed channels (its reader cleared them).
     // The flat/clipped screen adds the channels flat or clipped over more than bad_percent of
@@ -266,8 +268,10 @@ fn preprocess(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<St
     let remaining: Vec<String> = bads.iter().filter(|b| !interpolated.contains(b)).cloned().collect();
     cleaned.info.bads = remaining.clone();
 
+    tracing::debug!(run = %run.id, bads_s = t0.elapsed().as_secs_f64(), "bads found and EEG bads interpolated");
     let fif = project.run_file(run, "desc-clean_meg.fif");
     let written = write_raw(&cleaned, &cleaned.all_picks(), 0, cleaned.info.n_samples, &fif, &WriteOptions::default())?;
+    tracing::debug!(run = %run.id, written_s = t0.elapsed().as_secs_f64(), "cleaned FIF written");
     let sidecar = project.run_file(run, "desc-clean_meg.json");
     let description = json!({
         "Description": if maxwell_record.is_null() {
