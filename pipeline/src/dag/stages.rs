@@ -81,6 +81,8 @@ pub fn shards_params(project: &Project) -> Value {
 /// Every stage reads its inputs from disk (nothing is handed over in memory), which is what
 /// lets `--shard` tasks on other machines share the work through the filesystem.
 pub fn build(project: &Project, node: &Node) -> Result<(Vec<PathBuf>, Vec<String>)> {
+    let t0 = std::time::Instant::now();
+    let _done = Deferred(move || tracing::debug!(stage = node.stage.name(), run = ?node.run, seconds = t0.elapsed().as_secs_f64(), "stage built"));
     match node.stage {
         Stage::Preprocess => preprocess(project, &project.runs[node.run.expect("per-run")]),
         Stage::Segment => segment(project, &project.runs[node.run.expect("per-run")]),
@@ -88,6 +90,15 @@ pub fn build(project: &Project, node: &Node) -> Result<(Vec<PathBuf>, Vec<String
         Stage::FitTokenizer => fit_tokenizer(project),
         Stage::Tokenize => tokenize(project, node.run.expect("per-run")),
         Stage::Shards => write_shards(project),
+    }
+}
+
+/// Runs its closure when dropped (the stage timing above, on success and on error alike).
+struct Deferred<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for Deferred<F> {
+    fn drop(&mut self) {
+        (self.0)()
     }
 }
 

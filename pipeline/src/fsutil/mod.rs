@@ -38,6 +38,55 @@ pub fn persist(tmp: &Path, path: &Path) -> Result<()> {
     bf_atomic::persist(tmp, path).map_err(|e| Error::io(path, e))
 }
 
+/// A writer over a file being written for [`write_atomic_with`] that starts the disk's
+/// write-back of every 16 MiB as soon as it is written (Linux `sync_file_range` with
+/// `SYNC_FILE_RANGE_WRITE`: it starts the I/O and does not wait for it), so the sync before
+/// the rename waits only for the last pieces instead of the whole file. On this VM the sync
+/// of a ds000117 run's 200 MB cleaned FIF took 0.3–1.7 s after the write; the file's bytes
+/// and the write's order are unchanged. A no-op elsewhere than Linux.
+pub struct EagerWriteback<'a> {
+    file: &'a mut std::fs::File,
+    written: u64,
+    started: u64,
+}
+
+impl<'a> EagerWriteback<'a> {
+    const STEP: u64 = 16 << 20;
+
+    pub fn new(file: &'a mut std::fs::File) -> Self {
+        EagerWriteback { file, written: 0, started: 0 }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn start_writeback(&mut self) {
+        use std::os::fd::AsRawFd;
+        // Only a hint: an error (a filesystem without support) leaves the sync to do it all.
+        // SAFETY: a plain syscall on an open descriptor with in-range offsets.
+        unsafe {
+            libc::sync_file_range(self.file.as_raw_fd(), self.started as i64, (self.written - self.started) as i64, libc::SYNC_FILE_RANGE_WRITE);
+        }
+        self.started = self.written;
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn start_writeback(&mut self) {}
+}
+
+impl Write for EagerWriteback<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let k = self.file.write(buf)?;
+        self.written += k as u64;
+        if self.written - self.started >= Self::STEP {
+            self.start_writeback();
+        }
+        Ok(k)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// BLAKE3 over the files' bytes in order: the hash of the files' hashes.
 pub fn hash_files(files: &[PathBuf]) -> Result<String> {
     let mut outer = blake3::Hasher::new();
@@ -71,4 +120,32 @@ pub fn hash_file(path: &Path) -> Result<blake3::Hash> {
         h.update_rayon(&buf[..filled]);
     }
     Ok(h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes of every size, across many write-back steps, land as the bytes given, in order.
+    #[test]
+    fn eager_writeback_writes_the_bytes_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        let want: Vec<u8> = (0..(EagerWriteback::STEP as usize * 3 + 12345)).map(|i| (i * 2654435761 >> 13) as u8).collect();
+        write_atomic_with(&path, |f| {
+            let mut w = std::io::BufWriter::with_capacity(1 << 16, EagerWriteback::new(f));
+            let mut at = 0;
+            for size in [1usize, 7, 1 << 20, 3, (16 << 20) + 5].iter().cycle() {
+                if at == want.len() {
+                    break;
+                }
+                let end = (at + size).min(want.len());
+                w.write_all(&want[at..end]).unwrap();
+                at = end;
+            }
+            w.flush().map_err(|e| Error::io(&path, e))
+        })
+        .unwrap();
+        assert!(std::fs::read(&path).unwrap() == want);
+    }
 }
