@@ -47,29 +47,39 @@ pub fn reject_flat_clipped(plan: &mut SegmentPlan, info: &RecordingInfo, data: A
     if in_bounds.is_empty() || len == 0 {
         return 0;
     }
+    // Per channel (in parallel): each in-bounds segment's peak-to-peak, their median, and the
+    // channel's clipped stretches. Then the drops in channel order, as one pass would make
+    // them (the first channel that rejects a segment names it).
+    use rayon::prelude::*;
+    let per_channel: Vec<(Vec<f64>, f64, Vec<(usize, usize)>)> = channels
+        .par_iter()
+        .map(|&c| {
+            let row = data.row(c);
+            let ptp: Vec<f64> = in_bounds
+                .iter()
+                .map(|&k| {
+                    let start = plan.segments[k].start as usize;
+                    let w = row.slice(s![start..start + len]);
+                    let (lo, hi) = w.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+                    hi - lo
+                })
+                .collect();
+            let mut sorted: Vec<f64> = ptp.iter().copied().filter(|v| v.is_finite()).collect();
+            sorted.sort_by(f64::total_cmp);
+            let median = if sorted.is_empty() {
+                0.0
+            } else if sorted.len() % 2 == 1 {
+                sorted[sorted.len() / 2]
+            } else {
+                0.5 * (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2])
+            };
+            let x = row.to_vec();
+            let clipped: Vec<(usize, usize)> = flat_or_clipped_stretches(&x, info.sfreq, params).into_iter().filter(|s| s.2 == "clipped").map(|s| (s.0, s.1)).collect();
+            (ptp, median, clipped)
+        })
+        .collect();
     let mut dropped = 0;
-    for &c in &channels {
-        let row = data.row(c);
-        let ptp: Vec<f64> = in_bounds
-            .iter()
-            .map(|&k| {
-                let start = plan.segments[k].start as usize;
-                let w = row.slice(s![start..start + len]);
-                let (lo, hi) = w.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-                hi - lo
-            })
-            .collect();
-        let mut sorted: Vec<f64> = ptp.iter().copied().filter(|v| v.is_finite()).collect();
-        sorted.sort_by(f64::total_cmp);
-        let median = if sorted.is_empty() {
-            0.0
-        } else if sorted.len() % 2 == 1 {
-            sorted[sorted.len() / 2]
-        } else {
-            0.5 * (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2])
-        };
-        let x = row.to_vec();
-        let clipped: Vec<(usize, usize)> = flat_or_clipped_stretches(&x, info.sfreq, params).into_iter().filter(|s| s.2 == "clipped").map(|s| (s.0, s.1)).collect();
+    for (&c, (ptp, median, clipped)) in channels.iter().zip(per_channel) {
         let name = &info.channels[c].name;
         for (&k, &p) in in_bounds.iter().zip(&ptp) {
             let seg = &mut plan.segments[k];
