@@ -96,35 +96,73 @@ pub fn hash_files(files: &[PathBuf]) -> Result<String> {
     Ok(outer.finalize().to_hex().to_string())
 }
 
-/// BLAKE3 of one file, read in 16 MiB pieces each hashed in parallel. Not memory-mapped:
-/// the mapped pages of a large file count in the process's resident size (an 873 MB run
-/// made ingest's peak RSS 977 MB); the hash is the same however the bytes are fed.
+/// BLAKE3 of one file, read in 16 MiB pieces each hashed in parallel, the next piece read
+/// (on a thread of its own) while this one is hashed: the read's copy out of the page cache
+/// is as much CPU as the hash (an 873 MB run: 0.8 s of system time beside 0.45 s of hashing),
+/// so overlapping them takes ingest from ~1.1 to ~0.7 s. Not memory-mapped: the mapped
+/// pages of a large file count in the process's resident size (an 873 MB run made ingest's
+/// peak RSS 977 MB); the hash is the same however the bytes are fed.
 pub fn hash_file(path: &Path) -> Result<blake3::Hash> {
-    use std::io::Read;
+    use std::sync::mpsc::sync_channel;
+    const PIECE: usize = 16 << 20;
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 16 << 20];
-    loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match file.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(k) => filled += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io(path, e)),
+    // Two buffers go round: the reader fills one while the hasher hashes the other.
+    let (full_tx, full_rx) = sync_channel::<Vec<u8>>(1);
+    let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(2);
+    for _ in 0..2 {
+        empty_tx.send(vec![0u8; PIECE]).expect("the receiver is alive");
+    }
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || -> Result<()> {
+            use std::io::Read;
+            while let Ok(mut buf) = empty_rx.recv() {
+                buf.resize(PIECE, 0);
+                let mut filled = 0;
+                while filled < buf.len() {
+                    match file.read(&mut buf[filled..]) {
+                        Ok(0) => break,
+                        Ok(k) => filled += k,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(Error::io(path, e)),
+                    }
+                }
+                buf.truncate(filled);
+                if filled == 0 || full_tx.send(buf).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let mut h = blake3::Hasher::new();
+        for buf in full_rx {
+            h.update_rayon(&buf);
+            if empty_tx.send(buf).is_err() {
+                break;
             }
         }
-        if filled == 0 {
-            break;
-        }
-        h.update_rayon(&buf[..filled]);
-    }
-    Ok(h.finalize())
+        drop(empty_tx);
+        reader.join().expect("the reader thread does not panic")?;
+        Ok(h.finalize())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The piecewise, overlapped hash is BLAKE3 of the whole file: empty, shorter than a
+    /// piece, exactly two pieces, and pieces plus a tail.
+    #[test]
+    fn hash_file_is_blake3_of_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0usize, 1000, 32 << 20, (32 << 20) + 12345] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 2654435761 >> 11) as u8).collect();
+            let path = dir.path().join(format!("f{len}"));
+            std::fs::write(&path, &bytes).unwrap();
+            assert_eq!(hash_file(&path).unwrap(), blake3::hash(&bytes), "{len} bytes");
+        }
+        assert!(hash_file(&dir.path().join("missing")).is_err());
+    }
 
     /// Writes of every size, across many write-back steps, land as the bytes given, in order.
     #[test]
