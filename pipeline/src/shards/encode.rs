@@ -107,17 +107,16 @@ impl PageEncoder {
         leaves_per_column.sort_unstable();
         let mut compressed = compressed.into_inner().expect("no task panicked");
         compressed.sort_unstable_by_key(|(key, _)| *key);
+        let mut pages = compressed.into_iter().peekable();
         let mut out: Vec<Vec<CompressedPage>> = Vec::new();
-        let mut index: Vec<(usize, usize)> = Vec::new();
         for (ci, n) in leaves_per_column {
             for li in 0..n {
-                index.push((ci, li));
-                out.push(Vec::new());
+                let mut leaf = Vec::new();
+                while let Some((_, page)) = pages.next_if(|((c, l, _), _)| (*c, *l) == (ci, li)) {
+                    leaf.push(page);
+                }
+                out.push(leaf);
             }
-        }
-        for ((ci, li, _), page) in compressed {
-            let slot = index.binary_search(&(ci, li)).expect("every page's leaf was counted");
-            out[slot].push(page);
         }
         Ok(out)
     }
