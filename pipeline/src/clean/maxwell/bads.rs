@@ -28,9 +28,13 @@
 //! `edge`/`BAD_ACQ_SKIP` annotations is refused rather than scanned differently from MNE),
 //! `head_pos`, `extended_proj`, MEG reference channels.
 
-use nalgebra::DMatrix;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use super::sss::{sss_operator, BadCondition, MaxwellParams};
+use nalgebra::DMatrix;
+use rayon::prelude::*;
+
+use super::sss::{sss_operator, BadCondition, MaxwellParams, SssOperator};
 use super::HeadGeometry;
 use crate::dsp::filter::OverlapAdd;
 use crate::dsp::fir::{create_filter, FirOptions};
@@ -154,51 +158,140 @@ pub fn find_bad_channels_maxwell(reader: &dyn RawReader, geom: &HeadGeometry, p:
     // The operator depends only on which channels are left out; most chunks leave out the
     // same ones (the recording's flat channels, no noisy one), so it is computed once per set
     // rather than once per chunk and round as MNE does (same numbers, deterministic).
-    let mut operators: std::collections::HashMap<Vec<usize>, super::SssOperator> = std::collections::HashMap::new();
-
-    for (si, &(start, stop)) in bounds.iter().enumerate() {
-        let n = stop - start;
-        // The chunk's MEG data (meg_picks rows), low-passed as the whole recording would be.
-        let data = read_filtered(reader, &meg_picks, start, stop, kernel.as_deref())?;
-        // MNE: chunk_raw.times[[0, -1]] + start / sfreq.
-        bins[si] = [0.0 / sfreq + start as f64 / sfreq, (n - 1) as f64 / sfreq + start as f64 / sfreq];
-
-        // 3. Flat pass.
-        let flat_stop = n - n % flat_step;
-        if flat_stop == 0 {
-            return Err(err(format!("chunks of {n} samples are shorter than the flat window ({flat_step} samples)")));
+    let operators: Mutex<HashMap<Vec<usize>, Arc<SssOperator>>> = Mutex::new(HashMap::new());
+    let operator_for = |left_out: &[usize]| -> Result<Arc<SssOperator>> {
+        if let Some(op) = operators.lock().expect("operator cache").get(left_out) {
+            return Ok(op.clone());
         }
-        for &r in &good_rows {
-            let row = &data.row_slice(r)[..flat_stop];
-            let delta = row.chunks_exact(flat_step).map(std_pop).fold(f64::INFINITY, f64::min);
-            scores_flat[r][si] = delta;
-            limits_flat[r] = flat_limit(r);
-            if delta < flat_limit(r) {
-                flat_count[r] += 1;
-                all_flat[r] = true;
+        let mut sub = info.clone();
+        for &r in left_out {
+            if !sub.bads.contains(&name(r)) {
+                sub.bads.push(name(r));
             }
         }
-        let mut these: Vec<usize> = good_rows.iter().copied().filter(|&r| !all_flat[r]).collect();
-        if these.is_empty() {
-            // MNE warns and stops scanning at the first all-flat chunk.
-            break;
-        }
+        let op = Arc::new(sss_operator(&path, &sub, geom, &p.maxwell)?);
+        Ok(operators.lock().expect("operator cache").entry(left_out.to_vec()).or_insert(op).clone())
+    };
+    let noisy = NoisyPass { n_meg, coil_scale: &coil_scale, meg_picks: &meg_picks, limit: p.limit };
 
-        // 4. Noisy pass.
+    // Chunks go in batches, each batch in parallel: read + flat pass of every chunk, then the
+    // flat results merged in chunk order (a channel flat in a chunk is left out of every
+    // later chunk's noisy pass, and scanning stops at the first chunk with no channel left),
+    // then the noisy passes of the chunks kept, each with the flat channels as of its own
+    // chunk. So the numbers are those of MNE's one-chunk-at-a-time loop, on every core.
+    // A batch holds its chunks' data: at most 256 MiB of it, at least one chunk.
+    let chunk_bytes = n_meg * step as usize * 8;
+    let batch = (rayon::current_num_threads() * 2).min((256 << 20) / chunk_bytes.max(1)).max(1);
+    let mut first = 0;
+    'batches: while first < n_chunks {
+        let last = (first + batch).min(n_chunks);
+        let read: Vec<Result<(DMatrix<f64>, Vec<f64>)>> = (first..last)
+            .into_par_iter()
+            .map(|si| {
+                let (start, stop) = bounds[si];
+                // The chunk's MEG data (meg_picks rows), low-passed as the whole recording would be.
+                let data = read_filtered(reader, &meg_picks, start, stop, kernel.as_deref())?;
+                let deltas = flat_deltas(&data, &good_rows, flat_step).ok_or_else(|| err(format!("chunks of {} samples are shorter than the flat window ({flat_step} samples)", stop - start)))?;
+                Ok((data, deltas))
+            })
+            .collect();
+        // 3. Flat pass, merged in order: each chunk's candidates for the noisy pass.
+        let mut kept: Vec<(usize, DMatrix<f64>, Vec<usize>, Vec<bool>)> = Vec::new();
+        let mut stop_after = false;
+        for (si, chunk) in (first..last).zip(read) {
+            let (data, deltas) = chunk?;
+            let (start, stop) = bounds[si];
+            // MNE: chunk_raw.times[[0, -1]] + start / sfreq.
+            bins[si] = [0.0 / sfreq + start as f64 / sfreq, (stop - start - 1) as f64 / sfreq + start as f64 / sfreq];
+            for (&r, &delta) in good_rows.iter().zip(&deltas) {
+                scores_flat[r][si] = delta;
+                limits_flat[r] = flat_limit(r);
+                if delta < flat_limit(r) {
+                    flat_count[r] += 1;
+                    all_flat[r] = true;
+                }
+            }
+            let these: Vec<usize> = good_rows.iter().copied().filter(|&r| !all_flat[r]).collect();
+            if these.is_empty() {
+                // MNE warns and stops scanning at the first all-flat chunk.
+                stop_after = true;
+                break;
+            }
+            kept.push((si, data, these, all_flat.clone()));
+        }
+        // 4. Noisy passes.
+        let results: Vec<Result<ChunkNoisy>> = kept.par_iter().map(|(_, data, these, flat)| noisy.run(data, these.clone(), flat, &operator_for)).collect();
+        for ((si, ..), result) in kept.iter().zip(results) {
+            let result = result?;
+            for (r, z) in result.scores.into_iter().enumerate() {
+                if let Some(z) = z {
+                    scores_noisy[r][*si] = z;
+                    limits_noisy[r] = p.limit;
+                }
+            }
+            for r in result.noisy {
+                noisy_count[r] += 1;
+            }
+        }
+        if stop_after {
+            break 'batches;
+        }
+        first = last;
+    }
+
+    let pick = |count: &[usize]| -> Vec<String> { (0..n_meg).filter(|&r| count[r] > 0 && count[r] >= min_count).map(name).collect() };
+    Ok(MaxwellBads {
+        noisy: pick(&noisy_count),
+        flat: pick(&flat_count),
+        scores: MaxwellBadsScores {
+            ch_names: (0..n_meg).map(name).collect(),
+            ch_types: is_mag.iter().map(|&m| if m { "mag" } else { "grad" }).collect(),
+            bins,
+            scores_flat,
+            limits_flat,
+            scores_noisy,
+            limits_noisy,
+        },
+    })
+}
+
+/// Each of `rows`' smallest population standard deviation over consecutive windows of
+/// `flat_step` samples (a trailing partial window dropped); None when no window fits.
+fn flat_deltas(data: &DMatrix<f64>, rows: &[usize], flat_step: usize) -> Option<Vec<f64>> {
+    let n = data.ncols();
+    let flat_stop = n - n % flat_step;
+    if flat_stop == 0 {
+        return None;
+    }
+    Some(rows.iter().map(|&r| data.row_slice(r)[..flat_stop].chunks_exact(flat_step).map(std_pop).fold(f64::INFINITY, f64::min)).collect())
+}
+
+/// What the noisy pass of a chunk needs besides its data.
+struct NoisyPass<'a> {
+    n_meg: usize,
+    coil_scale: &'a [f64],
+    meg_picks: &'a [usize],
+    limit: f64,
+}
+
+/// One chunk's noisy pass: each MEG row's last z-score (None: never a candidate) and the
+/// rows found noisy, in the order found.
+struct ChunkNoisy {
+    scores: Vec<Option<f64>>,
+    noisy: Vec<usize>,
+}
+
+impl NoisyPass<'_> {
+    /// Step 4 on one chunk: `these` are its candidates (good, not flat so far), `all_flat`
+    /// the rows flat in this or an earlier chunk.
+    fn run(&self, data: &DMatrix<f64>, mut these: Vec<usize>, all_flat: &[bool], operator_for: &(dyn Fn(&[usize]) -> Result<Arc<SssOperator>> + Sync)) -> Result<ChunkNoisy> {
+        let n = data.ncols();
+        let mut scores = vec![None; self.n_meg];
         let mut chunk_noisy: Vec<usize> = Vec::new();
         for _round in 1..=100 {
-            let left_out: Vec<usize> = (0..n_meg).filter(|&r| all_flat[r] || chunk_noisy.contains(&r)).collect();
-            if !operators.contains_key(&left_out) {
-                let mut sub = info.clone();
-                for &r in &left_out {
-                    if !sub.bads.contains(&name(r)) {
-                        sub.bads.push(name(r));
-                    }
-                }
-                operators.insert(left_out.clone(), sss_operator(&path, &sub, geom, &p.maxwell)?);
-            }
-            let op = &operators[&left_out];
-            let good: Vec<usize> = op.good_picks.iter().map(|c| meg_picks.iter().position(|m| m == c).expect("MEG")).collect();
+            let left_out: Vec<usize> = (0..self.n_meg).filter(|&r| all_flat[r] || chunk_noisy.contains(&r)).collect();
+            let op = operator_for(&left_out)?;
+            let good: Vec<usize> = op.good_picks.iter().map(|c| self.meg_picks.iter().position(|m| m == c).expect("MEG")).collect();
             let mut x = DMatrix::<f64>::zeros(good.len(), n);
             for (i, &r) in good.iter().enumerate() {
                 for t in 0..n {
@@ -219,7 +312,7 @@ pub fn find_bad_channels_maxwell(reader: &dyn RawReader, geom: &HeadGeometry, p:
                         lo = lo.min(d);
                         hi = hi.max(d);
                     }
-                    (hi - lo) * coil_scale[r]
+                    (hi - lo) * self.coil_scale[r]
                 })
                 .collect();
             let k = range.len() as f64;
@@ -234,33 +327,15 @@ pub fn find_bad_channels_maxwell(reader: &dyn RawReader, geom: &HeadGeometry, p:
                 }
             }
             for (i, &r) in these.iter().enumerate() {
-                scores_noisy[r][si] = z[i];
-                limits_noisy[r] = p.limit;
+                scores[r] = Some(z[i]);
             }
-            if z[idx] < p.limit {
+            if z[idx] < self.limit {
                 break;
             }
             chunk_noisy.push(these.remove(idx));
         }
-        for r in chunk_noisy {
-            noisy_count[r] += 1;
-        }
+        Ok(ChunkNoisy { scores, noisy: chunk_noisy })
     }
-
-    let pick = |count: &[usize]| -> Vec<String> { (0..n_meg).filter(|&r| count[r] > 0 && count[r] >= min_count).map(name).collect() };
-    Ok(MaxwellBads {
-        noisy: pick(&noisy_count),
-        flat: pick(&flat_count),
-        scores: MaxwellBadsScores {
-            ch_names: (0..n_meg).map(name).collect(),
-            ch_types: is_mag.iter().map(|&m| if m { "mag" } else { "grad" }).collect(),
-            bins,
-            scores_flat,
-            limits_flat,
-            scores_noisy,
-            limits_noisy,
-        },
-    })
 }
 
 /// MNE's chunks: starts `arange(0, n_times - step + 1, step)`, each `step` long, the last one
