@@ -26,6 +26,7 @@ pub mod chpi;
 pub mod maxwell;
 pub mod proj;
 pub mod screen;
+pub mod stored;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

@@ -7,7 +7,8 @@
 //!
 //! Estimates, per preprocess target to run: the scratch copy (none for a run read as it is
 //! stored, FIF/EDF/BrainVision without Maxwell filtering: cleaning reads it again per block
-//! of channels instead; otherwise exact, from the run's header;
+//! of channels instead; otherwise exact, from the run's header; plus, where filter_chpi may
+//! run before Maxwell filtering, the stored cHPI-filtered MEG, MEG channels × samples × 8;
 //! removed when the run is done, so only the largest `concurrent` of them are on disk at once)
 //! and its cleaned FIF (channels × samples at the new rate × 4 bytes), plus what the later
 //! stages write from it (token files and shards: half as much again; f32 continuous shards:
@@ -58,7 +59,13 @@ pub fn space_need(project: &Project, plan: &Plan, concurrent: usize) -> SpaceNee
                 // A file read as it is stored is read again per block of channels, with no
                 // scratch copy (clean::Transpose); a Maxwell-filtered run is transposed.
                 let transposed = run.maxwell.is_some() || !r.rereads_are_cheap();
-                (if transposed { nch * info.n_samples as u64 * 8 } else { 0 }, nch * n_new * 4)
+                // The cHPI-filtered MEG, stored once for find_bad_channels_maxwell, the tSSS
+                // corrections and the filter (clean::stored), on disk during the transpose too.
+                let mx = &project.config.maxwell;
+                let chpi_stored = run.maxwell.is_some() && super::stages::chpi_may_apply(&project.config, run) && (mx.find_bads || mx.st_duration.is_some());
+                let meg = info.channels.iter().filter(|c| c.kind.is_meg()).count() as u64;
+                let stored = if chpi_stored { meg * info.n_samples as u64 * 8 } else { 0 };
+                (if transposed { nch * info.n_samples as u64 * 8 } else { 0 } + stored, nch * n_new * 4)
             }
             // Unopened (compressed, or unreadable: the stage will say why): guess from the
             // file's size, float32 samples (compressed ones: at least 2:1).

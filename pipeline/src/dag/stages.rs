@@ -12,6 +12,7 @@ use crate::clean::bads::{find_bad_channels, interpolate_bads_eeg, BadReason, Bad
 use crate::bids::{open_with_bids_at, Dataset};
 use crate::clean::{clean, CleanParams};
 use crate::clean::chpi::{ChpiFilter, ChpiParams};
+use crate::clean::stored::StoredCopy;
 use crate::config::{FilterChpi, ProjectConfig};
 use crate::error::{Error, Result};
 use crate::formats::fif::write::{write_raw, WriteOptions};
@@ -46,7 +47,7 @@ pub fn preprocess_params(cfg: &ProjectConfig, run: &RunEntry) -> Value {
 
 /// `[preprocess] filter_chpi` may apply to this run: `true`, or `"auto"` where Maxwell
 /// filtering applies (raw Neuromag FIF with site files).
-fn chpi_may_apply(cfg: &ProjectConfig, run: &RunEntry) -> bool {
+pub(super) fn chpi_may_apply(cfg: &ProjectConfig, run: &RunEntry) -> bool {
     match cfg.preprocess.filter_chpi {
         FilterChpi::Off => false,
         FilterChpi::On => true,
@@ -196,6 +197,21 @@ fn preprocess(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<St
     } else {
         reader.as_ref()
     };
+    // The scratch copies go to --scratch, else beside the output; removed when done.
+    let scratch = project.scratch.clone().unwrap_or_else(|| project.run_dir(run));
+    // find_bad_channels_maxwell, the tSSS corrections and the filter's own pass each read the
+    // cHPI-filtered MEG: it is fitted once, into a scratch copy, when read more than once.
+    let stored;
+    let t0 = std::time::Instant::now();
+    let mx = &project.config.maxwell;
+    let raw: &dyn RawReader = if !chpi_record.is_null() && maxwell.is_some() && (mx.find_bads || mx.st_duration.is_some()) {
+        let meg: Vec<usize> = info.channels.iter().enumerate().filter(|(_, c)| c.kind.is_meg()).map(|(i, _)| i).collect();
+        stored = StoredCopy::new(raw, &meg, &scratch)?;
+        tracing::debug!(run = %run.id, chpi_s = t0.elapsed().as_secs_f64(), "cHPI-filtered MEG stored");
+        &stored
+    } else {
+        raw
+    };
     let mut maxwell_record = Value::Null;
     let with_info;
     let filtered;
@@ -213,6 +229,7 @@ fn preprocess(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<St
                 let probe = WithInfo { inner: raw, info: info.clone() };
                 let fb = FindBadsParams { maxwell: MaxwellParams { st_duration: None, ..params.clone() }, ..FindBadsParams::default() };
                 let b = find_bad_channels_maxwell(&probe, &geom, &fb)?;
+                tracing::debug!(run = %run.id, find_bads_s = t0.elapsed().as_secs_f64(), "find_bad_channels_maxwell done");
                 for name in b.noisy.iter().chain(&b.flat) {
                     if !info.bads.contains(name) {
                         info.bads.push(name.clone());
@@ -249,8 +266,6 @@ fn preprocess(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<St
         screen: Some(FlatClipParams::default()),
         ..Default::default()
     };
-    // The scratch copy goes to --scratch, else beside the output; removed when done.
-    let scratch = project.scratch.clone().unwrap_or_else(|| project.run_dir(run));
     let t0 = std::time::Instant::now();
     let mut cleaned = clean(reader, &params, &scratch, &|| {})?;
     tracing::debug!(run = %run.id, clean_s = t0.elapsed().as_secs_f64(), "cleaned");
@@ -473,10 +488,17 @@ fn channel_names(info: &RecordingInfo, picks: &[usize]) -> Vec<String> {
 
 /// The kept windows of one run, channels `picks`, concatenated in time (f32).
 fn kept_windows(reader: &dyn RawReader, picks: &[usize], w: &Windows) -> Result<ndarray::Array2<f32>> {
+    use rayon::prelude::*;
     let n = w.n_times;
     let mut out = ndarray::Array2::<f32>::zeros((picks.len(), w.kept.len() * n));
-    for (k, &(_, start, _)) in w.kept.iter().enumerate() {
-        out.slice_mut(ndarray::s![.., k * n..(k + 1) * n]).assign(&read_window(reader, picks, start, w)?);
+    // Read (decoded, baseline-corrected) on every core a batch at a time, placed in order.
+    let batch = rayon::current_num_threads() * 8;
+    for (b, group) in w.kept.chunks(batch).enumerate() {
+        let read = group.par_iter().map(|&(_, start, _)| read_window(reader, picks, start, w)).collect::<Result<Vec<_>>>()?;
+        for (j, x) in read.iter().enumerate() {
+            let k = b * batch + j;
+            out.slice_mut(ndarray::s![.., k * n..(k + 1) * n]).assign(x);
+        }
     }
     Ok(out)
 }
