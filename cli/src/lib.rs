@@ -1,6 +1,7 @@
 //! Shared pieces of the Brainformer binaries: logging set-up and the subcommands of
 //! `bf-pipeline` (one module per command under [`commands`]).
 
+pub mod alloc;
 pub mod commands;
 
 /// Logs to stderr with `tracing`; `RUST_LOG` overrides the level.

@@ -8,6 +8,10 @@ use clap::{Parser, Subcommand};
 use brainformer_cli::commands::{self, dag::DagArgs};
 use bf_pipeline::dag::Stage;
 
+/// Large buffers on transparent huge pages (cli/src/alloc.rs: fewer page faults).
+#[global_allocator]
+static ALLOC: brainformer_cli::alloc::HugePageAlloc = brainformer_cli::alloc::HugePageAlloc;
+
 /// Raw EEG/MEG recordings → filtered, resampled, tokenized Parquet shards.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
