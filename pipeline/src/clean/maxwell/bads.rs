@@ -292,10 +292,12 @@ impl NoisyPass<'_> {
             let left_out: Vec<usize> = (0..self.n_meg).filter(|&r| all_flat[r] || chunk_noisy.contains(&r)).collect();
             let op = operator_for(&left_out)?;
             let good: Vec<usize> = op.good_picks.iter().map(|c| self.meg_picks.iter().position(|m| m == c).expect("MEG")).collect();
+            // Column by column: the matrices are column-major (a row walk strides by 306
+            // values per sample and was a tenth of the scan's CPU).
             let mut x = DMatrix::<f64>::zeros(good.len(), n);
-            for (i, &r) in good.iter().enumerate() {
-                for t in 0..n {
-                    x[(i, t)] = data[(r, t)];
+            for (src, mut dst) in data.column_iter().zip(x.column_iter_mut()) {
+                for (i, &r) in good.iter().enumerate() {
+                    dst[i] = src[r];
                 }
             }
             let y = match &op.ctc {
@@ -303,18 +305,18 @@ impl NoisyPass<'_> {
                 None => x,
             };
             let recon = &op.op_orig * y;
-            let range: Vec<f64> = these
-                .iter()
-                .map(|&r| {
-                    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-                    for t in 0..n {
-                        let d = data[(r, t)] - recon[(r, t)];
-                        lo = lo.min(d);
-                        hi = hi.max(d);
-                    }
-                    (hi - lo) * self.coil_scale[r]
-                })
-                .collect();
+            // Peak-to-peak of (data − reconstruction) per candidate: the same min/max over
+            // the same samples as a walk along each row.
+            let mut lo = vec![f64::INFINITY; these.len()];
+            let mut hi = vec![f64::NEG_INFINITY; these.len()];
+            for (d_col, r_col) in data.column_iter().zip(recon.column_iter()) {
+                for (j, &r) in these.iter().enumerate() {
+                    let d = d_col[r] - r_col[r];
+                    lo[j] = lo[j].min(d);
+                    hi[j] = hi[j].max(d);
+                }
+            }
+            let range: Vec<f64> = these.iter().enumerate().map(|(j, &r)| (hi[j] - lo[j]) * self.coil_scale[r]).collect();
             let k = range.len() as f64;
             let mean = range.iter().sum::<f64>() / k;
             let std = (range.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / k).sqrt();
@@ -366,18 +368,17 @@ fn read_filtered(reader: &dyn RawReader, picks: &[usize], start: usize, stop: us
     let mut raw = vec![0.0; picks.len() * len];
     reader.read_into_f64(picks, lo, hi, &mut raw)?;
     let n = stop - start;
-    let mut out = DMatrix::<f64>::zeros(picks.len(), n);
     let ola = kernel.map(|h| OverlapAdd::new(h, len));
-    for (i, row) in raw.chunks_exact(len).enumerate() {
+    let mut rows = Vec::with_capacity(picks.len() * n);
+    for row in raw.chunks_exact(len) {
         let y = match &ola {
             Some(o) => o.apply(row),
             None => row.to_vec(),
         };
-        for t in 0..n {
-            out[(i, t)] = y[start - lo + t];
-        }
+        rows.extend_from_slice(&y[start - lo..start - lo + n]);
     }
-    Ok(out)
+    // Row-major rows → the column-major matrix in one transpose.
+    Ok(DMatrix::from_row_slice(picks.len(), n, &rows))
 }
 
 /// `row_slice` for a column-major nalgebra matrix: the row copied out.
