@@ -69,8 +69,7 @@ impl<'a> StoredCopy<'a> {
             let (s, e) = (b * block, ((b + 1) * block).min(n));
             let mut values = vec![0.0f64; n_rows * (e - s)];
             inner.read_into_f64(stored, s, e, &mut values)?;
-            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_ne_bytes()).collect();
-            copy.file.write_all_at(&bytes, copy.block_offset(b)).map_err(|e| Error::io(&copy.path, e))
+            copy.file.write_all_at(bytemuck::cast_slice(&values), copy.block_offset(b)).map_err(|e| Error::io(&copy.path, e))
         })?;
         Ok(copy)
     }
@@ -85,20 +84,17 @@ impl<'a> StoredCopy<'a> {
         self.block.min(self.inner.info().n_samples - b * self.block)
     }
 
+    /// Row `row`'s samples `start..stop` into `out`, straight from the file's bytes.
     fn read_stored(&self, row: usize, start: usize, stop: usize, out: &mut [f64]) -> Result<()> {
-        let mut bytes = vec![0u8; (stop - start) * 8];
         let mut t = start;
         while t < stop {
             let b = t / self.block;
             let (s, len) = (b * self.block, self.block_len(b));
             let e = stop.min(s + len);
             let at = self.block_offset(b) + ((row * len + (t - s)) * 8) as u64;
-            let dst = &mut bytes[(t - start) * 8..(e - start) * 8];
+            let dst: &mut [u8] = bytemuck::cast_slice_mut(&mut out[t - start..e - start]);
             self.file.read_exact_at(dst, at).map_err(|e| Error::io(&self.path, e))?;
             t = e;
-        }
-        for (o, b) in out.iter_mut().zip(bytes.chunks_exact(8)) {
-            *o = f64::from_ne_bytes(b.try_into().expect("8 bytes"));
         }
         Ok(())
     }
@@ -197,8 +193,7 @@ mod tests {
             copy.file.set_len((3 * 9000 * 8) as u64).unwrap();
             for b in 0..9 {
                 let v = filt.read_f64(&meg, b * 1000, (b + 1) * 1000).unwrap();
-                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_ne_bytes()).collect();
-                copy.file.write_all_at(&bytes, copy.block_offset(b)).unwrap();
+                copy.file.write_all_at(bytemuck::cast_slice(v.as_slice().unwrap()), copy.block_offset(b)).unwrap();
             }
             for (picks, s, e) in [(vec![0, 1, 2, 3], 0, 9000), (vec![3, 1, 0], 999, 1001), (vec![2], 1234, 5678), (vec![1], 10, 20), (vec![0, 3], 8990, 9000)] {
                 let want = filt.read_f64(&picks, s, e).unwrap();
