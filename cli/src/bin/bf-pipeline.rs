@@ -75,6 +75,7 @@ enum Command {
 }
 
 fn main() {
+    brainformer_cli::alloc::keep_freed_memory_for_reuse();
     let cli = Cli::parse();
     brainformer_cli::init_logging(cli.quiet);
     // `download` has its own exit statuses (0 all arrived, 1 some failed, 2 nothing done).
