@@ -114,6 +114,7 @@ bench: setup
 	$(PY) bench/bench_clean.py --out-dir $(BENCH_DIR)
 	$(PY) bench/bench_maxwell.py --out-dir $(BENCH_DIR)
 	$(PY) bench/bench_tokenize.py --out-dir $(BENCH_DIR)
+	$(PY) bench/bench_real_chain.py --out-dir $(BENCH_DIR)
 	$(PY) bench/bench_dataset.py --out-dir $(BENCH_DIR)
 	$(PY) bench/bench_train.py --seed_heap_like_ours
 	$(PY) bench/bench_train.py --seq 64 --batch 8 --steps 3
