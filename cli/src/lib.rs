@@ -26,6 +26,20 @@ pub fn exit_on_error(result: anyhow::Result<()>) {
     }
 }
 
+/// Ends the process quietly, as `cat` or `grep` do, when its standard output is a pipe whose
+/// reader has gone (`bf-eval … | head -1`), instead of a panic on the next `println!` ("failed
+/// printing to stdout: Broken pipe"). Rust starts programs with SIGPIPE ignored; this restores
+/// the default action. Only for binaries that write to no socket (a write to a closed socket
+/// would then end the process too): bf-eval, not bf-pipeline (downloads, uploads).
+pub fn end_quietly_on_closed_stdout() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default is async-signal-safe and done
+    // before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Exit status of a command stopped by a signal at a safe point, whose rerun continues
 /// (EX_TEMPFAIL of sysexits.h, "try again later"; bf-train uses it too).
 pub const EXIT_RESUMABLE: i32 = 75;

@@ -5,6 +5,7 @@ The fixture dataset's EEG and MEG are mixtures of shared latent sources, so a mo
 reads the EEG predicts the MEG, and one fed another window's EEG cannot.
 """
 import json
+import shlex
 import subprocess
 import sys
 
@@ -102,6 +103,13 @@ def test_evaluation_numbers_controls_and_report(trained, shards, tmp_path):
         [ev] = acc.Scalars(f"eval/test/{key}")
         assert ev.step == step and ev.value == pytest.approx(m[key], rel=1e-6), (key, ev)
     assert "eval/test/noise_ceiling_pearson_r" not in tags  # no noise-free recordings here
+    # Piped into a reader that has gone (`| head -1` after its line; here `| true`, gone before
+    # the first line, so the write fails every time): it ends quietly, no panic about the pipe.
+    piped = subprocess.run(f"{shlex.quote(str(bin_path('bf-eval')))} --checkpoint {shlex.quote(str(trained / 'best'))} "
+                           f"--shards {shlex.quote(str(shards))} --out {shlex.quote(str(tmp_path / 'piped'))} --device cpu "
+                           "--max-windows 8 --free-windows 1 --ridge-windows 100 | true",
+                           shell=True, capture_output=True, text=True)
+    assert "panicked" not in piped.stderr and "Broken pipe" not in piped.stderr, piped.stderr
     [ev] = acc.Scalars("eval/test/model, teacher-forced/cross_entropy")
     assert ev.value == pytest.approx(tf["cross_entropy"], rel=1e-6)
     assert sum(t.startswith("eval/test/") for t in tags) == sum(
