@@ -118,6 +118,34 @@ def test_flat_and_noisy_channels_found(modified, regularize, cal_ct):
 
 
 
+def test_a_channel_flat_only_in_later_chunks(tmp_path):
+    """A channel that goes flat halfway through (the 4th of 4 chunks of 0.25 s) is a candidate
+    in the noisy passes of the chunks before, and left out from its own on: our chunks run in
+    parallel batches whose flat results are merged in chunk order, so each chunk's noisy pass
+    must see the flat channels as of that chunk, not as of the batch (MNE's loop is sequential).
+    A second channel, zero over the first half only, stays left out of the 3rd and 4th chunks
+    where it has data again (flat channels accumulate). A zero stretch must be longer than a
+    chunk to count: the 40 Hz low-pass (396 taps) fills a short one in. Scores compared with
+    MNE's chunk by chunk (NaN where it has NaN)."""
+    raw = read(ERM)
+    data = raw._data
+    n = data.shape[1]
+    late, early = "MEG0121", "MEG1711"
+    data[raw.ch_names.index(late), 3 * n // 4:] = 0.0
+    data[raw.ch_names.index(early), : n // 2] = 0.0
+    i = raw.ch_names.index(NOISY)
+    data[i] += 20 * data[i].std() * np.random.default_rng(1).standard_normal(n)
+    path = tmp_path / "erm_late_flat_raw.fif"
+    raw.save(path, verbose="error")
+    noisy, flat, scores = compare(path, None, 0.25, 1, False)
+    # The late one is also noisy where it drops to zero (MNE finds the same).
+    assert flat == sorted([late, early], key=raw.ch_names.index) and NOISY in noisy
+    nz = scores["scores_noisy"][list(scores["ch_names"]).index(late)]
+    assert not np.isnan(nz[:3]).any() and np.isnan(nz[3:]).all(), nz
+    ez = scores["scores_noisy"][list(scores["ch_names"]).index(early)]
+    assert np.isnan(ez).all(), ez  # flat in chunk 1: left out of every noisy pass, 3 and 4 too
+
+
 @pytest.mark.parametrize("origin", [(0.0, 0.0, 0.04)], ids=["origin_0_0_40mm"])
 def test_head_frame(modified_head, origin):
     """coord_frame="head" (MNE's default) on the copy with a device→head transform."""
