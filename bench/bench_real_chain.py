@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_read import BIN, ROOT, run_child, warm_page_cache  # noqa: E402
+from bench_tokenize import MNE_WINDOWS_TO_PARQUET  # noqa: E402
 
 TEMPLATE = ROOT.parent / "shared" / "data" / "mne-python" / "tests" / "data" / "test-ave.fif.gz"
 
@@ -59,19 +60,7 @@ raw = mne.preprocessing.maxwell_filter(raw, cross_talk=ctc)
 step("maxwell_filter")
 raw.filter(0.1, 100).notch_filter([50, 100, 150]).resample(250)
 step("filter, notch, resample")
-epochs = mne.make_fixed_length_epochs(raw, duration=256 / 250, reject_by_annotation=True, preload=True)
-eeg = epochs.get_data(picks="eeg").astype(np.float32)
-meg = epochs.get_data(picks="meg").astype(np.float32)
-def tokens(x):
-    flat = x.transpose(1, 0, 2).reshape(x.shape[1], -1)
-    lo, hi = np.percentile(flat, [0.5, 99.5], axis=1)
-    xs = (np.clip(x, lo[None, :, None], hi[None, :, None]) - lo[None, :, None]) / (hi - lo)[None, :, None] * 2 - 1
-    y = np.sign(xs) * np.log1p(255 * np.abs(xs)) / np.log1p(255)
-    return np.round((y + 1) / 2 * 254).astype(np.uint8)
-te, tm = tokens(eeg), tokens(meg)
-table = pa.table({"window": np.arange(len(te)), "onset": epochs.events[:, 0] / 250.0,
-                  "eeg": [[list(ch) for ch in w] for w in te], "meg": [[list(ch) for ch in w] for w in tm]})
-pq.write_table(table, out, compression="zstd")
+""" + MNE_WINDOWS_TO_PARQUET + r"""
 step("windows, tokens, Parquet")
 print(json.dumps({"wall_s": time.perf_counter() - t0, "steps": steps, "bads": sorted(noisy + flat)}))
 """

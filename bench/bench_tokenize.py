@@ -25,13 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_read import BIN, run_child, warm_page_cache  # noqa: E402
 
-MNE_TOKENIZE = r"""
-import sys, time, json
-import numpy as np, mne, pyarrow as pa, pyarrow.parquet as pq
-mne.set_log_level("ERROR")
-t0 = time.perf_counter()
-raw = mne.io.read_raw_fif(sys.argv[1], preload=True)
-raw.filter(0.1, 100).notch_filter([50, 100, 150]).resample(250)
+# From the cleaned `raw` to the Parquet file `out`: 256-sample windows, per-channel clamp at the
+# 0.5/99.5 percentiles, µ-law tokens, zstd. Shared with bench_real_chain.py.
+MNE_WINDOWS_TO_PARQUET = r"""
 epochs = mne.make_fixed_length_epochs(raw, duration=256 / 250, reject_by_annotation=True, preload=True)
 eeg = epochs.get_data(picks="eeg").astype(np.float32)
 meg = epochs.get_data(picks="meg").astype(np.float32)
@@ -44,7 +40,18 @@ def tokens(x):
 te, tm = tokens(eeg), tokens(meg)
 table = pa.table({"window": np.arange(len(te)), "onset": epochs.events[:, 0] / 250.0,
                   "eeg": [[list(ch) for ch in w] for w in te], "meg": [[list(ch) for ch in w] for w in tm]})
-pq.write_table(table, sys.argv[2], compression="zstd")
+pq.write_table(table, out, compression="zstd")
+"""
+
+MNE_TOKENIZE = r"""
+import sys, time, json
+import numpy as np, mne, pyarrow as pa, pyarrow.parquet as pq
+mne.set_log_level("ERROR")
+t0 = time.perf_counter()
+out = sys.argv[2]
+raw = mne.io.read_raw_fif(sys.argv[1], preload=True)
+raw.filter(0.1, 100).notch_filter([50, 100, 150]).resample(250)
+""" + MNE_WINDOWS_TO_PARQUET + r"""
 print(json.dumps({"wall_s": time.perf_counter() - t0, "windows": len(te)}))
 """
 
