@@ -423,8 +423,17 @@ pub trait RawReader: Send + Sync {
     /// (`out[i * (stop - start) + t]`), computing in f64 like MNE.
     fn read_into_f64(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f64]) -> Result<()>;
 
-    /// The same, rounding each value to f32 at the end (half the memory).
-    fn read_into_f32(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f32]) -> Result<()>;
+    /// The same, rounding each value to f32 at the end (half the memory). By default the f64
+    /// read, narrowed: what readers that compute their samples in f64 (cHPI and Maxwell
+    /// filtering, stored copies of them) do; readers of stored samples decode straight to f32.
+    fn read_into_f32(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f32]) -> Result<()> {
+        let mut v = vec![0.0; out.len()];
+        self.read_into_f64(picks, start, stop, &mut v)?;
+        for (o, x) in out.iter_mut().zip(v) {
+            *o = x as f32;
+        }
+        Ok(())
+    }
 
     /// Reads into a new `picks.len() × (stop - start)` f64 array.
     fn read_f64(&self, picks: &[usize], start: usize, stop: usize) -> Result<Array2<f64>> {

@@ -123,15 +123,6 @@ impl RawReader for StoredCopy<'_> {
         }
         Ok(())
     }
-    /// The f64 values narrowed, as [`super::chpi::ChpiFilter`] does.
-    fn read_into_f32(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f32]) -> Result<()> {
-        let mut v = vec![0.0; out.len()];
-        self.read_into_f64(picks, start, stop, &mut v)?;
-        for (o, x) in out.iter_mut().zip(v) {
-            *o = x as f32;
-        }
-        Ok(())
-    }
     fn maxshield(&self) -> bool {
         self.inner.maxshield()
     }

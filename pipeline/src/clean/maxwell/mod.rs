@@ -269,14 +269,6 @@ impl RawReader for Maxwell<'_> {
     fn read_into_f64(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f64]) -> Result<()> {
         self.read(picks, start, stop, out)
     }
-    fn read_into_f32(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f32]) -> Result<()> {
-        let mut v = vec![0.0; out.len()];
-        self.read(picks, start, stop, &mut v)?;
-        for (o, x) in out.iter_mut().zip(v) {
-            *o = x as f32;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
