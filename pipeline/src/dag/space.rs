@@ -61,8 +61,8 @@ pub fn space_need(project: &Project, plan: &Plan, concurrent: usize) -> SpaceNee
                 let transposed = run.maxwell.is_some() || !r.rereads_are_cheap();
                 // The cHPI-filtered MEG, stored once for find_bad_channels_maxwell, the tSSS
                 // corrections and the filter (clean::stored), on disk during the transpose too.
-                let mx = &project.config.maxwell;
-                let chpi_stored = run.maxwell.is_some() && super::stages::chpi_may_apply(&project.config, run) && (mx.find_bads || mx.st_duration.is_some());
+                let cfg = &project.config;
+                let chpi_stored = run.maxwell.is_some() && super::stages::chpi_may_apply(cfg, run) && super::stages::chpi_output_stored(cfg);
                 let meg = info.channels.iter().filter(|c| c.kind.is_meg()).count() as u64;
                 let stored = if chpi_stored { meg * info.n_samples as u64 * 8 } else { 0 };
                 (if transposed { nch * info.n_samples as u64 * 8 } else { 0 } + stored, nch * n_new * 4)

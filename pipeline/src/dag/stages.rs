@@ -55,6 +55,13 @@ pub(super) fn chpi_may_apply(cfg: &ProjectConfig, run: &RunEntry) -> bool {
     }
 }
 
+/// Whether the cHPI-filtered MEG of a Maxwell-filtered run is read more than once (by
+/// find_bad_channels_maxwell or the tSSS corrections, then the filter's own pass), and so is
+/// fitted once into a scratch copy ([`StoredCopy`]) rather than refitted on each read.
+pub(super) fn chpi_output_stored(cfg: &ProjectConfig) -> bool {
+    cfg.maxwell.find_bads || cfg.maxwell.st_duration.is_some()
+}
+
 /// Neuromag/Elekta/MEGIN sensors (VectorView and TRIUX gradiometers and magnetometers):
 /// what MNE's Maxwell filter has coil definitions and calibration files for.
 fn has_neuromag_meg(info: &RecordingInfo) -> bool {
@@ -199,12 +206,9 @@ fn preprocess(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<St
     };
     // The scratch copies go to --scratch, else beside the output; removed when done.
     let scratch = project.scratch.clone().unwrap_or_else(|| project.run_dir(run));
-    // find_bad_channels_maxwell, the tSSS corrections and the filter's own pass each read the
-    // cHPI-filtered MEG: it is fitted once, into a scratch copy, when read more than once.
     let stored;
     let t0 = std::time::Instant::now();
-    let mx = &project.config.maxwell;
-    let raw: &dyn RawReader = if !chpi_record.is_null() && maxwell.is_some() && (mx.find_bads || mx.st_duration.is_some()) {
+    let raw: &dyn RawReader = if !chpi_record.is_null() && maxwell.is_some() && chpi_output_stored(&project.config) {
         let meg: Vec<usize> = info.channels.iter().enumerate().filter(|(_, c)| c.kind.is_meg()).map(|(i, _)| i).collect();
         stored = StoredCopy::new(raw, &meg, &scratch)?;
         tracing::debug!(run = %run.id, chpi_s = t0.elapsed().as_secs_f64(), "cHPI-filtered MEG stored");
