@@ -411,7 +411,9 @@ fn channel_stats(x: ndarray::ArrayView1<f64>, half: Option<usize>) -> ChannelSta
     ChannelStats { finite: true, std, hf_ratio }
 }
 
-fn median(values: &mut [f64]) -> f64 {
+/// The median (numpy's: the mean of the middle two of an even count), sorting `values` in
+/// place; NaN when there are none.
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     let n = values.len();
     if n == 0 {

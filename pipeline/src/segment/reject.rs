@@ -64,15 +64,9 @@ pub fn reject_flat_clipped(plan: &mut SegmentPlan, info: &RecordingInfo, data: A
                     hi - lo
                 })
                 .collect();
-            let mut sorted: Vec<f64> = ptp.iter().copied().filter(|v| v.is_finite()).collect();
-            sorted.sort_by(f64::total_cmp);
-            let median = if sorted.is_empty() {
-                0.0
-            } else if sorted.len() % 2 == 1 {
-                sorted[sorted.len() / 2]
-            } else {
-                0.5 * (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2])
-            };
+            let mut finite: Vec<f64> = ptp.iter().copied().filter(|v| v.is_finite()).collect();
+            // No finite peak-to-peak: 0 (then only an exactly flat segment counts as flat).
+            let median = if finite.is_empty() { 0.0 } else { crate::clean::bads::median(&mut finite) };
             let x = row.to_vec();
             let clipped: Vec<(usize, usize)> = flat_or_clipped_stretches(&x, info.sfreq, params).into_iter().filter(|s| s.2 == "clipped").map(|s| (s.0, s.1)).collect();
             (ptp, median, clipped)
