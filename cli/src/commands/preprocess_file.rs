@@ -14,7 +14,7 @@ use super::args::CleanBand;
 ///
 /// Equivalent to MNE's `raw.filter(l_freq, h_freq).notch_filter(notch).resample(sfreq)`
 /// on the data channels (MEG, EEG; bads included; all channels are resampled). The
-/// recording is read once per block of channels (at most 224 MiB in memory), each block's
+/// recording is read once per block of channels (at most 112 MiB in memory), each block's
 /// channels processed in parallel. Defaults: 0.1–100 Hz, notch 50,100,150 Hz, 250 Hz. The DAG
 /// (`bf-pipeline preprocess`/`tokenize`) runs the same chain on every run of a dataset.
 #[derive(clap::Args, Debug)]

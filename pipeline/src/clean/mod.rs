@@ -70,9 +70,15 @@ const TRANSPOSE_CHUNK: usize = 8192;
 
 /// Raw samples held in memory at once when a recording is read per block of channels (see
 /// [`Transpose::Blocks`]): beside a ds000117 run's 400 MB f64 output this keeps the stage
-/// well under 1 GB, in four reads of the raw file. Shared by the cleanings in flight in the
-/// process (`--jobs 2` cleans two runs at once), so their blocks together stay within it.
-const BLOCK_BYTES: usize = 224 << 20;
+/// near 650 MB, in eight reads of the raw file (each ~0.08 s from the page cache). Shared by
+/// the cleanings in flight in the process (`--jobs 2` cleans two runs at once), so their
+/// blocks together stay within it. Why 112 MiB and not the earlier 224 (four reads): memory
+/// a process touches for the first time is the dearest thing in this stage on a VM whose
+/// host backs guest pages lazily (measured on the 2-core VM: first touch 0.7 GB/s, a rewrite
+/// of touched memory 25 GB/s), and the stage's peak is all first-touched; 112 MiB less of it
+/// outweighs four more page-cache reads: a full-size run after 25 s idle, alternating, median
+/// 5.6 s vs 6.1 s (5 each), peak 652 vs 761 MiB, every derivative byte-identical.
+const BLOCK_BYTES: usize = 112 << 20;
 
 /// Cleanings in progress in this process (see [`BLOCK_BYTES`]).
 static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
