@@ -96,7 +96,7 @@ def test_sigkill_then_rerun_gives_the_same_bytes(project, built):
         proc.wait()
     bf(project, "tokenize")
     assert shard_hashes(project) == built
-    leftovers = [p for p in derivatives(project).rglob("*") if ".tmp-" in p.name or p.name.startswith(".bf-transpose")]
+    leftovers = [p for p in derivatives(project).rglob("*") if ".tmp-" in p.name or p.name.startswith((".bf-transpose", ".bf-stored"))]
     assert leftovers == [], leftovers
 
 
@@ -173,7 +173,7 @@ def test_sigterm_stops_tokenize_between_targets_and_a_rerun_continues(project, b
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 75, err
     assert "stopped by SIGTERM" in err and "run the same command again to continue" in err, err
-    leftovers = [p for p in derivatives(project).rglob("*") if ".tmp-" in p.name or p.name.startswith(".bf-transpose")]
+    leftovers = [p for p in derivatives(project).rglob("*") if ".tmp-" in p.name or p.name.startswith((".bf-transpose", ".bf-stored"))]
     assert leftovers == [], leftovers
     plan = json.loads(bf(project, "plan", "--json").stdout)
     done = [t["target"] for t in plan if not t["build"]]

@@ -371,10 +371,8 @@ struct Scratch {
 
 impl Scratch {
     fn create(dir: &Path, nch: usize, n: usize, scales: Option<Vec<f64>>) -> Result<Scratch> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let (width, ext) = if scales.is_some() { (4, "f32") } else { (8, "f64") };
-        let path = dir.join(format!(".bf-transpose-{}-{:p}.{ext}", std::process::id(), &n));
-        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        let (path, file) = crate::fsutil::scratch_file(dir, "transpose", ext)?;
         file.set_len((nch * n * width) as u64).map_err(|e| Error::io(&path, e))?;
         Ok(Scratch { path, file, scales })
     }

@@ -22,7 +22,6 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
@@ -58,10 +57,7 @@ impl<'a> StoredCopy<'a> {
         }
         let n_rows = stored.len();
         let block = (BLOCK_BYTES / (8 * n_rows.max(1))).max(1024);
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        static COPIES: AtomicUsize = AtomicUsize::new(0);
-        let path = dir.join(format!(".bf-stored-{}-{}.f64", std::process::id(), COPIES.fetch_add(1, Ordering::Relaxed)));
-        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        let (path, file) = crate::fsutil::scratch_file(dir, "stored", "f64")?;
         let copy = StoredCopy { inner, row_of, n_rows, block, path, file };
         let n = info.n_samples;
         copy.file.set_len((n_rows * n * 8) as u64).map_err(|e| Error::io(&copy.path, e))?;

@@ -465,13 +465,14 @@ pub fn execute(project: &Project, plan: &Plan, held: &lock::FolderLock, progress
     Ok(summary)
 }
 
-/// Deletes the transposed scratch copies (`.bf-transpose-PID-…`, at the top of `dir` only:
-/// a `--scratch` folder may be shared with other programs) whose process is gone.
+/// Deletes the scratch copies (`.bf-transpose-PID-…`, `.bf-stored-PID-…`:
+/// [`crate::fsutil::scratch_file`]; at the top of `dir` only: a `--scratch` folder may be
+/// shared with other programs) whose process is gone.
 fn remove_stale_scratch(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.filter_map(|e| e.ok()) {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix(".bf-transpose-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Some(pid) = crate::fsutil::scratch_file_pid(&name) else { continue };
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
             tracing::info!(path = %entry.path().display(), "removing a scratch file left by an interrupted run");
             let _ = std::fs::remove_file(entry.path());
@@ -479,20 +480,18 @@ fn remove_stale_scratch(dir: &Path) {
     }
 }
 
-/// Deletes temporaries (`.NAME.tmp-PID`, `.bf-transpose-PID-…`) left by a process that was
-/// killed: those whose process is gone. Outputs themselves are never half-written.
+/// Deletes temporaries (`.NAME.tmp-PID`, scratch copies `.bf-transpose-PID-…` and
+/// `.bf-stored-PID-…`) left by a process that was killed: those whose process is gone.
+/// Outputs themselves are never half-written.
 fn remove_stale_temporaries(dir: &Path) {
     let me = std::process::id();
     for entry in walkdir::WalkDir::new(dir).into_iter().filter_map(|e| e.ok()).filter(|e| e.file_type().is_file()) {
         let name = entry.file_name().to_string_lossy();
-        let pid = if let Some(rest) = name.strip_prefix(".bf-transpose-") {
-            rest.split('-').next()
-        } else if name.starts_with('.') {
-            name.rsplit_once(".tmp-").map(|(_, pid)| pid)
-        } else {
-            None
-        };
-        let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let pid = crate::fsutil::scratch_file_pid(&name).or_else(|| {
+            let tmp_pid = name.strip_prefix('.').and_then(|n| n.rsplit_once(".tmp-")).map(|(_, pid)| pid);
+            tmp_pid.and_then(|p| p.parse::<u32>().ok())
+        });
+        let Some(pid) = pid else { continue };
         let alive = pid == me || Path::new(&format!("/proc/{pid}")).exists();
         if !alive {
             tracing::info!(path = %entry.path().display(), "removing a temporary left by an interrupted run");
@@ -504,6 +503,38 @@ fn remove_stale_temporaries(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Scratch copies and temporaries of a process that is gone are removed, of both scratch
+    /// kinds (a killed run with cHPI + Maxwell leaves a 1.3 GB `.bf-stored-…`); this
+    /// process's own and other programs' files stay.
+    #[test]
+    fn stale_scratch_and_temporaries_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = 3_999_999_999u32; // above any pid_max: no such process
+        let me = std::process::id();
+        let run = dir.path().join("sub-01");
+        std::fs::create_dir_all(&run).unwrap();
+        let stale = [
+            dir.path().join(format!(".bf-stored-{gone}-0.f64")),
+            dir.path().join(format!(".bf-transpose-{gone}-3.f32")),
+            run.join(format!(".bf-stored-{gone}-1.f64")),
+            run.join(format!(".x_meg.fif.tmp-{gone}")),
+        ];
+        let kept = [dir.path().join(format!(".bf-stored-{me}-0.f64")), run.join(format!(".x_meg.fif.tmp-{me}")), dir.path().join("notes.txt"), dir.path().join(".bf-lock")];
+        for p in stale.iter().chain(&kept) {
+            std::fs::write(p, b"x").unwrap();
+        }
+        remove_stale_scratch(dir.path());
+        assert!(!stale[0].exists() && !stale[1].exists(), "top-level scratch of a dead process");
+        assert!(stale[2].exists(), "remove_stale_scratch looks at the top of its folder only");
+        remove_stale_temporaries(dir.path());
+        for p in &stale {
+            assert!(!p.exists(), "{}", p.display());
+        }
+        for p in &kept {
+            assert!(p.exists(), "{}", p.display());
+        }
+    }
 
     #[test]
     fn changed_keys_names_the_leaves() {

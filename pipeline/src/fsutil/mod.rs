@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
 
@@ -146,6 +147,39 @@ pub fn hash_file(path: &Path) -> Result<blake3::Hash> {
     })
 }
 
+/// The kinds of scratch file ([`scratch_file`]): the cleaning's transposed copy and the
+/// stored cHPI-filtered MEG. [`scratch_file_pid`] recognises exactly these.
+pub const SCRATCH_KINDS: [&str; 2] = ["transpose", "stored"];
+
+/// Creates a new, empty scratch file `.bf-KIND-PID-N.EXT` in `dir` (made if missing), open
+/// for reading and writing. PID lets a later run tell a file left by a killed process
+/// ([`scratch_file_pid`]); N counts this process's scratch files, so two alive at once never
+/// share a name, and a name taken by an earlier process of the same PID is skipped, never
+/// truncated. The caller removes the file when done.
+pub fn scratch_file(dir: &Path, kind: &str, ext: &str) -> Result<(PathBuf, std::fs::File)> {
+    debug_assert!(SCRATCH_KINDS.contains(&kind), "unknown scratch kind {kind}");
+    static CREATED: AtomicUsize = AtomicUsize::new(0);
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    loop {
+        let path = dir.join(format!(".bf-{kind}-{}-{}.{ext}", std::process::id(), CREATED.fetch_add(1, Ordering::Relaxed)));
+        match std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path) {
+            Ok(file) => return Ok((path, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+    }
+}
+
+/// The process that made the scratch file named `name` ([`scratch_file`]); `None` for any
+/// other name.
+pub fn scratch_file_pid(name: &str) -> Option<u32> {
+    let (kind, rest) = name.strip_prefix(".bf-")?.split_once('-')?;
+    if !SCRATCH_KINDS.contains(&kind) {
+        return None;
+    }
+    rest.split('-').next()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +219,34 @@ mod tests {
         })
         .unwrap();
         assert!(std::fs::read(&path).unwrap() == want);
+    }
+
+    /// Two scratch files alive at once get two names, each says its process, a name left by an
+    /// earlier process of the same PID is skipped and kept, and no other name is taken for one.
+    #[test]
+    fn scratch_files_are_unique_and_name_their_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, _fa) = scratch_file(dir.path(), "stored", "f64").unwrap();
+        let (b, _fb) = scratch_file(dir.path(), "stored", "f64").unwrap();
+        assert_ne!(a, b);
+        let me = std::process::id();
+        for p in [&a, &b] {
+            assert_eq!(scratch_file_pid(&p.file_name().unwrap().to_string_lossy()), Some(me));
+        }
+        // The next few names this process would take, already there with other contents.
+        let n: usize = b.to_string_lossy().rsplit('-').next().unwrap().trim_end_matches(".f32").parse().unwrap_or(0);
+        let taken: Vec<PathBuf> = (1..4).map(|k| dir.path().join(format!(".bf-transpose-{me}-{}.f32", n + k))).collect();
+        for t in &taken {
+            std::fs::write(t, b"not mine").unwrap();
+        }
+        let (c, _fc) = scratch_file(&dir.path().join("sub"), "transpose", "f32").unwrap();
+        assert!(c.starts_with(dir.path().join("sub")) && !taken.contains(&c));
+        for t in &taken {
+            assert_eq!(std::fs::read(t).unwrap(), b"not mine");
+        }
+        assert_eq!(scratch_file_pid(".bf-transpose-4242-0x7ffd1234.f64"), Some(4242), "the earlier naming");
+        for other in [".bf-lock", ".bf-other-4242-1.f64", ".bf-stored-x-1.f64", "bf-stored-4242-1.f64", ".x.tmp-4242"] {
+            assert_eq!(scratch_file_pid(other), None, "{other}");
+        }
     }
 }
