@@ -73,9 +73,9 @@ const TRANSPOSE_CHUNK: usize = 8192;
 /// near 650 MB, in eight reads of the raw file (each ~0.08 s from the page cache). Shared by
 /// the cleanings in flight in the process (`--jobs 2` cleans two runs at once), so their
 /// blocks together stay within it. Why 112 MiB and not the earlier 224 (four reads): memory
-/// a process touches for the first time is the dearest thing in this stage on a VM whose
-/// host backs guest pages lazily (measured on the 2-core VM: first touch 0.7 GB/s, a rewrite
-/// of touched memory 25 GB/s), and the stage's peak is all first-touched; 112 MiB less of it
+/// a process touches for the first time is the dearest thing in this stage on the 2-core VM
+/// we measure on (`bench/first_touch.py`: first touch 0.3–0.7 GB/s, a rewrite of touched
+/// memory 10–25 GB/s; the host apparently backs guest pages lazily), and the stage's peak is all first-touched; 112 MiB less of it
 /// outweighs four more page-cache reads: a full-size run after 25 s idle, alternating, median
 /// 5.6 s vs 6.1 s (5 each), peak 652 vs 761 MiB, every derivative byte-identical.
 const BLOCK_BYTES: usize = 112 << 20;
