@@ -234,13 +234,15 @@ mod tests {
             assert_eq!(scratch_file_pid(&p.file_name().unwrap().to_string_lossy()), Some(me));
         }
         // The next few names this process would take, already there with other contents.
-        let n: usize = b.to_string_lossy().rsplit('-').next().unwrap().trim_end_matches(".f32").parse().unwrap_or(0);
-        let taken: Vec<PathBuf> = (1..4).map(|k| dir.path().join(format!(".bf-transpose-{me}-{}.f32", n + k))).collect();
+        let n: usize = b.file_stem().unwrap().to_string_lossy().rsplit('-').next().unwrap().parse().unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let taken: Vec<PathBuf> = (1..4).map(|k| sub.join(format!(".bf-transpose-{me}-{}.f32", n + k))).collect();
         for t in &taken {
             std::fs::write(t, b"not mine").unwrap();
         }
-        let (c, _fc) = scratch_file(&dir.path().join("sub"), "transpose", "f32").unwrap();
-        assert!(c.starts_with(dir.path().join("sub")) && !taken.contains(&c));
+        let (c, _fc) = scratch_file(&sub, "transpose", "f32").unwrap();
+        assert!(c.starts_with(&sub) && !taken.contains(&c));
         for t in &taken {
             assert_eq!(std::fs::read(t).unwrap(), b"not mine");
         }
