@@ -82,6 +82,8 @@ pub fn run_find(a: &FindBadsArgs) -> Result<()> {
     find(&a.input, &params, a.json)
 }
 
+/// The whole recording in memory: `find_bad_channels` reads it one channel at a time, which
+/// from a file would read every sample-major buffer once per channel.
 fn read_all(input: &Path) -> Result<InMemory> {
     let reader = bf_pipeline::formats::open(input)?;
     let info = reader.info().clone();
@@ -117,20 +119,21 @@ pub fn interpolate(input: &Path, out: &Path, extra_bads: &[String], origin: Opti
         }
         None => [0.0; 3],
     };
-    let done = interpolate_bads_eeg(&rec.info, &mut rec.data, &bads, Some(origin))?;
-    if done.is_empty() {
+    let done = interpolate_bads_eeg(&rec, &bads, Some(origin))?;
+    done.apply_to(&mut rec.data);
+    if done.names.is_empty() {
         tracing::warn!("no bad EEG channel to interpolate; writing the recording unchanged");
     } else {
-        tracing::info!("interpolated {}", done.join(", "));
+        tracing::info!("interpolated {}", done.names.join(", "));
     }
-    rec.info.bads = bads.into_iter().filter(|b| !done.contains(b)).collect();
+    rec.info.bads = bads.into_iter().filter(|b| !done.names.contains(b)).collect();
     super::convert::write_recording(&rec, out)
 }
 
 /// Prints the bad channels `find_bad_channels` detects (one per line, or JSON).
 pub fn find(input: &Path, params: &BadsParams, as_json: bool) -> Result<()> {
     let rec = read_all(input)?;
-    let found = find_bad_channels(&rec.info, &rec.data, params);
+    let found = find_bad_channels(&rec, params)?;
     if as_json {
         let rows: Vec<_> = found
             .iter()

@@ -88,11 +88,11 @@
 
 use nalgebra::{DMatrix, DVector};
 use rayon::prelude::*;
-use ndarray::{Array2, Axis};
+use ndarray::Array2;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::recording::{ChannelKind, RecordingInfo};
+use crate::recording::{ChannelKind, RawReader, RecordingInfo};
 
 /// MNE's `_calc_g` defaults: spline stiffness m and the number of Legendre terms.
 pub const STIFFNESS: i32 = 4;
@@ -256,17 +256,35 @@ pub fn auto_origin(info: &RecordingInfo) -> Result<[f64; 3]> {
     Ok(origin)
 }
 
-/// Interpolates the bad EEG channels of `data` (channels × samples, rows in `info` order)
-/// from the good EEG channels with MNE's spherical splines (`raw.interpolate_bads(origin=...)`
-/// for EEG, see the module doc). `bads` plays the part of `info['bads']`: its EEG channels are
-/// interpolated, its other channels are left alone (and are not in the returned list). An
-/// unknown name is an error. `origin`: sphere centre in metres, head frame; `None` for MNE's
-/// `'auto'` fit ([`auto_origin`]). Returns the names of the interpolated channels, in channel
-/// order; nothing changes when `bads` holds no EEG channel.
-pub fn interpolate_bads_eeg(info: &RecordingInfo, data: &mut Array2<f64>, bads: &[String], origin: Option<[f64; 3]>) -> Result<Vec<String>> {
-    if data.nrows() != info.n_channels() {
-        return Err(Error::request(&info.path, format!("data has {} rows, the recording has {} channels", data.nrows(), info.n_channels())));
+/// The new rows of interpolated channels ([`interpolate_bads_eeg`]).
+#[derive(Debug)]
+pub struct Interpolated {
+    /// The channels' indices, in channel order.
+    pub channels: Vec<usize>,
+    /// Their names, in the same order.
+    pub names: Vec<String>,
+    /// Their rows (`channels.len()` × samples).
+    pub rows: Array2<f64>,
+}
+
+impl Interpolated {
+    /// Writes the new rows into `data` (channels × samples, rows in the recording's order).
+    pub fn apply_to(&self, data: &mut Array2<f64>) {
+        for (row, &c) in self.channels.iter().enumerate() {
+            data.row_mut(c).assign(&self.rows.row(row));
+        }
     }
+}
+
+/// Interpolates the bad EEG channels of `rec` from its good EEG channels with MNE's
+/// spherical splines (`raw.interpolate_bads(origin=...)` for EEG, see the module doc). `bads`
+/// plays the part of `info['bads']`: its EEG channels are interpolated, its other channels are
+/// left alone (and are not in the result). An unknown name is an error. `origin`: sphere
+/// centre in metres, head frame; `None` for MNE's `'auto'` fit ([`auto_origin`]). Returns the
+/// interpolated channels' new rows, in channel order (none when `bads` holds no EEG channel);
+/// the caller puts them in place ([`Interpolated::apply_to`]).
+pub fn interpolate_bads_eeg(rec: &dyn RawReader, bads: &[String], origin: Option<[f64; 3]>) -> Result<Interpolated> {
+    let info = rec.info();
     if let Some(unknown) = bads.iter().find(|b| info.channel_index(b).is_none()) {
         return Err(Error::request(&info.path, format!("bad channel {unknown:?} is not in the recording")));
     }
@@ -275,7 +293,7 @@ pub fn interpolate_bads_eeg(info: &RecordingInfo, data: &mut Array2<f64>, bads: 
     let bad_idx: Vec<usize> = eeg.iter().copied().filter(|i| is_bad(i)).collect();
     let good_idx: Vec<usize> = eeg.iter().copied().filter(|i| !is_bad(i)).collect();
     if bad_idx.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Interpolated { channels: vec![], names: vec![], rows: Array2::zeros((0, info.n_samples)) });
     }
     if good_idx.is_empty() {
         return Err(Error::request(&info.path, "every EEG channel is bad: nothing to interpolate from"));
@@ -306,12 +324,10 @@ pub fn interpolate_bads_eeg(info: &RecordingInfo, data: &mut Array2<f64>, bads: 
     tracing::debug!("interpolating {} EEG channel(s) from {} sensor positions", bad_idx.len(), good_idx.len());
 
     let interp = Array2::from_shape_fn((interp.nrows(), interp.ncols()), |(r, c)| interp[(r, c)]);
-    let goods = data.select(Axis(0), &good_idx);
-    let repaired = interp.dot(&goods);
-    for (row, &b) in bad_idx.iter().enumerate() {
-        data.row_mut(b).assign(&repaired.row(row));
-    }
-    Ok(bad_idx.iter().map(|&i| info.channels[i].name.clone()).collect())
+    let goods = rec.read_f64(&good_idx, 0, info.n_samples)?;
+    let rows = interp.dot(&goods);
+    let names = bad_idx.iter().map(|&i| info.channels[i].name.clone()).collect();
+    Ok(Interpolated { channels: bad_idx, names, rows })
 }
 
 /// Thresholds of [`find_bad_channels`] (see the module doc for the rule).
@@ -433,13 +449,14 @@ fn robust_z(values: &[f64]) -> Option<Vec<f64>> {
     (scale > 0.0 && scale.is_finite()).then(|| values.iter().map(|v| (v - med) / scale).collect())
 }
 
-/// Detects flat, non-finite and noisy data channels in `data` (channels × samples, rows in
-/// `info` order, SI units), each channel kind separately. Deterministic; channels in `info`
-/// order. See the module doc for the rule and [`BadsParams`] for the thresholds.
-pub fn find_bad_channels(info: &RecordingInfo, data: &Array2<f64>, params: &BadsParams) -> Vec<BadChannel> {
+/// Detects flat, non-finite and noisy data channels of `rec` (its whole length, SI units),
+/// each channel kind separately. Deterministic; channels in the recording's order. See the
+/// module doc for the rule and [`BadsParams`] for the thresholds.
+pub fn find_bad_channels(rec: &dyn RawReader, params: &BadsParams) -> Result<Vec<BadChannel>> {
+    let info = rec.info();
     let half = (info.sfreq > 2.0 * params.hf_freq && params.hf_freq > 0.0)
         .then(|| ((info.sfreq / (2.0 * params.hf_freq)).round() as usize).max(1));
-    let n_rows = data.nrows().min(info.n_channels());
+    let (n_rows, n) = (info.n_channels(), info.n_samples);
     let mut found: Vec<(usize, BadChannel)> = Vec::new();
     let mut kinds: Vec<ChannelKind> = Vec::new();
     for c in &info.channels[..n_rows] {
@@ -449,8 +466,16 @@ pub fn find_bad_channels(info: &RecordingInfo, data: &Array2<f64>, params: &Bads
     }
     for kind in kinds {
         let idx: Vec<usize> = (0..n_rows).filter(|&i| info.channels[i].kind == kind).collect();
-        // Channels in parallel (~1 CPU-s serial on a ds000117 run); collected in order.
-        let stats: Vec<ChannelStats> = idx.par_iter().map(|&i| channel_stats(data.row(i), half)).collect();
+        // Channels in parallel (~1 CPU-s serial on a ds000117 run), one row read at a time
+        // into each thread's buffer; collected in order.
+        let stats: Vec<ChannelStats> = idx
+            .par_iter()
+            .map_init(Vec::new, |row: &mut Vec<f64>, &i| -> Result<ChannelStats> {
+                row.resize(n, 0.0);
+                rec.read_into_f64(&[i], 0, n, row)?;
+                Ok(channel_stats(ndarray::ArrayView1::from(&row[..]), half))
+            })
+            .collect::<Result<_>>()?;
         let mut stds: Vec<f64> = stats.iter().filter(|s| s.finite).map(|s| s.std).collect();
         let med_std = median(&mut stds);
         let limit = params.flat_limit(kind);
@@ -489,13 +514,13 @@ pub fn find_bad_channels(info: &RecordingInfo, data: &Array2<f64>, params: &Bads
         }
     }
     found.sort_by_key(|(i, _)| *i);
-    found.into_iter().map(|(_, b)| b).collect()
+    Ok(found.into_iter().map(|(_, b)| b).collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recording::{ChannelInfo, Unit};
+    use crate::recording::{ChannelInfo, InMemory, Unit};
 
     fn info_with(channels: Vec<ChannelInfo>, sfreq: f64, n: usize) -> RecordingInfo {
         RecordingInfo::new("test.fif", "test", sfreq, n, channels)
@@ -566,8 +591,9 @@ mod tests {
             data.row_mut(i).fill(1.0);
         }
         info.bads = bads.clone();
-        let done = interpolate_bads_eeg(&info, &mut data, &bads, Some(origin)).unwrap();
-        assert_eq!(done, bads);
+        let done = interpolate_bads_eeg(&InMemory::new(info.clone(), data.clone()).unwrap(), &bads, Some(origin)).unwrap();
+        assert_eq!(done.names, bads);
+        done.apply_to(&mut data);
         for b in &bads {
             let i = info.channel_index(b).unwrap();
             let err = (&data.row(i) - &truth.row(i)).mapv(f64::abs).iter().cloned().fold(0.0, f64::max);
@@ -597,21 +623,18 @@ mod tests {
         chans[3].loc = [0.0; 12];
         chans[5].loc[1] = f64::NAN;
         let info = info_with(chans, 100.0, 10);
-        let mut data = Array2::zeros((16, 10));
-        let err = interpolate_bads_eeg(&info, &mut data, &["EEG003".into()], Some([0.0; 3])).unwrap_err().to_string();
+        let rec = InMemory::new(info, Array2::zeros((16, 10))).unwrap();
+        let err = interpolate_bads_eeg(&rec, &["EEG003".into()], Some([0.0; 3])).unwrap_err().to_string();
         assert!(err.contains("EEG003") && err.contains("EEG005"), "{err}");
-        let err = interpolate_bads_eeg(&info, &mut data, &["NOPE".into()], None).unwrap_err().to_string();
+        let err = interpolate_bads_eeg(&rec, &["NOPE".into()], None).unwrap_err().to_string();
         assert!(err.contains("NOPE"), "{err}");
         // No EEG bad: nothing to do, no error.
-        assert!(interpolate_bads_eeg(&info, &mut data, &[], None).unwrap().is_empty());
+        let none = interpolate_bads_eeg(&rec, &[], None).unwrap();
+        assert!(none.names.is_empty() && none.channels.is_empty() && none.rows.nrows() == 0);
         // Every EEG channel bad.
         let info = info_with(cap(4, [0.0; 3]), 100.0, 10);
         let all: Vec<String> = info.ch_names().iter().map(|s| s.to_string()).collect();
-        let mut data = Array2::zeros((4, 10));
-        assert!(interpolate_bads_eeg(&info, &mut data, &all, Some([0.0; 3])).is_err());
-        // Wrong data shape.
-        let mut data = Array2::zeros((3, 10));
-        assert!(interpolate_bads_eeg(&info, &mut data, &all, Some([0.0; 3])).is_err());
+        assert!(interpolate_bads_eeg(&InMemory::new(info, Array2::zeros((4, 10))).unwrap(), &all, Some([0.0; 3])).is_err());
         // Too few points for an auto origin.
         let info = info_with(cap(3, [0.0; 3]), 100.0, 10);
         assert!(auto_origin(&info).is_err());
@@ -646,7 +669,8 @@ mod tests {
     fn clean_data_has_no_bads_and_injected_ones_are_found() {
         let (info, mut data) = noisy_recording(7, 40, 4000, 500.0);
         let params = BadsParams::default();
-        assert!(find_bad_channels(&info, &data, &params).is_empty(), "{:?}", find_bad_channels(&info, &data, &params));
+        let find = |data: &Array2<f64>| find_bad_channels(&InMemory::new(info.clone(), data.clone()).unwrap(), &params).unwrap();
+        assert!(find(&data).is_empty(), "{:?}", find(&data));
         // Flat, loud, high-frequency noise, NaN.
         data.row_mut(3).fill(2e-3);
         data.row_mut(7).mapv_inplace(|v| v * 20.0);
@@ -656,7 +680,7 @@ mod tests {
             data[(11, t)] = data[(11, t)] * 0.3 + v * 0.1;
         }
         data[(20, 100)] = f64::NAN;
-        let found = find_bad_channels(&info, &data, &params);
+        let found = find(&data);
         let names: Vec<(&str, BadReason)> = found.iter().map(|b| (b.name.as_str(), b.reason)).collect();
         assert_eq!(names.len(), 4, "{names:?}");
         assert_eq!(names[0], ("EEG003", BadReason::Flat));
@@ -664,16 +688,17 @@ mod tests {
         assert!(matches!(names[2], ("EEG011", BadReason::NoisyHighFreq(z)) if z > 5.0), "{names:?}");
         assert_eq!(names[3], ("EEG020", BadReason::NonFinite));
         // Deterministic.
-        let again = find_bad_channels(&info, &data, &params);
+        let again = find(&data);
         assert_eq!(format!("{found:?}"), format!("{again:?}"));
     }
 
     #[test]
     fn degenerate_inputs_do_not_panic() {
         let info = info_with(cap(3, [0.0; 3]), 100.0, 0);
-        assert_eq!(find_bad_channels(&info, &Array2::zeros((3, 0)), &BadsParams::default()).len(), 3); // all flat
+        let empty = InMemory::new(info, Array2::zeros((3, 0))).unwrap();
+        assert_eq!(find_bad_channels(&empty, &BadsParams::default()).unwrap().len(), 3); // all flat
         let info = info_with(cap(1, [0.0; 3]), 100.0, 5);
-        let data = Array2::from_elem((1, 5), 1.0);
-        assert_eq!(find_bad_channels(&info, &data, &BadsParams::default())[0].reason, BadReason::Flat);
+        let constant = InMemory::new(info, Array2::from_elem((1, 5), 1.0)).unwrap();
+        assert_eq!(find_bad_channels(&constant, &BadsParams::default()).unwrap()[0].reason, BadReason::Flat);
     }
 }

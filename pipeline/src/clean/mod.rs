@@ -23,6 +23,7 @@
 
 pub mod bads;
 pub mod chpi;
+pub mod cleaned;
 pub mod maxwell;
 pub mod proj;
 pub mod screen;
@@ -35,12 +36,15 @@ use std::path::{Path, PathBuf};
 use ndarray::Array2;
 use rayon::prelude::*;
 
+pub use cleaned::Cleaned;
+use cleaned::Rows;
+
 use crate::dsp::filter::OverlapAdd;
 use crate::dsp::fir::{create_filter, notch_filter_design, FirOptions};
 use crate::dsp::resample::{resample_stim, ResampleMethod, Resampler};
 use crate::dsp::spectral::{SpectralBuffers, SpectralChain};
 use crate::error::{Error, Result};
-use crate::recording::{Annotation, ChannelKind, InMemory, RawReader};
+use crate::recording::{Annotation, ChannelKind, RawReader};
 use screen::{screened_channels, split_bad_channels, stretch_annotations, FlatClipParams, Stretch};
 
 /// What to do, with MNE's parameter names. `None`/empty skips a step.
@@ -113,14 +117,15 @@ enum Transpose {
 
 /// Runs the chain on `reader`, using `scratch_dir` for the transposed copy (removed after)
 /// when the reader computes its samples. `progress` is called once per finished channel.
-pub fn clean(reader: &dyn RawReader, params: &CleanParams, scratch_dir: &Path, progress: &(dyn Fn() + Sync)) -> Result<InMemory> {
+/// The result holds the fast path's output as f32 values and one factor ([`Cleaned`]).
+pub fn clean(reader: &dyn RawReader, params: &CleanParams, scratch_dir: &Path, progress: &(dyn Fn() + Sync)) -> Result<Cleaned> {
     // The blocks' size does not change a value (tested), only the number of reads.
     let (_counted, in_flight) = InFlight::enter();
     let how = if reader.rereads_are_cheap() { Transpose::Blocks(BLOCK_BYTES / in_flight) } else { Transpose::Scratch };
     clean_with(reader, params, scratch_dir, progress, how)
 }
 
-fn clean_with(reader: &dyn RawReader, params: &CleanParams, scratch_dir: &Path, progress: &(dyn Fn() + Sync), how: Transpose) -> Result<InMemory> {
+fn clean_with(reader: &dyn RawReader, params: &CleanParams, scratch_dir: &Path, progress: &(dyn Fn() + Sync), how: Transpose) -> Result<Cleaned> {
     let info = reader.info();
     let (nch, n) = (info.n_channels(), info.n_samples);
     if n == 0 {
@@ -134,6 +139,9 @@ fn clean_with(reader: &dyn RawReader, params: &CleanParams, scratch_dir: &Path, 
     let kernels: Vec<&[f64]> = band_h.iter().chain(&notch_h).map(Vec::as_slice).collect();
     let resampler = params.sfreq.map(|sf| Resampler::new(params.resample_method, sf, info.sfreq, n)).transpose()?;
     let n_out = resampler.as_ref().map_or(n, |r| r.final_len());
+    if n_out == 0 {
+        return Err(Error::request(&info.path, format!("resampling {n} samples from {} Hz to {:?} Hz leaves none", info.sfreq, params.sfreq)));
+    }
     let segments = filter_segments(&info.annotations, info.sfreq, n);
     let spectral = match (params.exact, params.sfreq, params.resample_method) {
         (false, Some(sf), ResampleMethod::Fft) if !kernels.is_empty() && segments == [(0, n)] => SpectralChain::new(&kernels, sf, info.sfreq, n),
@@ -164,8 +172,10 @@ fn clean_with(reader: &dyn RawReader, params: &CleanParams, scratch_dir: &Path, 
         let item = pool.lock().expect("no panics while held").pop();
         Pooled { item: Some(item.unwrap_or_else(|| Work { bytes: Vec::new(), row: Vec::new(), spectral: spectral.as_ref().map(SpectralChain::buffers) })), pool: &pool }
     };
+    // Rows the fast path does not compute (decimated stim channels), held as f64.
+    let replaced = std::sync::Mutex::new(std::collections::BTreeMap::new());
     // One channel: screen the raw row `x`, then filter and resample it into `dst`.
-    let process = |c: usize, x: &mut [f64], bufs: &mut Option<SpectralBuffers>, dst: &mut [f64]| {
+    let process = |c: usize, x: &mut [f64], bufs: &mut Option<SpectralBuffers>, dst: RowOut| {
         if let (true, Some(sp)) = (screened[c], &params.screen) {
             let found = screen::flat_or_clipped_stretches(x, info.sfreq, sp);
             if !found.is_empty() {
@@ -174,10 +184,15 @@ fn clean_with(reader: &dyn RawReader, params: &CleanParams, scratch_dir: &Path, 
             }
         }
         let kind = info.channels[c].kind;
-        match (&spectral, bufs) {
-            _ if kind == ChannelKind::Stim && resampler.is_some() => dst.copy_from_slice(&resample_stim(x, n_out as f64, n as f64)),
-            (Some(chain), Some(bufs)) => chain.apply(x, kind.is_data(), bufs, dst),
-            _ => {
+        let stim = kind == ChannelKind::Stim && resampler.is_some();
+        match (dst, &spectral, bufs) {
+            (RowOut::Scaled(_), _, _) if stim => {
+                replaced.lock().expect("no panics while held").insert(c, resample_stim(x, n_out as f64, n as f64));
+            }
+            (RowOut::Full(dst), _, _) if stim => dst.copy_from_slice(&resample_stim(x, n_out as f64, n as f64)),
+            (RowOut::Scaled(dst), Some(chain), Some(bufs)) => chain.apply_unscaled(x, kind.is_data(), bufs, dst),
+            (RowOut::Scaled(_), _, _) => unreachable!("scaled rows are planned only with the spectral chain"),
+            (RowOut::Full(dst), _, _) => {
                 if kind.is_data() {
                     for (s, e, filters) in &overlap_add {
                         for f in filters {
@@ -195,8 +210,11 @@ fn clean_with(reader: &dyn RawReader, params: &CleanParams, scratch_dir: &Path, 
         progress();
     };
 
-    let mut out = Array2::<f64>::zeros((nch, n_out));
-    let rows = out.as_slice_mut().expect("standard layout");
+    // The fast path's output as f32 values times one factor (see [`Cleaned`]), else f64.
+    let mut out = match &spectral {
+        Some(chain) => Rows::Scaled { values: Array2::zeros((nch, n_out)), scale: chain.output_scale() },
+        None => Rows::Full(Array2::zeros((nch, n_out))),
+    };
     match how {
         Transpose::Scratch => {
             let mut scratch = None;
@@ -215,7 +233,7 @@ fn clean_with(reader: &dyn RawReader, params: &CleanParams, scratch_dir: &Path, 
                 }
             };
             tracing::debug!(f32 = scratch.scales.is_some(), "transposed");
-            rows.par_chunks_mut(n_out).enumerate().try_for_each_init(take_buffers, |p, (c, dst)| -> Result<()> {
+            row_outs(&mut out, 0, nch).into_par_iter().enumerate().try_for_each_init(take_buffers, |p, (c, dst)| -> Result<()> {
                 let w = p.work();
                 scratch.read_row_into(c, n, &mut w.bytes, &mut w.row)?;
                 process(c, &mut w.row, &mut w.spectral, dst);
@@ -238,7 +256,7 @@ fn clean_with(reader: &dyn RawReader, params: &CleanParams, scratch_dir: &Path, 
                 }
                 tracing::debug!(c0, len, f32 = as_f32, read_s = t0.elapsed().as_secs_f64(), "block read");
                 let block = &block;
-                rows[c0 * n_out..(c0 + len) * n_out].par_chunks_mut(n_out).enumerate().for_each_init(take_buffers, |p, (i, dst)| {
+                row_outs(&mut out, c0, len).into_par_iter().enumerate().for_each_init(take_buffers, |p, (i, dst)| {
                     let w = p.work();
                     block.row_into(i, &mut w.row);
                     process(c0 + i, &mut w.row, &mut w.spectral, dst);
@@ -273,7 +291,22 @@ fn clean_with(reader: &dyn RawReader, params: &CleanParams, scratch_dir: &Path, 
         new_info.sfreq = sf;
         new_info.n_samples = n_out;
     }
-    InMemory::new(new_info, out)
+    Cleaned::new(new_info, out, replaced.into_inner().expect("no panics while held"))
+}
+
+/// One channel's row of the output, as the chain fills it.
+enum RowOut<'a> {
+    /// The fast path's unnormalised f32 values ([`SpectralChain::apply_unscaled`]).
+    Scaled(&'a mut [f32]),
+    Full(&'a mut [f64]),
+}
+
+/// Rows `c0..c0 + len` of `out`, each on its own.
+fn row_outs(out: &mut Rows, c0: usize, len: usize) -> Vec<RowOut<'_>> {
+    match out {
+        Rows::Scaled { values, .. } => values.outer_iter_mut().skip(c0).take(len).map(|r| RowOut::Scaled(r.into_slice().expect("standard layout"))).collect(),
+        Rows::Full(values) => values.outer_iter_mut().skip(c0).take(len).map(|r| RowOut::Full(r.into_slice().expect("standard layout"))).collect(),
+    }
 }
 
 /// The stretches that MNE's `raw.filter` / `raw.notch_filter` filter separately with their
@@ -524,7 +557,7 @@ mod tests {
     use super::*;
     use crate::dsp::filter::filter_rows;
     use crate::dsp::resample::resample_rows;
-    use crate::recording::{ChannelInfo, RecordingInfo, Unit};
+    use crate::recording::{ChannelInfo, InMemory, RecordingInfo, Unit};
 
     fn recording(n: usize) -> InMemory {
         let mut chs: Vec<ChannelInfo> = (0..5).map(|i| ChannelInfo::new(format!("EEG{i:03}"), ChannelKind::Eeg, 2, Unit::V)).collect();
@@ -547,7 +580,7 @@ mod tests {
         let rec = recording(3 * TRANSPOSE_CHUNK + 123);
         let params = CleanParams { l_freq: Some(0.5), h_freq: Some(100.0), notch: vec![50.0], sfreq: Some(250.0), exact: true, ..Default::default() };
         let dir = tempfile::tempdir().unwrap();
-        let got = clean(&rec, &params, dir.path(), &|| {}).unwrap();
+        let got = clean(&rec, &params, dir.path(), &|| {}).unwrap().into_in_memory().unwrap();
         let mut whole = rec.data.clone();
         let picks: Vec<usize> = (0..5).collect();
         filter_rows(&mut whole, &create_filter(1100.0, Some(0.5), Some(100.0), &FirOptions::default()).unwrap(), &picks);
@@ -587,7 +620,7 @@ mod tests {
         }
         drop(s);
         let params = CleanParams { l_freq: Some(0.5), h_freq: Some(100.0), notch: vec![50.0], sfreq: Some(250.0), exact: true, ..Default::default() };
-        let got = clean(&rec, &params, dir.path(), &|| {}).unwrap();
+        let got = clean(&rec, &params, dir.path(), &|| {}).unwrap().into_in_memory().unwrap();
         let mut whole = rec.data.clone();
         let picks: Vec<usize> = (0..5).collect();
         filter_rows(&mut whole, &create_filter(1100.0, Some(0.5), Some(100.0), &FirOptions::default()).unwrap(), &picks);
@@ -628,11 +661,11 @@ mod tests {
                 ..Default::default()
             };
             for rec in [&sines, &floats] {
-                let want = clean_with(rec, &params, dir.path(), &|| {}, Transpose::Scratch).unwrap();
+                let want = clean_with(rec, &params, dir.path(), &|| {}, Transpose::Scratch).unwrap().into_in_memory().unwrap();
                 assert!(!want.info.annotations.is_empty() || !want.info.bads.is_empty(), "the screen found nothing to compare");
                 // 8 bytes per sample: 2, 1 (the budget holds less than a row) and all channels per block.
                 for budget in [2 * n * 8, 1, usize::MAX / 2] {
-                    let got = clean_with(rec, &params, dir.path(), &|| {}, Transpose::Blocks(budget)).unwrap();
+                    let got = clean_with(rec, &params, dir.path(), &|| {}, Transpose::Blocks(budget)).unwrap().into_in_memory().unwrap();
                     assert!(got.data.iter().zip(want.data.iter()).all(|(a, b)| a.to_bits() == b.to_bits()), "budget {budget}, exact {exact}");
                     assert_eq!(got.info.bads, want.info.bads);
                     assert_eq!(got.info.annotations, want.info.annotations);
@@ -666,6 +699,33 @@ mod tests {
         }
     }
 
+    /// The fast path holds its output as f32 values and the inverse FFT's factor; read back,
+    /// they are the f64 values `SpectralChain::apply` gives (what the chain held before it
+    /// kept f32), bit for bit, and the stim channel is MNE's decimation.
+    #[test]
+    fn fast_path_output_reads_back_as_the_chains_f64_values() {
+        let rec = recording(200_000);
+        let params = CleanParams { l_freq: Some(0.5), h_freq: Some(100.0), notch: vec![50.0], sfreq: Some(250.0), ..Default::default() };
+        let dir = tempfile::tempdir().unwrap();
+        let cleaned = clean(&rec, &params, dir.path(), &|| {}).unwrap();
+        assert!(cleaned.holds_f32(), "the fast path should keep f32 values");
+        let band = create_filter(1100.0, Some(0.5), Some(100.0), &FirOptions::default()).unwrap();
+        let notch = notch_filter_design(1100.0, &[50.0], &FirOptions::default()).unwrap();
+        let chain = SpectralChain::new(&[&band, &notch], 250.0, 1100.0, rec.info.n_samples).unwrap();
+        let mut bufs = chain.buffers();
+        let got = cleaned.read_f64(&cleaned.all_picks(), 0, chain.final_len()).unwrap();
+        for c in 0..5 {
+            let mut want = vec![0.0; chain.final_len()];
+            chain.apply(rec.data.row(c).as_slice().unwrap(), true, &mut bufs, &mut want);
+            assert!(want.iter().zip(got.row(c)).all(|(a, b)| a.to_bits() == b.to_bits()), "channel {c}");
+        }
+        let stim = resample_stim(rec.data.row(5).as_slice().unwrap(), chain.final_len() as f64, 200_000.0);
+        assert_eq!(got.row(5).to_vec(), stim);
+        assert!(stim.iter().any(|&v| v == 5.0));
+        // The exact chain holds f64.
+        assert!(!clean(&rec, &CleanParams { exact: true, ..params }, dir.path(), &|| {}).unwrap().holds_f32());
+    }
+
     #[test]
     fn segments_follow_mnes_skip_by_annotation() {
         let ann = |onset: f64, duration: f64, d: &str| Annotation { onset, duration, description: d.into() };
@@ -683,8 +743,8 @@ mod tests {
         let exact = CleanParams { l_freq: Some(0.5), h_freq: Some(100.0), notch: vec![50.0], sfreq: Some(250.0), exact: true, ..Default::default() };
         let fast = CleanParams { exact: false, ..exact.clone() };
         let dir = tempfile::tempdir().unwrap();
-        let a = clean(&rec, &exact, dir.path(), &|| {}).unwrap();
-        let b = clean(&rec, &fast, dir.path(), &|| {}).unwrap();
+        let a = clean(&rec, &exact, dir.path(), &|| {}).unwrap().into_in_memory().unwrap();
+        let b = clean(&rec, &fast, dir.path(), &|| {}).unwrap().into_in_memory().unwrap();
         assert_eq!(a.data.row(5), b.data.row(5));
         for c in 0..5 {
             let (ra, rb) = (a.data.row(c), b.data.row(c));

@@ -279,7 +279,7 @@ fn preprocess(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<St
     // the run (MNE's annotate_amplitude): they are bads, not annotations.
     let screen_bads: Vec<String> = cleaned.info.bads.iter().filter(|b| !reader.info().bads.contains(b)).cloned().collect();
     let kept_bads = cleaned.info.bads.clone();
-    let detected: Vec<_> = find_bad_channels(&cleaned.info, &cleaned.data, &BadsParams::default()).into_iter().filter(|b| !kept_bads.contains(&b.name)).collect();
+    let detected: Vec<_> = find_bad_channels(&cleaned, &BadsParams::default())?.into_iter().filter(|b| !kept_bads.contains(&b.name)).collect();
     let mut bads = kept_bads;
     bads.extend(detected.iter().map(|b| b.name.clone()));
     let kind_of = |name: &str| cleaned.info.channels.iter().find(|c| c.name == name).map(|c| c.kind);
@@ -287,8 +287,13 @@ fn preprocess(project: &Project, run: &RunEntry) -> Result<(Vec<PathBuf>, Vec<St
     let interpolated = if eeg_bads.is_empty() {
         vec![]
     } else {
-        match interpolate_bads_eeg(&cleaned.info, &mut cleaned.data, &eeg_bads, None) {
-            Ok(done) => done,
+        match interpolate_bads_eeg(&cleaned, &eeg_bads, None) {
+            Ok(done) => {
+                for (&c, row) in done.channels.iter().zip(done.rows.outer_iter()) {
+                    cleaned.set_row(c, row.to_vec())?;
+                }
+                done.names
+            }
             Err(e) => {
                 messages.push(format!("{}: EEG bads kept as they are, not interpolated: {e}", run.id));
                 vec![]

@@ -25,6 +25,7 @@ use crate::clean::{clean, CleanParams};
 use crate::config::PreprocessConfig;
 use crate::error::{Error, Result};
 use crate::formats;
+use crate::recording::RawReader;
 
 /// Where the noise-free recordings live inside a BIDS dataset.
 pub const NOISE_FREE_DIR: &str = "derivatives/noise-free";
@@ -129,11 +130,8 @@ pub fn noise_free_windows(dir: &Path, pre: &PreprocessConfig, channels: &[String
                 return Err(Error::request(path, format!("the window at {} s ({} samples) is outside its {} samples at {} Hz", keys[i].onset, window, info.n_samples, info.sfreq)));
             }
             let start = start as usize;
-            for (c, &p) in picks.iter().enumerate() {
-                for (o, v) in out.slice_mut(ndarray::s![i, c, ..]).iter_mut().zip(cleaned.data.row(p).iter().skip(start)) {
-                    *o = *v as f32;
-                }
-            }
+            let mut dst = out.slice_mut(ndarray::s![i, .., ..]);
+            cleaned.read_into_f32(&picks, start, start + window, dst.as_slice_mut().expect("standard layout"))?;
         }
     }
     Ok(out)
