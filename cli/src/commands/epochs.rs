@@ -185,7 +185,7 @@ pub fn run(args: &EpochsArgs) -> Result<()> {
         (segment::fixed_windows(&info, window, stride)?, Some(window), Some(stride))
     };
     if !args.no_reject_flat_clipped {
-        segment::reject_flat_clipped(&mut plan, &info, data.view(), &args.flat());
+        segment::reject_flat_clipped(&mut plan, &info, &|c| data.row(c).to_vec(), &args.flat());
     }
 
     let out_data = segment::segment_data(&plan, data.view(), &info.channels, &picks);

@@ -157,8 +157,7 @@ fn clean_with(reader: &dyn RawReader, params: &CleanParams, scratch_dir: &Path, 
     // f32 values where every value is an f32 times its channel's calibration (a FIF's
     // float32 or int16 samples; checked value by value while transposing): half the bytes,
     // and each value comes back bit for bit. Else f64.
-    let scales: Vec<f64> = info.channels.iter().map(|c| c.range * c.cal).collect();
-    let f32_possible = scales.iter().all(|k| k.is_finite() && *k != 0.0);
+    let (scales, f32_possible) = f32_scales(info);
 
     let screened: Vec<bool> = {
         let on = screened_channels(info);
@@ -466,6 +465,40 @@ impl Drop for Pooled<'_> {
     }
 }
 
+/// Each channel's scale (`range · cal`, what a FIF's stored value is multiplied by), and
+/// whether all of them could hold f32 values (finite, non-zero).
+fn f32_scales(info: &crate::recording::RecordingInfo) -> (Vec<f64>, bool) {
+    let scales: Vec<f64> = info.channels.iter().map(|c| c.range * c.cal).collect();
+    let possible = scales.iter().all(|k| k.is_finite() && *k != 0.0);
+    (scales, possible)
+}
+
+/// Every channel of a recording in memory, whole rows: f32 values times their channel's
+/// scale where that gives every value back bit for bit (a FIF's float32 or int16 samples;
+/// half the bytes of f64), else f64. For stages that scan whole rows of a file that holds
+/// them sample-major (segment's flat/clipped rejection): one read of the file, and rows
+/// exactly as `read_f64` would give them.
+pub struct AllRows(Block);
+
+impl AllRows {
+    pub fn read(reader: &dyn RawReader) -> Result<AllRows> {
+        let nch = reader.info().n_channels();
+        let (scales, f32_possible) = f32_scales(reader.info());
+        let mut block = Block::default();
+        if !(f32_possible && block.read(reader, 0, nch, Some(&scales))?) {
+            block.read(reader, 0, nch, None)?;
+        }
+        Ok(AllRows(block))
+    }
+
+    /// Channel `c`'s whole row (f64, bit for bit as the reader gives it).
+    pub fn row(&self, c: usize) -> Vec<f64> {
+        let mut out = Vec::new();
+        self.0.row_into(c, &mut out);
+        out
+    }
+}
+
 /// Channels `c0..c0 + len` of the whole recording, read in time chunks of
 /// [`TRANSPOSE_CHUNK`] samples and kept as read: chunk `k` is `len × (its samples)` values,
 /// channel-major, at `k · len · TRANSPOSE_CHUNK`. f32 values times their channel's scale,
@@ -724,6 +757,26 @@ mod tests {
         assert!(stim.iter().any(|&v| v == 5.0));
         // The exact chain holds f64.
         assert!(!clean(&rec, &CleanParams { exact: true, ..params }, dir.path(), &|| {}).unwrap().holds_f32());
+    }
+
+    /// `AllRows` gives every row as `read_f64` does, bit for bit: as f32 where every value
+    /// is an f32 times its channel's scale, as f64 where one is not.
+    #[test]
+    fn all_rows_equal_the_f64_read_in_either_precision() {
+        let mut rec = recording(2 * TRANSPOSE_CHUNK + 77);
+        let check = |rec: &InMemory, f32_expected: bool| {
+            let rows = AllRows::read(rec).unwrap();
+            assert_eq!(rows.0.scales.is_some(), f32_expected);
+            for c in 0..rec.info.n_channels() {
+                assert!(rows.row(c).iter().zip(rec.data.row(c)).all(|(a, b)| a.to_bits() == b.to_bits()), "channel {c}");
+            }
+        };
+        check(&rec, false); // sines times 1e-5 are not f32 values
+        let ks: Vec<f64> = rec.info.channels.iter().map(|c| c.range * c.cal).collect();
+        for (c, mut row) in rec.data.rows_mut().into_iter().enumerate() {
+            row.mapv_inplace(|v| ((v * 1e9) as f32) as f64 * ks[c]);
+        }
+        check(&rec, true);
     }
 
     #[test]

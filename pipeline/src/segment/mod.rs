@@ -357,7 +357,7 @@ mod tests {
         data.slice_mut(s![1, 555..560]).fill(5.0); // clipped in window 5
         data.row_mut(2).fill(0.0); // stim: not screened
         let mut plan = fixed_windows(&i, 100, 100).unwrap();
-        let n = reject_flat_clipped(&mut plan, &i, data.view(), &FlatClipParams::default());
+        let n = reject_flat_clipped(&mut plan, &i, &|c| data.row(c).to_vec(), &FlatClipParams::default());
         assert_eq!(n, 2);
         assert_eq!(plan.segments[2].drop, Some(DropReason::Flat { channel: "CH0".into() }));
         assert_eq!(plan.segments[5].drop, Some(DropReason::Clipped { channel: "CH1".into() }));
@@ -365,7 +365,7 @@ mod tests {
         // A bad channel is not screened.
         i.bads = vec!["CH0".into(), "CH1".into()];
         let mut plan = fixed_windows(&i, 100, 100).unwrap();
-        assert_eq!(reject_flat_clipped(&mut plan, &i, data.view(), &FlatClipParams::default()), 0);
+        assert_eq!(reject_flat_clipped(&mut plan, &i, &|c| data.row(c).to_vec(), &FlatClipParams::default()), 0);
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! clipped screen applied to segments (sections "Annotation overlap" and 3 of the
 //! [module docs](super)).
 
-use ndarray::{s, ArrayView2};
 
 use crate::clean::screen::{flat_or_clipped_stretches, screened_channels, FlatClipParams};
 use crate::recording::{Annotation, RecordingInfo};
@@ -32,9 +31,11 @@ pub fn bad_annotation_overlap<'a>(annotations: &[&'a Annotation], sfreq: f64, st
 // Fixed windows
 
 /// Drops the kept segments of `plan` in which a screened data channel is flat or clipped
-/// (module doc, section 3). `data` is the recording being segmented (all channels, file
-/// order). Returns how many were dropped.
-pub fn reject_flat_clipped(plan: &mut SegmentPlan, info: &RecordingInfo, data: ArrayView2<f64>, params: &FlatClipParams) -> usize {
+/// (module doc, section 3). `row(c)` is channel `c`'s whole row of the recording being
+/// segmented (file order), asked once per screened channel, in parallel: the caller holds the
+/// recording as it likes (`|c| data.row(c).to_vec()` for an array). Returns how many were
+/// dropped.
+pub fn reject_flat_clipped(plan: &mut SegmentPlan, info: &RecordingInfo, row: &(dyn Fn(usize) -> Vec<f64> + Sync), params: &FlatClipParams) -> usize {
     let channels = screened_channels(info);
     let len = plan.n_times;
     let in_bounds: Vec<usize> = plan
@@ -54,12 +55,12 @@ pub fn reject_flat_clipped(plan: &mut SegmentPlan, info: &RecordingInfo, data: A
     let per_channel: Vec<(Vec<f64>, f64, Vec<(usize, usize)>)> = channels
         .par_iter()
         .map(|&c| {
-            let row = data.row(c);
+            let x = row(c);
             let ptp: Vec<f64> = in_bounds
                 .iter()
                 .map(|&k| {
                     let start = plan.segments[k].start as usize;
-                    let w = row.slice(s![start..start + len]);
+                    let w = &x[start..start + len];
                     let (lo, hi) = w.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
                     hi - lo
                 })
@@ -67,7 +68,6 @@ pub fn reject_flat_clipped(plan: &mut SegmentPlan, info: &RecordingInfo, data: A
             let mut finite: Vec<f64> = ptp.iter().copied().filter(|v| v.is_finite()).collect();
             // No finite peak-to-peak: 0 (then only an exactly flat segment counts as flat).
             let median = if finite.is_empty() { 0.0 } else { crate::clean::bads::median(&mut finite) };
-            let x = row.to_vec();
             let clipped: Vec<(usize, usize)> = flat_or_clipped_stretches(&x, info.sfreq, params).into_iter().filter(|s| s.2 == "clipped").map(|s| (s.0, s.1)).collect();
             (ptp, median, clipped)
         })
