@@ -18,6 +18,34 @@ pub fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
+/// The process id in a temporary's name: `.NAME.tmp-PID` ([`temp_path`]) or
+/// `.NAME.tmp-PID.EXT` ([`temp_path_keeping_extension`]); `None` for any other name.
+pub fn temporary_pid(name: &str) -> Option<u32> {
+    let (head, tail) = name.rsplit_once(".tmp-")?;
+    if !head.starts_with('.') || head.len() < 2 {
+        return None;
+    }
+    let digits = tail.split_once('.').map_or(tail, |(pid, _ext)| pid);
+    digits.parse().ok().filter(|&p: &u32| p > 0 && digits.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Whether process `pid` of this host has ended, for the sweepers of what dead processes
+/// left: no `/proc/PID`, or a zombie (`/proc/PID/stat` state `Z` or `X`: killed but not yet
+/// reaped, which a container whose PID 1 reaps nothing keeps for good). Where `/proc` does
+/// not exist nothing is known to have ended (false: keep what you would remove). The caller
+/// decides what its own id means (a sweeper that runs before writing anything may treat it
+/// as a leftover of an earlier process that had the same id).
+pub fn process_ended(pid: u32) -> bool {
+    if !Path::new("/proc/self").exists() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold any byte.
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|state| state == "Z" || state == "X"),
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    }
+}
+
 /// [`temp_path`] with `path`'s extension appended again (`.NAME.tmp-PID.EXT`), for writers
 /// that choose the format from the extension (plotters' PNG backend).
 pub fn temp_path_keeping_extension(path: &Path) -> PathBuf {
@@ -63,6 +91,37 @@ pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporary_names_give_their_process_id() {
+        assert_eq!(temporary_pid(".last.tmp-123"), Some(123));
+        assert_eq!(temporary_pid(".metrics.jsonl.tmp-7"), Some(7));
+        assert_eq!(temporary_pid(".report.png.tmp-42.png"), Some(42));
+        let tmp = temp_path_keeping_extension(Path::new("out/curve.png"));
+        assert_eq!(temporary_pid(&tmp.file_name().unwrap().to_string_lossy()), Some(std::process::id()));
+        for not_ours in ["last.tmp-123", ".last.tmp-x", ".last", "last", ".tmp-5", ".a.tmp-0", ".a.tmp-+5", ".a.tmp-", ".a.tmp-12x.png"] {
+            assert_eq!(temporary_pid(not_ours), None, "{not_ours}");
+        }
+    }
+
+    /// A running process has not ended; one that never ran has; a killed child nobody has
+    /// reaped yet (a zombie, which still has a `/proc/PID`) has.
+    #[test]
+    fn ended_processes_include_zombies() {
+        assert!(!process_ended(std::process::id()));
+        assert!(process_ended(4_194_304 + 17), "pid_max is at most 2^22");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z") {
+            assert!(std::time::Instant::now() < deadline, "the child did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(Path::new(&format!("/proc/{pid}")).exists(), "a zombie keeps its /proc entry");
+        assert!(process_ended(pid));
+        child.wait().unwrap();
+        assert!(process_ended(pid));
+    }
 
     #[test]
     fn write_replaces_the_file_and_leaves_no_temporary() {

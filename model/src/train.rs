@@ -159,25 +159,11 @@ pub fn lock_run_folder(out: &Path) -> Result<Option<RunLock>> {
     }
 }
 
-/// The process id of a temporary named `.NAME.tmp-PID` (the atomic writers' pattern).
-pub fn temporary_pid(name: &str) -> Option<i32> {
-    let (head, pid) = name.rsplit_once(".tmp-")?;
-    if !head.starts_with('.') || head.len() < 2 {
-        return None;
-    }
-    pid.parse().ok().filter(|&p: &i32| p > 0)
-}
-
-/// Whether a process with this id exists (ours counts as not running: a temporary with our
-/// id found before we wrote anything was left by an earlier process that had the same id,
-/// which containers make common).
-fn other_process_alive(pid: i32) -> bool {
-    if pid as u32 == std::process::id() {
-        return false;
-    }
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+/// Whether another process with this id is still running (ours counts as not running: a
+/// temporary with our id found before we wrote anything was left by an earlier process that
+/// had the same id, which containers make common).
+fn other_process_alive(pid: u32) -> bool {
+    pid != std::process::id() && !bf_atomic::process_ended(pid)
 }
 
 /// Removes `.NAME.tmp-PID` files and folders in `dir` (and in its checkpoint folders) whose
@@ -191,7 +177,7 @@ pub fn sweep_stale_temporaries(dir: &Path) -> Result<Vec<PathBuf>> {
         let Ok(entries) = std::fs::read_dir(&d) else { continue };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(pid) = temporary_pid(&name) else { continue };
+            let Some(pid) = bf_atomic::temporary_pid(&name) else { continue };
             if other_process_alive(pid) {
                 continue;
             }
@@ -294,11 +280,6 @@ mod tests {
 
     #[test]
     fn stale_temporaries_of_dead_processes_are_swept_live_ones_kept() {
-        assert_eq!(temporary_pid(".last.tmp-123"), Some(123));
-        assert_eq!(temporary_pid(".metrics.jsonl.tmp-7"), Some(7));
-        for not_ours in ["last.tmp-123", ".last.tmp-x", ".last", "last", ".tmp-5"] {
-            assert_eq!(temporary_pid(not_ours), None, "{not_ours}");
-        }
         let dir = std::env::temp_dir().join(format!("bf-sweep-test-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("best")).unwrap();
         // pid_max is at most 2^22, so this id never runs; the parent process (pid 1 in a

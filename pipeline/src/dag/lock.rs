@@ -66,9 +66,9 @@ impl Holder {
         format!("pid {} on {} ({mode}, for {} s): {}", self.pid, self.host, now.saturating_sub(self.since), self.command)
     }
 
-    /// False only when the holder is known to be gone (same host, no such process).
+    /// False only when the holder is known to be gone (same host, its process ended).
     fn may_be_alive(&self) -> bool {
-        self.host != hostname() || Path::new(&format!("/proc/{}", self.pid)).exists()
+        self.host != hostname() || !bf_atomic::process_ended(self.pid)
     }
 }
 

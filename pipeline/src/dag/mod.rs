@@ -473,7 +473,7 @@ fn remove_stale_scratch(dir: &Path) {
     for entry in entries.filter_map(|e| e.ok()) {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(pid) = crate::fsutil::scratch_file_pid(&name) else { continue };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+        if pid != std::process::id() && bf_atomic::process_ended(pid) {
             tracing::info!(path = %entry.path().display(), "removing a scratch file left by an interrupted run");
             let _ = std::fs::remove_file(entry.path());
         }
@@ -487,13 +487,8 @@ fn remove_stale_temporaries(dir: &Path) {
     let me = std::process::id();
     for entry in walkdir::WalkDir::new(dir).into_iter().filter_map(|e| e.ok()).filter(|e| e.file_type().is_file()) {
         let name = entry.file_name().to_string_lossy();
-        let pid = crate::fsutil::scratch_file_pid(&name).or_else(|| {
-            let tmp_pid = name.strip_prefix('.').and_then(|n| n.rsplit_once(".tmp-")).map(|(_, pid)| pid);
-            tmp_pid.and_then(|p| p.parse::<u32>().ok())
-        });
-        let Some(pid) = pid else { continue };
-        let alive = pid == me || Path::new(&format!("/proc/{pid}")).exists();
-        if !alive {
+        let Some(pid) = crate::fsutil::scratch_file_pid(&name).or_else(|| bf_atomic::temporary_pid(&name)) else { continue };
+        if pid != me && bf_atomic::process_ended(pid) {
             tracing::info!(path = %entry.path().display(), "removing a temporary left by an interrupted run");
             let _ = std::fs::remove_file(entry.path());
         }
