@@ -21,27 +21,48 @@ pub const HUGE_FROM: usize = 32 << 20;
 /// huge pages.
 pub struct HugePageAlloc;
 
-/// Lets glibc keep freed memory for reuse: blocks under [`HUGE_FROM`] come from the heap
-/// (not a fresh mmap each), the heap is trimmed only past 256 MiB free, and it grows 64 MiB
-/// at a time. Why: the Maxwell steps allocate and free buffers of 1–30 MiB per chunk and per
-/// control-point batch (find_bad_channels_maxwell's matrices, filter_chpi's fits); glibc's
-/// default (mmap above a threshold that floats up to 32 MiB, trim above 2× it) mapped, zeroed
-/// and unmapped them again and again. On a full-size run with cHPI and SSS (`perf`:
-/// `clear_page_erms`, `exc_page_fault` ahead of everything in the kernel) system time went
-/// 10.3 → 4.6 s and wall 26.5 → 22.5 s; peak RSS 596 → 763 MiB (freed blocks stay mapped).
-/// Call once, first thing in `main`. No effect on other allocators or platforms.
+/// Lets glibc keep freed memory for reuse (bf-pipeline's policy): blocks under
+/// [`HUGE_FROM`] come from the heap (not a fresh mmap each), the heap is trimmed only past
+/// 256 MiB free, and it grows 64 MiB at a time. Why: the Maxwell steps allocate and free
+/// buffers of 1–30 MiB per chunk and per control-point batch (find_bad_channels_maxwell's
+/// matrices, filter_chpi's fits); glibc's default (mmap above a threshold that floats up to
+/// 32 MiB, trim above 2× it) mapped, zeroed and unmapped them again and again. On a full-size
+/// run with cHPI and SSS (`perf`: `clear_page_erms`, `exc_page_fault` ahead of everything in
+/// the kernel) system time went 10.3 → 4.6 s and wall 26.5 → 22.5 s; peak RSS 596 → 763 MiB
+/// (freed blocks stay mapped). Larger blocks are [`BigBlocks`]'. Call once, first thing in
+/// `main`.
 pub fn keep_freed_memory_for_reuse() {
+    set_glibc_heap(HUGE_FROM as i32, 256 << 20, 64 << 20);
+}
+
+/// Keeps every freed block in the process heap, however large (bf-train's and bf-eval's
+/// policy: they run on the system allocator). A training step allocates and frees the same
+/// few hundred-megabyte tensors (attention scores, MLP activations, logits) every step; glibc
+/// served blocks above its mmap threshold with a fresh `mmap`, so every step paid page faults
+/// and page zeroing on all of them: about a third of a CPU step at sequence_length 256
+/// (measured with `perf`: `exc_page_fault`, `clear_page_erms`). The cost is a higher resident
+/// peak (a step's working set stays mapped). Call once, before the first tensor.
+pub fn keep_tensors_in_heap() {
+    set_glibc_heap(i32::MAX, -1, 256 << 20);
+}
+
+/// glibc's heap policy (`mallopt`): blocks of `mmap_threshold` bytes or more get a mapping of
+/// their own, the heap is trimmed past `trim_threshold` bytes free (-1: never), and it grows
+/// `top_pad` bytes at a time. No effect on other allocators or platforms.
+fn set_glibc_heap(mmap_threshold: i32, trim_threshold: i32, top_pad: i32) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes glibc's allocation policy; it is called before other
     // threads exist and takes plain integers.
     unsafe {
-        let ok = libc::mallopt(libc::M_MMAP_THRESHOLD, HUGE_FROM as i32) == 1
-            && libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20) == 1
-            && libc::mallopt(libc::M_TOP_PAD, 64 << 20) == 1;
+        let ok = libc::mallopt(libc::M_MMAP_THRESHOLD, mmap_threshold) == 1
+            && libc::mallopt(libc::M_TRIM_THRESHOLD, trim_threshold) == 1
+            && libc::mallopt(libc::M_TOP_PAD, top_pad) == 1;
         if !ok {
             tracing::debug!("glibc refused the heap settings; its defaults stay");
         }
     }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = (mmap_threshold, trim_threshold, top_pad);
 }
 
 /// Large blocks freed and kept mapped for the next large allocation, at most this many bytes.

@@ -57,29 +57,6 @@ fn dlopen_global(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Keeps large freed blocks in the process heap instead of returning them to the kernel.
-///
-/// A training step allocates and frees the same few hundred-megabyte tensors (attention
-/// scores, MLP activations, logits) every step. glibc serves blocks above its mmap threshold
-/// (at most 32 MiB by default) with a fresh `mmap`, so every step paid page faults and page
-/// zeroing on all of them: about a third of a CPU step at sequence_length 256 (measured with
-/// `perf`: `exc_page_fault`, `clear_page_erms`). Raising the mmap and trim thresholds lets
-/// glibc reuse those blocks; the cost is a higher resident peak (a step's working set stays
-/// mapped). No effect on other allocators or platforms. Call once, before the first tensor.
-pub fn keep_freed_memory_for_reuse() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes glibc's allocation policy; it is called before other
-    // threads allocate and takes plain integers.
-    unsafe {
-        let ok = libc::mallopt(libc::M_MMAP_THRESHOLD, i32::MAX) == 1
-            && libc::mallopt(libc::M_TRIM_THRESHOLD, -1) == 1
-            && libc::mallopt(libc::M_TOP_PAD, 256 << 20) == 1;
-        if !ok {
-            tracing::debug!("glibc refused a larger mmap threshold; large tensors stay mmapped");
-        }
-    }
-}
-
 /// Multiplies two small known matrices on `device` and returns the product's entries, proving
 /// that libtorch loads and computes. [[1,2],[3,4]] x [[5,6],[7,8]] = [[19,22],[43,50]].
 pub fn matmul_self_check(device: Device) -> Vec<f64> {

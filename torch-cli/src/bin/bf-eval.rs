@@ -81,7 +81,7 @@ struct Args {
 
 fn main() {
     brainformer_cli::end_quietly_on_closed_stdout();
-    bf_model::device::keep_freed_memory_for_reuse();
+    brainformer_cli::alloc::keep_tensors_in_heap();
     brainformer_cli::exit_on_error(run(Args::parse()));
 }
 

@@ -281,7 +281,7 @@ enum Ended {
 }
 
 fn main() {
-    bf_model::device::keep_freed_memory_for_reuse();
+    brainformer_cli::alloc::keep_tensors_in_heap();
     match run(Args::parse()) {
         Ok(Ended::Interrupted) => std::process::exit(EXIT_RESUMABLE),
         other => brainformer_cli::exit_on_error(other.map(|_| ())),
