@@ -108,11 +108,5 @@ impl RawReader for Projected<'_> {
         out.copy_from_slice(&v);
         Ok(())
     }
-    fn read_into_f32(&self, picks: &[usize], start: usize, stop: usize, out: &mut [f32]) -> Result<()> {
-        let v = self.read(picks, start, stop)?;
-        for (o, x) in out.iter_mut().zip(v) {
-            *o = x as f32;
-        }
-        Ok(())
-    }
+    // f32 reads: the trait's default (this f64 read, narrowed).
 }
