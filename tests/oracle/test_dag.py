@@ -63,6 +63,36 @@ def test_shards_load_untouched_in_pyarrow_polars_datasets(project, built):
     check_shards(derivatives(project) / "shards", n_eeg=70, n_meg=306, window=256)
 
 
+# SHA-256 of the shards `built` writes for `project`, pinned (issue 16: "shard bytes identical
+# before and after"): the speed and memory work of sessions 12-20 changed no byte. Computed
+# with 47da8bf's binaries and again with aca2364's (equal). A change meant to alter a shard
+# byte (a new parameter default, a format change) updates this pin and says why in its
+# commit; any other change that fails here changed numbers it should not have.
+PINNED_SHARDS = {
+    "README.md": "3fb0a175c80a6aab7df528594d29a53f6de6a72f8ff0c9c3fd2b1b11ec31ab0b",
+    "data/test-00000-of-00001.parquet": "38c59d9d165056a47abee6021121c73f3a0895c438346eba524116d726ea19b7",
+    "data/train-00000-of-00001.parquet": "282f81be8445fb96c91fdef791a23b76194f62b53d5ac559add254115eb75589",
+    "data/validation-00000-of-00001.parquet": "a74292b2d297ae3c2090aa3f8c454d9708ae0cf9ae38c5316c6201044e2e7061",
+}
+
+
+def cpu_flags():
+    try:
+        line = next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags"))
+    except (OSError, StopIteration):
+        return set()
+    return set(line.split(":", 1)[1].split())
+
+
+@pytest.mark.skipif(
+    os.uname().machine != "x86_64" or not {"avx", "avx2", "fma"} <= cpu_flags() or not TEMPLATE.exists(),
+    reason="the pin holds for x86-64 with AVX2 and FMA (rustfft and matrixmultiply choose their kernels, "
+    "and so their round-off, by CPU) and the MNE template",
+)
+def test_shard_bytes_are_those_pinned(built):
+    assert built == PINNED_SHARDS
+
+
 def test_second_run_does_nothing_and_says_so(project, built):
     out = bf(project, "tokenize").stdout
     assert "nothing to do" in out
