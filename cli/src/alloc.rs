@@ -238,7 +238,8 @@ impl BigBlocks {
     }
 
     /// Resizes live block `ptr` to at least `new_size` bytes, contents kept (in place when it
-    /// fits, else by `mremap`); `None` when `ptr` is not a live block of this cache.
+    /// fits, else by `mremap`); `None` when `ptr` is not a live block of this cache, and
+    /// `Some(null)` when `mremap` fails (`realloc`'s failure: `ptr` stays live and unchanged).
     pub fn grow(&self, ptr: *mut u8, new_size: usize) -> Option<*mut u8> {
         let mut st = self.state();
         let i = st.live[..st.n_live].iter().position(|&(p, _)| p == ptr as usize)?;
